@@ -1,0 +1,77 @@
+"""Representation metrics: alignment, uniformity (Wang & Isola 2020) and RankMe (Garrido et al. 2023)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax.nn import logsumexp
+
+from jaxneg import _checks as C
+from jaxneg.losses._pairwise import Lse, Meta, pair_stats
+from jaxneg.losses.contrastive import l2_normalize
+
+
+def alignment(x, y, *, alpha=2.0, normalize: bool = True):
+    r"""``E_i ||x_i - y_i||_2^alpha`` over positive pairs (lower is better).
+
+    Args:
+      x, y: ``[N, D]`` positive pairs; alpha: ``> 0``.
+
+    References:
+      Wang & Isola, *Understanding Contrastive Representation Learning through Alignment
+      and Uniformity on the Hypersphere*, ICML 2020.
+    """
+    fn = "alignment"
+    x = C.as_float_array(fn, "x", x, 2, "[N, D]")
+    y = C.as_float_array(fn, "y", y, 2, "[N, D]")
+    C.same_shape(fn, "y", y, "x", x)
+    C.scalar(fn, "alpha", alpha, low=0.0)
+    if normalize:
+        x, y = l2_normalize(x), l2_normalize(y)
+    d2 = jnp.sum(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=1)
+    # ||.||^alpha = (d2)^(alpha/2), with a finite gradient at 0 for alpha >= 2.
+    return jnp.mean(jnp.power(jnp.maximum(d2, 0.0), alpha / 2.0))
+
+
+def uniformity(x, *, t=2.0, normalize: bool = True, block_size: int | None = None):
+    r"""``log E_{i != j} exp(-t ||x_i - x_j||^2)`` (lower is more uniform).
+
+    On the unit sphere ``||x_i - x_j||^2 = 2 - 2 <x_i, x_j>``, so this is a log-sum-exp of
+    the logits ``2t <x_i, x_j> - 2t`` over ``i != j`` minus ``log N(N-1)``; it streams over
+    blocks with ``block_size`` (memory ``O(N * block_size)``). Requires ``normalize=True``
+    semantics (unit vectors); with ``normalize=False`` the inputs must already be unit norm.
+
+    Args:
+      x: ``[N, D]``, ``N >= 2``; t: ``> 0``.
+    """
+    fn = "uniformity"
+    x = C.as_float_array(fn, "x", x, 2, "[N, D]")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"{fn}: x needs at least 2 rows, got shape {list(x.shape)}")
+    C.scalar(fn, "t", t, low=0.0)
+    block_size = C.block_size(fn, block_size)
+    if normalize:
+        x = l2_normalize(x)
+    ids = jnp.arange(n, dtype=jnp.int32)
+    (row,), _ = pair_stats(x, x, 2.0 * t, -2.0 * t, Meta(ids, ids, ids, ids), (Lse("not_self"),), (), block_size)
+    return logsumexp(row) - jnp.log(jnp.float32(n) * (n - 1))
+
+
+def rankme(z, *, eps=1e-7):
+    r"""RankMe effective rank: ``exp(-sum_k p_k log p_k)``, ``p_k = sigma_k / ||sigma||_1 + eps``.
+
+    ``sigma`` are the singular values of the ``[N, D]`` embedding matrix (not centred, as
+    in the paper). Ranges from 1 to ``min(N, D)``.
+
+    References:
+      Garrido et al., *RankMe: Assessing the Downstream Performance of Pretrained
+      Self-Supervised Representations by Their Rank*, ICML 2023.
+    """
+    fn = "rankme"
+    z = C.as_float_array(fn, "z", z, 2, "[N, D]")
+    s = jnp.linalg.svd(z.astype(jnp.float32), compute_uv=False)
+    p = s / jnp.maximum(jnp.sum(s), jnp.finfo(jnp.float32).tiny) + eps
+    return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
+__all__ = ["alignment", "uniformity", "rankme"]
