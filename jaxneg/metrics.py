@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jax.nn import logsumexp
 
 from jaxneg import _checks as C
-from jaxneg.losses._pairwise import Lse, Meta, pair_stats
+from jaxneg.losses._pairwise import Lse, Meta, acc_dtype, pair_stats
 from jaxneg.losses.contrastive import l2_normalize
 
 
@@ -27,7 +27,8 @@ def alignment(x, y, *, alpha=2.0, normalize: bool = True):
     C.scalar(fn, "alpha", alpha, low=0.0)
     if normalize:
         x, y = l2_normalize(x), l2_normalize(y)
-    d2 = jnp.sum(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=1)
+    acc = acc_dtype(x, y)
+    d2 = jnp.sum(jnp.square(x.astype(acc) - y.astype(acc)), axis=1)
     # ||.||^alpha = (d2)^(alpha/2), with a finite gradient at 0 for alpha >= 2.
     return jnp.mean(jnp.power(jnp.maximum(d2, 0.0), alpha / 2.0))
 
@@ -54,7 +55,7 @@ def uniformity(x, *, t=2.0, normalize: bool = True, block_size: int | None = Non
         x = l2_normalize(x)
     ids = jnp.arange(n, dtype=jnp.int32)
     (row,), _ = pair_stats(x, x, 2.0 * t, -2.0 * t, Meta(ids, ids, ids, ids), (Lse("not_self"),), (), block_size)
-    return logsumexp(row) - jnp.log(jnp.float32(n) * (n - 1))
+    return logsumexp(row) - jnp.log(jnp.asarray(n * (n - 1), row.dtype))
 
 
 def rankme(z, *, eps=1e-7):
@@ -69,8 +70,8 @@ def rankme(z, *, eps=1e-7):
     """
     fn = "rankme"
     z = C.as_float_array(fn, "z", z, 2, "[N, D]")
-    s = jnp.linalg.svd(z.astype(jnp.float32), compute_uv=False)
-    p = s / jnp.maximum(jnp.sum(s), jnp.finfo(jnp.float32).tiny) + eps
+    s = jnp.linalg.svd(z.astype(acc_dtype(z)), compute_uv=False)
+    p = s / jnp.maximum(jnp.sum(s), jnp.finfo(s.dtype).tiny) + eps
     return jnp.exp(-jnp.sum(p * jnp.log(p)))
 
 

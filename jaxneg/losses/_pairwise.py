@@ -33,7 +33,8 @@ recomputes each block's logits (flash-attention style), so peak memory is
 masking code; the tests check they agree to 1e-5 in value and gradient.
 
 Matmuls run in the input dtype (bf16 is fine) with fp32 accumulation
-(``preferred_element_type=float32``); all exponentials and reductions are fp32.
+(``preferred_element_type=float32``); all exponentials and reductions are fp32
+(fp64 for fp64 inputs, so gradients can be checked by finite differences).
 """
 
 from __future__ import annotations
@@ -96,9 +97,14 @@ def _masks(row_pos, row_label, col_pos, col_label):
     return mask, same
 
 
+def acc_dtype(*xs):
+    """Accumulation dtype: fp32 for bf16/fp16/fp32 inputs, fp64 for fp64 inputs."""
+    return jnp.result_type(jnp.float32, *(x.dtype for x in xs))
+
+
 def _dot(q, k):
-    """``q @ k.T`` with fp32 accumulation."""
-    return lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    """``q @ k.T`` accumulated in ``acc_dtype``."""
+    return lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=acc_dtype(q, k))
 
 
 def _safe(m):
@@ -157,8 +163,9 @@ def pair_stats(
       ``(row_stats, col_stats)``: tuples of fp32 arrays, in spec order.
     """
     row_specs, col_specs = _validate_specs(row_specs), _validate_specs(col_specs)
-    scale = jnp.asarray(scale, jnp.float32)
-    bias = jnp.asarray(bias, jnp.float32)
+    acc = acc_dtype(q, k)
+    scale = jnp.asarray(scale, acc)
+    bias = jnp.asarray(bias, acc)
     if block_size is None:
         return _dense(q, k, scale, bias, meta, row_specs, col_specs)
     return _streamed(row_specs, col_specs, int(block_size), q, k, scale, bias, meta)
@@ -198,12 +205,13 @@ def _unblock(x, m):
 def _forward(row_specs, col_specs, block_size, q, k, scale, bias, meta):
     b = q.shape[0]
     m = k.shape[0]
+    acc = acc_dtype(q, k)
     kb, cpos, clab = _blocks(k, meta.col_pos, meta.col_label, block_size)
 
     def init(spec):
         if isinstance(spec, Lse):  # running (max, sum of exp(x - max))
-            return (jnp.full((b,), -jnp.inf, jnp.float32), jnp.zeros((b,), jnp.float32))
-        return jnp.zeros((b,), jnp.float32)
+            return (jnp.full((b,), -jnp.inf, acc), jnp.zeros((b,), acc))
+        return jnp.zeros((b,), acc)
 
     def body(carry, blk):
         kj, pj, lj = blk
@@ -253,6 +261,7 @@ def _backward(row_specs, col_specs, block_size, res, cts):
     q, k, scale, bias, meta, rows, cols = res
     ct_rows, ct_cols = cts
     m = k.shape[0]
+    acc = acc_dtype(q, k)
     kb, cpos, clab = _blocks(k, meta.col_pos, meta.col_label, block_size)
     # Column statistics and their cotangents travel with their key block: [nb, bs, 2].
     col_blocks = tuple(
@@ -272,13 +281,13 @@ def _backward(row_specs, col_specs, block_size, res, cts):
         for spec, st in zip(col_specs, colj):
             g = g + _dstat(spec, x, mask(spec.include), same, st[None, :, 0], st[None, :, 1])
         gq = g.astype(q.dtype)
-        dq = dq + lax.dot_general(gq, kj, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-        dk = lax.dot_general(gq, q, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        dq = dq + lax.dot_general(gq, kj, (((1,), (0,)), ((), ())), preferred_element_type=acc)
+        dk = lax.dot_general(gq, q, (((0,), (0,)), ((), ())), preferred_element_type=acc)
         return (dq, dscale + jnp.sum(g * d), dbias + jnp.sum(g)), dk
 
-    zero = jnp.zeros((), jnp.float32)
+    zero = jnp.zeros((), acc)
     (dq, dscale, dbias), dk = lax.scan(
-        body, (jnp.zeros(q.shape, jnp.float32), zero, zero), (kb, cpos, clab, col_blocks)
+        body, (jnp.zeros(q.shape, acc), zero, zero), (kb, cpos, clab, col_blocks)
     )
     dk = dk.reshape(-1, k.shape[1])[:m]
     return (

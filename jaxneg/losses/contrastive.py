@@ -16,13 +16,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg.losses._pairwise import EXTRA, Lse, Meta, Sum, masked_lse, pair_stats
+from jaxneg.losses._pairwise import EXTRA, Lse, Meta, Sum, acc_dtype, masked_lse, pair_stats
 from jaxneg.registry import LOSSES
 
 
 def l2_normalize(x, axis: int = -1, eps: float = 1e-12):
-    """``x / max(||x||, eps)`` computed in fp32, returned in ``x.dtype`` (finite gradient at 0)."""
-    x32 = x.astype(jnp.float32)
+    """``x / max(||x||, eps)`` computed in (at least) fp32, returned in ``x.dtype`` (finite gradient at 0)."""
+    x32 = x.astype(acc_dtype(x))
     inv = lax.rsqrt(jnp.maximum(jnp.sum(x32 * x32, axis=axis, keepdims=True), eps * eps))
     return (x32 * inv).astype(x.dtype)
 
@@ -32,13 +32,14 @@ def _maybe_normalize(x, normalize: bool):
 
 
 def _rowdot(a, b):
-    """``sum(a * b, -1)`` in fp32."""
-    return jnp.sum(a.astype(jnp.float32) * b.astype(jnp.float32), axis=-1)
+    """``sum(a * b, -1)`` in the accumulation dtype (fp32, or fp64 for fp64 inputs)."""
+    acc = acc_dtype(a, b)
+    return jnp.sum(a.astype(acc) * b.astype(acc), axis=-1)
 
 
 def _temperature(fn, temperature):
     C.scalar(fn, "temperature", temperature, low=0.0)
-    return 1.0 / jnp.asarray(temperature, jnp.float32)
+    return 1.0 / jnp.asarray(temperature, acc_dtype(jnp.asarray(temperature)))
 
 
 def _pair_inputs(fn, query, key):
@@ -161,7 +162,7 @@ def infonce(
     )
     if per_query is not None:
         x_neg = scale * jnp.einsum(
-            "bd,bkd->bk", q, per_query.astype(q.dtype), preferred_element_type=jnp.float32
+            "bd,bkd->bk", q, per_query.astype(q.dtype), preferred_element_type=acc_dtype(q)
         )
         lse_row = jnp.logaddexp(lse_row, jax.nn.logsumexp(x_neg, axis=1))
     pos = scale * (_rowdot(q, k) - margin)
@@ -277,12 +278,12 @@ def _debiased_estimator(pos, log_neg, n, scale, tau_plus):
     as ``a + log(-expm1(b - a))`` with ``b = log(tau+ N) + p``, which never overflows; where
     ``b >= a`` the first branch is empty and the clamp decides.
     """
-    log_n = jnp.log(jnp.float32(n))
+    log_n = jnp.log(jnp.asarray(n, pos.dtype))
     floor = log_n - scale  # log(N e^{-1/t})
     if tau_plus == 0:
         log_ng = jnp.maximum(log_neg, floor)
     else:
-        gap = jnp.log(jnp.float32(tau_plus)) + log_n + pos - log_neg
+        gap = jnp.log(jnp.asarray(tau_plus, pos.dtype)) + log_n + pos - log_neg
         ok = gap < 0
         diff = log_neg + jnp.log(-jnp.expm1(jnp.where(ok, gap, -1.0))) - jnp.log1p(-tau_plus)
         log_ng = jnp.maximum(jnp.where(ok, diff, -jnp.inf), floor)
@@ -376,7 +377,7 @@ def hard_negative(
     (lse_hard, lse_w), _ = pair_stats(
         z, z, scale, 0.0, meta, (Lse("neg", 1.0 + beta), Lse("neg", beta)), (), block_size
     )
-    log_reweighted = lse_hard - lse_w + jnp.log(jnp.float32(n))
+    log_reweighted = lse_hard - lse_w + jnp.log(jnp.asarray(n, lse_w.dtype))
     pos = _positive_logits(z, b, scale)
     return C.reduce(_debiased_estimator(pos, log_reweighted, n, scale, tau_plus), reduction)
 
@@ -392,9 +393,7 @@ def _identity(x, same):
 def _label_counts(labels):
     """``#{j : labels[j] == labels[i]}`` for every ``i`` in O(n log n)."""
     srt = jnp.sort(labels)
-    return (jnp.searchsorted(srt, labels, side="right") - jnp.searchsorted(srt, labels, side="left")).astype(
-        jnp.float32
-    )
+    return jnp.searchsorted(srt, labels, side="right") - jnp.searchsorted(srt, labels, side="left")
 
 
 @LOSSES.register("supcon")
@@ -442,7 +441,7 @@ def supcon(
     (lse, pos_sum), _ = pair_stats(
         z, z, scale, 0.0, Meta(pos_id, lab, pos_id, lab), (Lse("not_self"), Sum("pos", _identity)), (), block_size
     )
-    count = _label_counts(lab) - 1.0
+    count = (_label_counts(lab) - 1).astype(lse.dtype)
     has = count > 0
     # Where the anchor has no positive, lse may be -inf (a lone view): keep it out of the math.
     mean_log_prob = jnp.where(has, (pos_sum - count * jnp.where(has, lse, 0.0)) / jnp.maximum(count, 1.0), 0.0)
@@ -552,8 +551,9 @@ def soft_target(
     elif C.is_concrete(targets) and bool(jnp.any(targets < 0)):
         raise ValueError(f"{fn}: targets must be non-negative when target_temperature is None")
     q, k = _maybe_normalize(query, normalize), _maybe_normalize(key, normalize)
-    x = scale * (q.astype(jnp.float32) @ k.astype(jnp.float32).T)
-    t = targets.astype(jnp.float32)
+    acc = acc_dtype(q, k, targets)
+    x = scale * (q.astype(acc) @ k.astype(acc).T)
+    t = targets.astype(acc)
 
     def direction(logits, tgt):
         if target_temperature is None:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxneg import _checks as C
-from jaxneg.losses._pairwise import masked_lse
+from jaxneg.losses._pairwise import acc_dtype, masked_lse
 from jaxneg.losses.contrastive import _maybe_normalize
 from jaxneg.registry import LOSSES
 
@@ -34,7 +34,7 @@ def pairwise_distance(x, distance: str = "euclidean"):
 
     The Euclidean distance is ``sqrt(max(d2, 1e-12))`` so duplicates get a finite gradient.
     """
-    x = x.astype(jnp.float32)
+    x = x.astype(acc_dtype(x))
     if distance == "cosine":
         return 1.0 - x @ x.T
     sq = jnp.sum(x * x, axis=1)
@@ -82,7 +82,7 @@ def triplet(
     dist = pairwise_distance(_maybe_normalize(embeddings, normalize), distance)
     pos, neg = _pair_masks(labels)
     has_neg = jnp.any(neg, axis=1)
-    big = jnp.float32(jnp.finfo(jnp.float32).max)
+    big = jnp.asarray(jnp.finfo(dist.dtype).max, dist.dtype)
 
     if mining == "batch_hard":
         hardest_pos = jnp.max(jnp.where(pos, dist, -big), axis=1)
@@ -158,10 +158,11 @@ def multi_similarity(
     C.scalar(fn, "base", base)
     C.scalar(fn, "epsilon", epsilon, low=0.0, low_inclusive=True)
     C.reduction(fn, reduction)
-    z = _maybe_normalize(embeddings, normalize).astype(jnp.float32)
+    z = _maybe_normalize(embeddings, normalize)
+    z = z.astype(acc_dtype(z))
     sim = z @ z.T
     pos, neg = _pair_masks(labels)
-    big = jnp.float32(jnp.finfo(jnp.float32).max)
+    big = jnp.asarray(jnp.finfo(sim.dtype).max, sim.dtype)
     min_pos = jax.lax.stop_gradient(jnp.min(jnp.where(pos, sim, big), axis=1, keepdims=True))
     max_neg = jax.lax.stop_gradient(jnp.max(jnp.where(neg, sim, -big), axis=1, keepdims=True))
     neg_kept = neg & (sim + epsilon > min_pos)

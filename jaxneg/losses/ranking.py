@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxneg import _checks as C
+from jaxneg.losses._pairwise import acc_dtype
 from jaxneg.losses.contrastive import _maybe_normalize, _rowdot, _temperature
 from jaxneg.registry import LOSSES
 
@@ -16,10 +17,10 @@ def _negative_scores(fn, q, negatives, normalize):
     negatives = jnp.asarray(negatives)
     if negatives.ndim == 2 and negatives.shape[1] == d:
         n = _maybe_normalize(C.as_float_array(fn, "negatives", negatives, 2, "[M, D]"), normalize)
-        return jnp.einsum("bd,md->bm", q, n.astype(q.dtype), preferred_element_type=jnp.float32)
+        return jnp.einsum("bd,md->bm", q, n.astype(q.dtype), preferred_element_type=acc_dtype(q))
     if negatives.ndim == 3 and negatives.shape[0] == b and negatives.shape[2] == d:
         n = _maybe_normalize(C.as_float_array(fn, "negatives", negatives, 3, "[B, K, D]"), normalize)
-        return jnp.einsum("bd,bkd->bk", q, n.astype(q.dtype), preferred_element_type=jnp.float32)
+        return jnp.einsum("bd,bkd->bk", q, n.astype(q.dtype), preferred_element_type=acc_dtype(q))
     raise ValueError(
         f"{fn}: negatives must have shape [M, D] or [B, K, D] with B={b}, D={d}, got shape {list(negatives.shape)}"
     )
@@ -32,9 +33,9 @@ def _query_positive(fn, query, positive, normalize):
     return _maybe_normalize(query, normalize), _maybe_normalize(positive, normalize)
 
 
-def _broadcast_rows(fn, name, x, shape):
+def _broadcast_rows(fn, name, x, shape, dtype):
     """Accept ``[B, K]`` or a per-candidate ``[K]`` vector for a ``[B, K]`` score matrix."""
-    x = jnp.asarray(x, jnp.float32)
+    x = jnp.asarray(x, dtype)
     if x.shape == shape:
         return x
     if x.shape == shape[1:]:
@@ -90,9 +91,9 @@ def sampled_softmax(
     o_pos = scale * _rowdot(q, p)
     o_neg = scale * _negative_scores(fn, q, negatives, normalize)
     if positive_log_q is not None:
-        o_pos = o_pos - _broadcast_rows(fn, "positive_log_q", positive_log_q, (b,))
+        o_pos = o_pos - _broadcast_rows(fn, "positive_log_q", positive_log_q, (b,), o_pos.dtype)
     if log_q is not None:
-        o_neg = o_neg - _broadcast_rows(fn, "log_q", log_q, o_neg.shape)
+        o_neg = o_neg - _broadcast_rows(fn, "log_q", log_q, o_neg.shape, o_neg.dtype)
     keep = jnp.ones(o_neg.shape, bool)
     if (positive_ids is None) != (negative_ids is None):
         raise ValueError(f"{fn}: give both positive_ids and negative_ids, or neither")
@@ -158,6 +159,7 @@ def margin_mse(pos_scores, neg_scores, teacher_pos, teacher_neg, *, reduction: s
     C.same_shape(fn, "teacher_pos", tp, "pos_scores", sp)
     C.same_shape(fn, "teacher_neg", tn, "neg_scores", sn)
     sn2, tn2 = (sn[:, None], tn[:, None]) if sn.ndim == 1 else (sn, tn)
-    student = sp.astype(jnp.float32)[:, None] - sn2.astype(jnp.float32)
-    teacher = jax.lax.stop_gradient(tp.astype(jnp.float32)[:, None] - tn2.astype(jnp.float32))
+    acc = acc_dtype(sp, sn2)
+    student = sp.astype(acc)[:, None] - sn2.astype(acc)
+    teacher = jax.lax.stop_gradient(tp.astype(acc)[:, None] - tn2.astype(acc))
     return C.reduce(jnp.mean(jnp.square(student - teacher), axis=1), reduction)

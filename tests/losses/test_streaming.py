@@ -1,0 +1,106 @@
+"""Streaming (block_size=...) equals the dense path in value and in every gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxneg import losses as L
+from jaxneg import metrics as M
+from jaxneg.losses._pairwise import Lse, Meta, Sum, pair_stats
+from tests.losses.cases import STREAMING_CASES, rand
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(STREAMING_CASES))
+@pytest.mark.parametrize("b,block", [(5, 2), (13, 4), (7, 64)])
+def test_streaming_equals_dense_value_and_grad(name, b, block):
+    fn, _, x = STREAMING_CASES[name](np.random.default_rng(b * 31 + block), b, 6)
+    argnums = tuple(range(len(x)))
+    dense = jax.value_and_grad(lambda *a: fn(*a), argnums=argnums)(*x)
+    streamed = jax.value_and_grad(lambda *a: fn(*a, block_size=block), argnums=argnums)(*x)
+    np.testing.assert_allclose(streamed[0], dense[0], rtol=RTOL, atol=ATOL)
+    for gs, gd in zip(streamed[1], dense[1]):
+        np.testing.assert_allclose(gs, gd, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gradient_wrt_learnable_temperature(symmetric):
+    rng = np.random.default_rng(1)
+    q, k = jnp.asarray(rand(rng, 9, 5)), jnp.asarray(rand(rng, 9, 5))
+    f = lambda lt, block: L.infonce(q, k, temperature=jnp.exp(lt), symmetric=symmetric, block_size=block)
+    lt = jnp.log(0.1)
+    gd = jax.grad(f)(lt, None)
+    gs = jax.grad(f)(lt, 4)
+    np.testing.assert_allclose(gs, gd, rtol=RTOL)
+    eps = 1e-3  # and against a central difference
+    fd = (f(lt + eps, None) - f(lt - eps, None)) / (2 * eps)
+    np.testing.assert_allclose(gd, fd, rtol=2e-3)
+
+
+def test_siglip_gradient_wrt_scale_and_bias():
+    rng = np.random.default_rng(2)
+    q, k = jnp.asarray(rand(rng, 10, 4)), jnp.asarray(rand(rng, 10, 4))
+    f = lambda s, bias, block: L.siglip(q, k, logit_scale=s, logit_bias=bias, block_size=block)
+    gd = jax.grad(f, argnums=(0, 1))(7.0, -3.0, None)
+    gs = jax.grad(f, argnums=(0, 1))(7.0, -3.0, 3)
+    np.testing.assert_allclose(gs, gd, rtol=RTOL)
+
+
+def test_uniformity_streams():
+    x = jnp.asarray(rand(np.random.default_rng(3), 21, 6))
+    gd = jax.value_and_grad(M.uniformity)(x)
+    gs = jax.value_and_grad(lambda x: M.uniformity(x, block_size=5))(x)
+    np.testing.assert_allclose(gs[0], gd[0], rtol=RTOL)
+    np.testing.assert_allclose(gs[1], gd[1], rtol=RTOL, atol=ATOL)
+
+
+def test_streaming_under_jit_and_block_larger_than_batch():
+    rng = np.random.default_rng(4)
+    q, k = jnp.asarray(rand(rng, 6, 4)), jnp.asarray(rand(rng, 6, 4))
+    f = jax.jit(lambda q, k: L.infonce(q, k, symmetric=True, block_size=1000))
+    np.testing.assert_allclose(f(q, k), L.infonce(q, k, symmetric=True), rtol=RTOL)
+
+
+def _ident(x, same):
+    return x
+
+
+def _sq(x, same):
+    return jnp.where(same, x * x, jnp.sin(x))
+
+
+@given(
+    b=st.integers(1, 12),
+    extra=st.integers(0, 7),
+    d=st.integers(1, 6),
+    block=st.integers(1, 20),
+    n_labels=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_pair_stats_property(b, extra, d, block, n_labels, seed):
+    """Random metadata, specs on rows and columns: streamed == dense, value and gradient."""
+    rng = np.random.default_rng(seed)
+    m = b + extra
+    q, k = jnp.asarray(rand(rng, b, d)), jnp.asarray(rand(rng, m, d))
+    row_label = jnp.asarray(rng.integers(0, n_labels, b), jnp.int32)
+    pos = jnp.arange(b, dtype=jnp.int32)
+    meta = Meta(pos, row_label, jnp.concatenate([pos, -jnp.ones(extra, jnp.int32)]),
+                jnp.concatenate([row_label, -jnp.ones(extra, jnp.int32)]))
+    rows = (Lse("neg"), Lse("not_self", 0.5), Sum("pos", _ident), Sum("all", _sq))
+    cols = (Lse("all", 2.0), Sum("neg", _sq))
+    w = [jnp.asarray(rng.standard_normal(n), jnp.float32) for n in (b, b, b, b, m, m)]
+
+    def f(q, k, scale, bias, block_size):
+        r, c = pair_stats(q, k, scale, bias, meta, rows, cols, block_size)
+        # -inf (empty sets) is a legitimate value; weight only the finite entries.
+        return sum(jnp.sum(jnp.where(jnp.isfinite(s), s, 0.0) * wi) for s, wi in zip(r + c, w))
+
+    vd, gd = jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, 1.7, -0.2, None)
+    vs, gs = jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, 1.7, -0.2, block)
+    np.testing.assert_allclose(vs, vd, rtol=1e-5, atol=1e-4)
+    for a, b_ in zip(gs, gd):
+        np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-4)
