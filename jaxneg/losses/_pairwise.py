@@ -26,8 +26,8 @@ include    columns kept for row i                      used by
 
 With ``block_size=None`` the whole ``[B, M]`` matrix is formed and differentiated by
 ordinary autodiff. With ``block_size=b`` the keys are processed ``b`` columns at a time
-in a ``lax.scan``: row statistics are carried as a running log-sum-exp (or running sum),
-column statistics are complete inside each block. The backward pass is a custom VJP that
+in a ``lax.scan`` (and each block's rows in tiles): row statistics are carried as a running
+log-sum-exp (or running sum), column statistics are complete inside each block. The backward pass is a custom VJP that
 recomputes each block's logits (flash-attention style), so peak memory is
 ``O((B + M) * D + B * b)`` and the ``[B, M]`` matrix never exists. Both paths share the
 masking code; the tests check they agree to 1e-5 in value and gradient.
@@ -146,6 +146,7 @@ def pair_stats(
     row_specs: Sequence[Spec] = (),
     col_specs: Sequence[Spec] = (),
     block_size: int | None = None,
+    row_block_size: int | None = None,
 ):
     """Statistics of ``X = scale * q @ k.T + bias`` along rows and columns.
 
@@ -158,6 +159,8 @@ def pair_stats(
       row_specs: statistics over the columns of each row -> each ``[B]`` (fp32).
       col_specs: statistics over the rows of each column -> each ``[M]`` (fp32).
       block_size: ``None`` for the dense path, else the number of key columns per block.
+      row_block_size: rows per tile inside a key block (default ``min(B, block_size)``);
+        only the speed depends on it (smaller tiles stay in cache).
 
     Returns:
       ``(row_stats, col_stats)``: tuples of fp32 arrays, in spec order.
@@ -168,7 +171,8 @@ def pair_stats(
     bias = jnp.asarray(bias, acc)
     if block_size is None:
         return _dense(q, k, scale, bias, meta, row_specs, col_specs)
-    return _streamed(row_specs, col_specs, int(block_size), q, k, scale, bias, meta)
+    row_block = min(q.shape[0], int(row_block_size or block_size))
+    return _streamed(row_specs, col_specs, int(block_size), row_block, q, k, scale, bias, meta)
 
 
 def _dense(q, k, scale, bias, meta, row_specs, col_specs):
@@ -180,72 +184,106 @@ def _dense(q, k, scale, bias, meta, row_specs, col_specs):
 
 
 # ----------------------------------------------------------------------------- streaming
+#
+# The key side is cut into blocks of ``block_size`` columns (the outer ``lax.scan``) and,
+# inside each block, the query side into tiles of ``row_block`` rows (an inner
+# ``lax.map``), so every elementwise pass works on a cache-sized ``row_block x block_size``
+# tile. Row statistics are carried across key blocks as running (max, sum) pairs; column
+# statistics are combined across the row tiles of their block.
 
 
-def _blocks(k, col_pos, col_label, block_size):
-    """Pad the key side to a multiple of ``block_size`` and split it into blocks."""
-    m, d = k.shape
-    nb = -(-m // block_size)
-    pad = nb * block_size - m
-    if pad:
-        k = jnp.pad(k, ((0, pad), (0, 0)))
-        col_pos = jnp.pad(col_pos, (0, pad), constant_values=PAD)
-        col_label = jnp.pad(col_label, (0, pad), constant_values=PAD)
-    return (
-        k.reshape(nb, block_size, d),
-        col_pos.reshape(nb, block_size),
-        col_label.reshape(nb, block_size),
-    )
+def _pad_rows(x, n, value=0):
+    pad = n - x.shape[0]
+    if pad == 0:
+        return x
+    widths = ((0, pad),) + ((0, 0),) * (x.ndim - 1)
+    return jnp.pad(x, widths, constant_values=value)
 
 
-def _unblock(x, m):
-    return x.reshape(-1)[:m]
+def _split(x, size, value=0):
+    """Pad the leading axis to a multiple of ``size`` and reshape to ``[n, size, ...]``."""
+    n = -(-x.shape[0] // size)
+    return _pad_rows(x, n * size, value).reshape((n, size) + x.shape[1:])
 
 
-def _forward(row_specs, col_specs, block_size, q, k, scale, bias, meta):
-    b = q.shape[0]
-    m = k.shape[0]
+def _tile_masks(rpos, rlab, cpos, clab):
+    """Masks for one tile; padded rows (``rpos == PAD``) are excluded from every set."""
+    mask, same = _masks(rpos, rlab, cpos, clab)
+    row_ok = (rpos != PAD)[:, None]
+    return (lambda include: mask(include) & row_ok), same
+
+
+def _lse_parts(x, mask, axis):
+    """Partial (max, sum of exp(x - max)) of a masked log-sum-exp along ``axis``."""
+    xm = jnp.where(mask, x, -jnp.inf)
+    mx = jnp.max(xm, axis=axis)
+    return mx, jnp.sum(jnp.exp(xm - jnp.expand_dims(_safe(mx), axis)), axis=axis)
+
+
+def _merge_lse(m1, s1, m2, s2):
+    """Combine two partial log-sum-exps (max, sum) -> (max, sum)."""
+    m = jnp.maximum(m1, m2)
+    shift = _safe(m)
+    return m, s1 * jnp.exp(m1 - shift) + s2 * jnp.exp(m2 - shift)
+
+
+def _finish_lse(m, s):
+    ok = s > 0
+    return jnp.where(ok, jnp.log(jnp.where(ok, s, 1.0)) + _safe(m), -jnp.inf)
+
+
+def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, meta):
+    b, m = q.shape[0], k.shape[0]
     acc = acc_dtype(q, k)
-    kb, cpos, clab = _blocks(k, meta.col_pos, meta.col_label, block_size)
+    kb, cpos, clab = _split(k, block_size), _split(meta.col_pos, block_size, PAD), _split(meta.col_label, block_size, PAD)
+    qt = _split(q, row_block)
+    rpos, rlab = _split(meta.row_pos, row_block, PAD), _split(meta.row_label, row_block, PAD)
+    nt = qt.shape[0]
 
     def init(spec):
-        if isinstance(spec, Lse):  # running (max, sum of exp(x - max))
-            return (jnp.full((b,), -jnp.inf, acc), jnp.zeros((b,), acc))
-        return jnp.zeros((b,), acc)
-
-    def body(carry, blk):
-        kj, pj, lj = blk
-        x = scale * _dot(q, kj) + bias
-        mask, same = _masks(meta.row_pos, meta.row_label, pj, lj)
-        new = []
-        for spec, c in zip(row_specs, carry):
-            mk = mask(spec.include)
-            if isinstance(spec, Lse):
-                run_max, run_sum = c
-                xm = jnp.where(mk, spec.coef * x, -jnp.inf)
-                new_max = jnp.maximum(run_max, jnp.max(xm, axis=1))
-                shift = _safe(new_max)
-                run_sum = run_sum * jnp.exp(run_max - shift) + jnp.sum(
-                    jnp.exp(xm - shift[:, None]), axis=1
-                )
-                new.append((new_max, run_sum))
-            else:
-                new.append(c + jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=1))
-        cols = tuple(_stat(s, x, mask(s.include), same, 0) for s in col_specs)
-        return tuple(new), cols
-
-    carry, cols = lax.scan(body, tuple(init(s) for s in row_specs), (kb, cpos, clab))
-    rows = []
-    for spec, c in zip(row_specs, carry):
         if isinstance(spec, Lse):
-            run_max, run_sum = c
-            ok = run_sum > 0
-            rows.append(
-                jnp.where(ok, jnp.log(jnp.where(ok, run_sum, 1.0)) + _safe(run_max), -jnp.inf)
-            )
-        else:
-            rows.append(c)
-    return tuple(rows), tuple(_unblock(c, m) for c in cols)
+            return (jnp.full((nt, row_block), -jnp.inf, acc), jnp.zeros((nt, row_block), acc))
+        return jnp.zeros((nt, row_block), acc)
+
+    def block(carry, blk):
+        kj, pj, lj = blk
+
+        def tile(args):
+            qi, rp, rl, rows_in = args
+            x = scale * _dot(qi, kj) + bias
+            mask, same = _tile_masks(rp, rl, pj, lj)
+            rows_out = []
+            for spec, c in zip(row_specs, rows_in):
+                mk = mask(spec.include)
+                if isinstance(spec, Lse):
+                    rows_out.append(_merge_lse(*c, *_lse_parts(spec.coef * x, mk, 1)))
+                else:
+                    rows_out.append(c + jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=1))
+            cols = []
+            for spec in col_specs:
+                mk = mask(spec.include)
+                if isinstance(spec, Lse):
+                    cols.append(_lse_parts(spec.coef * x, mk, 0))
+                else:
+                    cols.append(jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=0))
+            return tuple(rows_out), tuple(cols)
+
+        rows, cols = lax.map(tile, (qt, rpos, rlab, carry))
+        done = []
+        for spec, c in zip(col_specs, cols):  # combine the row tiles' partials: [nt, bs] -> [bs]
+            if isinstance(spec, Lse):
+                mx, sm = c
+                top = jnp.max(mx, axis=0)
+                done.append(_finish_lse(top, jnp.sum(sm * jnp.exp(mx - _safe(top)), axis=0)))
+            else:
+                done.append(jnp.sum(c, axis=0))
+        return rows, tuple(done)
+
+    carry, cols = lax.scan(block, tuple(init(s) for s in row_specs), (kb, cpos, clab))
+    rows = tuple(
+        (_finish_lse(*c) if isinstance(spec, Lse) else c).reshape(-1)[:b] for spec, c in zip(row_specs, carry)
+    )
+    return rows, tuple(c.reshape(-1)[:m] for c in cols)
 
 
 def _dstat(spec: Spec, x, mask, same, stat, ct):
@@ -257,54 +295,55 @@ def _dstat(spec: Spec, x, mask, same, stat, ct):
     return ct * jnp.where(mask, deriv, 0.0)
 
 
-def _backward(row_specs, col_specs, block_size, res, cts):
+def _backward(row_specs, col_specs, block_size, row_block, res, cts):
     q, k, scale, bias, meta, rows, cols = res
     ct_rows, ct_cols = cts
-    m = k.shape[0]
+    b, m, d = q.shape[0], k.shape[0], k.shape[1]
     acc = acc_dtype(q, k)
-    kb, cpos, clab = _blocks(k, meta.col_pos, meta.col_label, block_size)
-    # Column statistics and their cotangents travel with their key block: [nb, bs, 2].
-    col_blocks = tuple(
-        _blocks(jnp.stack([c, t], 1), meta.col_pos, meta.col_label, block_size)[0]
-        for c, t in zip(cols, ct_cols)
-    )
+    kb, cpos, clab = _split(k, block_size), _split(meta.col_pos, block_size, PAD), _split(meta.col_label, block_size, PAD)
+    # Column statistics and their cotangents travel with their key block.
+    col_st = tuple(_split(jnp.stack([c, t], 1), block_size) for c, t in zip(cols, ct_cols))
+    qt = _split(q, row_block)
+    rpos, rlab = _split(meta.row_pos, row_block, PAD), _split(meta.row_label, row_block, PAD)
+    row_st = tuple(_split(jnp.stack([r, t], 1), row_block) for r, t in zip(rows, ct_rows))
 
-    def body(carry, blk):
+    def block(carry, blk):
         dq, dscale, dbias = carry
         kj, pj, lj, colj = blk
-        d = _dot(q, kj)
-        x = scale * d + bias
-        mask, same = _masks(meta.row_pos, meta.row_label, pj, lj)
-        g = jnp.zeros_like(x)
-        for spec, stat, ct in zip(row_specs, rows, ct_rows):
-            g = g + _dstat(spec, x, mask(spec.include), same, stat[:, None], ct[:, None])
-        for spec, st in zip(col_specs, colj):
-            g = g + _dstat(spec, x, mask(spec.include), same, st[None, :, 0], st[None, :, 1])
-        gq = g.astype(q.dtype)
-        dq = dq + lax.dot_general(gq, kj, (((1,), (0,)), ((), ())), preferred_element_type=acc)
-        dk = lax.dot_general(gq, q, (((0,), (0,)), ((), ())), preferred_element_type=acc)
-        return (dq, dscale + jnp.sum(g * d), dbias + jnp.sum(g)), dk
+
+        def tile(args):
+            qi, rp, rl, rst, dqi = args
+            dot = _dot(qi, kj)
+            x = scale * dot + bias
+            mask, same = _tile_masks(rp, rl, pj, lj)
+            g = jnp.zeros_like(x)
+            for spec, st in zip(row_specs, rst):
+                g = g + _dstat(spec, x, mask(spec.include), same, st[:, None, 0], st[:, None, 1])
+            for spec, st in zip(col_specs, colj):
+                g = g + _dstat(spec, x, mask(spec.include), same, st[None, :, 0], st[None, :, 1])
+            gq = g.astype(q.dtype)
+            dqi = dqi + lax.dot_general(gq, kj, (((1,), (0,)), ((), ())), preferred_element_type=acc)
+            dki = lax.dot_general(gq, qi, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+            return dqi, dki, jnp.sum(g * dot), jnp.sum(g)
+
+        dq, dk, ds, db = lax.map(tile, (qt, rpos, rlab, row_st, dq))
+        return (dq, dscale + jnp.sum(ds), dbias + jnp.sum(db)), jnp.sum(dk, axis=0)
 
     zero = jnp.zeros((), acc)
     (dq, dscale, dbias), dk = lax.scan(
-        body, (jnp.zeros(q.shape, acc), zero, zero), (kb, cpos, clab, col_blocks)
+        block, (jnp.zeros(qt.shape, acc), zero, zero), (kb, cpos, clab, col_st)
     )
-    dk = dk.reshape(-1, k.shape[1])[:m]
-    return (
-        (scale * dq).astype(q.dtype),
-        (scale * dk).astype(k.dtype),
-        dscale,
-        dbias,
-        None,
-    )
+    dq = dq.reshape(-1, d)[:b]
+    dk = dk.reshape(-1, d)[:m]
+    return (scale * dq).astype(q.dtype), (scale * dk).astype(k.dtype), dscale, dbias, None
 
 
-# The specs and block size are static (hashable) arguments of the custom VJP.
-_streamed = jax.custom_vjp(_forward, nondiff_argnums=(0, 1, 2))
+# The specs, block size and row tile are static (hashable) arguments of the custom VJP.
+_streamed = jax.custom_vjp(_forward, nondiff_argnums=(0, 1, 2, 3))
 
 
-def _streamed_fwd(row_specs, col_specs, block_size, q, k, scale, bias, meta):
-    out = _forward(row_specs, col_specs, block_size, q, k, scale, bias, meta)
+def _streamed_fwd(row_specs, col_specs, block_size, row_block, q, k, scale, bias, meta):
+    out = _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, meta)
     return out, (q, k, scale, bias, meta, out[0], out[1])
 
 

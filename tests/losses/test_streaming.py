@@ -78,11 +78,13 @@ def _sq(x, same):
     extra=st.integers(0, 7),
     d=st.integers(1, 6),
     block=st.integers(1, 20),
+    row_block=st.integers(1, 13),
     n_labels=st.integers(1, 6),
     seed=st.integers(0, 2**16),
 )
-def test_pair_stats_property(b, extra, d, block, n_labels, seed):
-    """Random metadata, specs on rows and columns: streamed == dense, value and gradient."""
+def test_pair_stats_property(b, extra, d, block, row_block, n_labels, seed):
+    """Random metadata, specs on rows and columns, any key block and row tile (with padding
+    on both sides): streamed == dense, value and gradient."""
     rng = np.random.default_rng(seed)
     m = b + extra
     q, k = jnp.asarray(rand(rng, b, d)), jnp.asarray(rand(rng, m, d))
@@ -95,7 +97,7 @@ def test_pair_stats_property(b, extra, d, block, n_labels, seed):
     w = [jnp.asarray(rng.standard_normal(n), jnp.float32) for n in (b, b, b, b, m, m)]
 
     def f(q, k, scale, bias, block_size):
-        r, c = pair_stats(q, k, scale, bias, meta, rows, cols, block_size)
+        r, c = pair_stats(q, k, scale, bias, meta, rows, cols, block_size, row_block)
         # -inf (empty sets) is a legitimate value; weight only the finite entries.
         return sum(jnp.sum(jnp.where(jnp.isfinite(s), s, 0.0) * wi) for s, wi in zip(r + c, w))
 
