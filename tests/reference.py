@@ -65,8 +65,8 @@ def ntxent(z1, z2, t):
     return np.array(out)
 
 
-def debiased(z1, z2, t, tau_plus):
-    """Port of Chuang et al.'s official ``criterion`` in float64 (exp domain)."""
+def _simclr_exp_terms(z1, z2, t):
+    """Official-code setup: exp-domain negatives [2B, 2B-2] and positives [2B]."""
     out_1, out_2 = norm(z1), norm(z2)
     b = out_1.shape[0]
     out = np.concatenate([out_1, out_2])
@@ -77,32 +77,27 @@ def debiased(z1, z2, t, tau_plus):
     mask = np.concatenate([mask, mask])
     neg = neg[mask].reshape(2 * b, -1)
     pos = np.exp(np.sum(out_1 * out_2, -1) / t)
-    pos = np.concatenate([pos, pos])
-    n = b * 2 - 2
-    ng = (-tau_plus * n * pos + neg.sum(-1)) / (1 - tau_plus)
+    return neg, np.concatenate([pos, pos]), 2 * b - 2
+
+
+def _debiased_from(neg_sum, pos, n, t, tau_plus):
+    ng = (-tau_plus * n * pos + neg_sum) / (1 - tau_plus)
     ng = np.maximum(ng, n * np.e ** (-1 / t))
     return -np.log(pos / (pos + ng))
+
+
+def debiased(z1, z2, t, tau_plus):
+    """Port of Chuang et al.'s official ``criterion`` in float64 (exp domain)."""
+    neg, pos, n = _simclr_exp_terms(z1, z2, t)
+    return _debiased_from(neg.sum(-1), pos, n, t, tau_plus)
 
 
 def hard_negative(z1, z2, t, tau_plus, beta):
     """Port of Robinson et al.'s official HCL criterion in float64."""
-    out_1, out_2 = norm(z1), norm(z2)
-    b = out_1.shape[0]
-    out = np.concatenate([out_1, out_2])
-    neg = np.exp(out @ out.T / t)
-    mask = np.ones((b, 2 * b), bool)
-    for i in range(b):
-        mask[i, i] = mask[i, i + b] = False
-    mask = np.concatenate([mask, mask])
-    neg = neg[mask].reshape(2 * b, -1)
-    pos = np.exp(np.sum(out_1 * out_2, -1) / t)
-    pos = np.concatenate([pos, pos])
-    n = b * 2 - 2
+    neg, pos, n = _simclr_exp_terms(z1, z2, t)
     imp = np.exp(beta * np.log(neg))
     reweight_neg = (imp * neg).sum(-1) / imp.mean(-1)
-    ng = (-tau_plus * n * pos + reweight_neg) / (1 - tau_plus)
-    ng = np.maximum(ng, n * np.e ** (-1 / t))
-    return -np.log(pos / (pos + ng))
+    return _debiased_from(reweight_neg, pos, n, t, tau_plus)
 
 
 def decoupled(z1, z2, t, sigma=None):

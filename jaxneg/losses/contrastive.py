@@ -567,17 +567,3 @@ def soft_target(
         per_anchor = 0.5 * (per_anchor + direction(x.T, t.T))
     return C.reduce(per_anchor, reduction)
 
-
-__all__ = [
-    "l2_normalize",
-    "infonce",
-    "additive_margin",
-    "ntxent",
-    "decoupled",
-    "debiased",
-    "hard_negative",
-    "supcon",
-    "siglip",
-    "soft_target",
-    "masked_lse",
-]
