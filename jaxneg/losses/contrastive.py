@@ -37,6 +37,15 @@ def _rowdot(a, b):
     return jnp.sum(a.astype(acc) * b.astype(acc), axis=-1)
 
 
+def _log1p_exp_gap(lse_neg, pos):
+    """``-pos + log(e^pos + e^lse_neg)`` as ``softplus(lse_neg - pos)``.
+
+    Same value, but a small loss keeps its relative precision (``logaddexp(pos, .) - pos``
+    cancels two numbers of size ``1/t``); ``lse_neg = -inf`` (no negatives) gives exactly 0.
+    """
+    return jax.nn.softplus(lse_neg - pos)
+
+
 def _temperature(fn, temperature):
     C.scalar(fn, "temperature", temperature, low=0.0)
     return 1.0 / jnp.asarray(temperature, acc_dtype(jnp.asarray(temperature)))
@@ -166,9 +175,9 @@ def infonce(
         )
         lse_row = jnp.logaddexp(lse_row, jax.nn.logsumexp(x_neg, axis=1))
     pos = scale * (_rowdot(q, k) - margin)
-    per_anchor = jnp.logaddexp(pos, lse_row) - pos
+    per_anchor = _log1p_exp_gap(lse_row, pos)
     if symmetric:
-        per_anchor = 0.5 * (per_anchor + jnp.logaddexp(pos, col[0][:b]) - pos)
+        per_anchor = 0.5 * (per_anchor + _log1p_exp_gap(col[0][:b], pos))
     return C.reduce(per_anchor, reduction)
 
 
@@ -223,7 +232,7 @@ def ntxent(
     z, b, meta = _two_views(fn, z1, z2, normalize)
     (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
     pos = _positive_logits(z, b, scale)
-    return C.reduce(jnp.logaddexp(pos, lse_neg) - pos, reduction)
+    return C.reduce(_log1p_exp_gap(lse_neg, pos), reduction)
 
 
 @LOSSES.register("decoupled")
@@ -287,7 +296,7 @@ def _debiased_estimator(pos, log_neg, n, scale, tau_plus):
         ok = gap < 0
         diff = log_neg + jnp.log(-jnp.expm1(jnp.where(ok, gap, -1.0))) - jnp.log1p(-tau_plus)
         log_ng = jnp.maximum(jnp.where(ok, diff, -jnp.inf), floor)
-    return jnp.logaddexp(pos, log_ng) - pos
+    return _log1p_exp_gap(log_ng, pos)
 
 
 def _check_tau_plus(fn, tau_plus):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jaxneg import _checks as C
 from jaxneg.losses._pairwise import acc_dtype
-from jaxneg.losses.contrastive import _maybe_normalize, _rowdot, _temperature
+from jaxneg.losses.contrastive import _log1p_exp_gap, _maybe_normalize, _rowdot, _temperature
 from jaxneg.registry import LOSSES
 
 
@@ -104,7 +104,7 @@ def sampled_softmax(
             raise ValueError(f"{fn}: negative_ids must have shape {list(o_neg.shape)} or {list(o_neg.shape[1:])}")
         keep = jnp.broadcast_to(nid, o_neg.shape) != pid[:, None]
     lse = jax.nn.logsumexp(jnp.where(keep, o_neg, -jnp.inf), axis=1)
-    return C.reduce(jnp.logaddexp(o_pos, lse) - o_pos, reduction)
+    return C.reduce(_log1p_exp_gap(lse, o_pos), reduction)
 
 
 @LOSSES.register("bpr")
