@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg.losses._pairwise import EXTRA, Lse, Meta, Sum, acc_dtype, masked_lse, pair_stats
+from jaxneg.losses._pairwise import EXTRA, Lse, Meta, Sum, acc_dtype, pair_stats
 from jaxneg.registry import LOSSES
 
 

@@ -7,16 +7,11 @@ import pytest
 
 from jaxneg import losses as L
 from jaxneg import metrics as M
-from tests.losses.cases import STREAMING_CASES, rand, with_duplicates
+from tests.losses.cases import rand, with_duplicates
 
 
 def _finite(tree):
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _cold(name):
-    """Each case rebuilt at temperature 0.01 (or SigLIP scale 100) where it has one."""
-    return STREAMING_CASES[name]
 
 
 @pytest.mark.parametrize(
