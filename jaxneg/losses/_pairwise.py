@@ -112,13 +112,25 @@ def _safe(m):
     return jnp.where(jnp.isneginf(m), 0.0, m)
 
 
+def _lse_parts(x, mask, axis):
+    """Partial (max, sum of exp(x - max)) of a masked log-sum-exp along ``axis``.
+
+    The shift is gradient-free (it cancels); ``_safe`` keeps an all-masked slice finite.
+    """
+    xm = jnp.where(mask, x, -jnp.inf)
+    mx = lax.stop_gradient(jnp.max(xm, axis=axis))
+    return mx, jnp.sum(jnp.exp(xm - jnp.expand_dims(_safe(mx), axis)), axis=axis)
+
+
+def _finish_lse(m, s):
+    """``log s + m`` from a (max, sum) pair; ``-inf`` where nothing was summed."""
+    ok = s > 0
+    return jnp.where(ok, jnp.log(jnp.where(ok, s, 1.0)) + _safe(m), -jnp.inf)
+
+
 def masked_lse(x, mask, axis):
     """Masked log-sum-exp along ``axis``; ``-inf`` (with zero gradient) where all masked."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    m = lax.stop_gradient(_safe(jnp.max(xm, axis=axis, keepdims=True)))
-    s = jnp.sum(jnp.exp(xm - m), axis=axis)
-    pos = s > 0
-    return jnp.where(pos, jnp.log(jnp.where(pos, s, 1.0)) + jnp.squeeze(m, axis), -jnp.inf)
+    return _finish_lse(*_lse_parts(x, mask, axis))
 
 
 def _stat(spec: Spec, x, mask, same, axis):
@@ -213,23 +225,11 @@ def _tile_masks(rpos, rlab, cpos, clab):
     return (lambda include: mask(include) & row_ok), same
 
 
-def _lse_parts(x, mask, axis):
-    """Partial (max, sum of exp(x - max)) of a masked log-sum-exp along ``axis``."""
-    xm = jnp.where(mask, x, -jnp.inf)
-    mx = jnp.max(xm, axis=axis)
-    return mx, jnp.sum(jnp.exp(xm - jnp.expand_dims(_safe(mx), axis)), axis=axis)
-
-
 def _merge_lse(m1, s1, m2, s2):
     """Combine two partial log-sum-exps (max, sum) -> (max, sum)."""
     m = jnp.maximum(m1, m2)
     shift = _safe(m)
     return m, s1 * jnp.exp(m1 - shift) + s2 * jnp.exp(m2 - shift)
-
-
-def _finish_lse(m, s):
-    ok = s > 0
-    return jnp.where(ok, jnp.log(jnp.where(ok, s, 1.0)) + _safe(m), -jnp.inf)
 
 
 def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, meta):

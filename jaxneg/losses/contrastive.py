@@ -58,7 +58,7 @@ def _pair_inputs(fn, query, key):
     return query, key
 
 
-def _two_views(fn, z1, z2, normalize):
+def _two_views(fn, z1, z2, normalize, min_batch=1):
     """Stack two views ``[B, D]`` into ``z [2B, D]`` with SimCLR metadata.
 
     Row ``i`` and row ``i + B`` are views of sample ``i``: the label of a row is its
@@ -68,6 +68,8 @@ def _two_views(fn, z1, z2, normalize):
     z2 = C.as_float_array(fn, "z2", z2, 2, "[B, D]")
     C.same_shape(fn, "z2", z2, "z1", z1)
     b = z1.shape[0]
+    if b < min_batch:
+        raise ValueError(f"{fn}: needs a batch of at least {min_batch} samples, got z1 of shape {list(z1.shape)}")
     z = jnp.concatenate([_maybe_normalize(z1, normalize), _maybe_normalize(z2, normalize)])
     pos_id = jnp.arange(2 * b, dtype=jnp.int32)
     sample = pos_id % b
@@ -339,9 +341,7 @@ def debiased(
     tau_plus = _check_tau_plus(fn, tau_plus)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize)
-    if b < 2:
-        raise ValueError(f"{fn}: needs a batch of at least 2 samples, got z1 of shape {list(z1.shape)}")
+    z, b, meta = _two_views(fn, z1, z2, normalize, min_batch=2)
     (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
     pos = _positive_logits(z, b, scale)
     return C.reduce(_debiased_estimator(pos, lse_neg, 2 * b - 2, scale, tau_plus), reduction)
@@ -379,9 +379,7 @@ def hard_negative(
     beta = float(beta)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize)
-    if b < 2:
-        raise ValueError(f"{fn}: needs a batch of at least 2 samples, got z1 of shape {list(z1.shape)}")
+    z, b, meta = _two_views(fn, z1, z2, normalize, min_batch=2)
     n = 2 * b - 2
     (lse_hard, lse_w), _ = pair_stats(
         z, z, scale, 0.0, meta, (Lse("neg", 1.0 + beta), Lse("neg", beta)), (), block_size
