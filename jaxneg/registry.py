@@ -49,3 +49,4 @@ class Registry:
 
 
 LOSSES = Registry("loss")
+SAMPLERS = Registry("sampler")

@@ -21,7 +21,7 @@ def lse(x):
     return m + np.log(np.sum(np.exp(x - m)))
 
 
-def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, normalize=True):
+def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, normalize=True, mask=None):
     q = norm(q) if normalize else np.asarray(q, np.float64)
     k = norm(k) if normalize else np.asarray(k, np.float64)
     b = q.shape[0]
@@ -31,25 +31,27 @@ def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, n
         n = norm(n) if normalize else n
         extra_shared, extra_per = (n, None) if n.ndim == 2 else (None, n)
     labels = np.arange(b) if labels is None else np.asarray(labels)
+    n_shared = 0 if extra_shared is None else extra_shared.shape[0]
+    mask = np.zeros((b, b + n_shared), bool) if mask is None else np.asarray(mask)
 
-    def one(a, c, per=None, shared=None):
+    def one(a, c, drop, per=None, shared=None):
         out = []
         for i in range(b):
             pos = (a[i] @ c[i] - margin) / t
             terms = [pos]
             for j in range(b):
-                if j != i and labels[j] != labels[i]:
+                if j != i and labels[j] != labels[i] and not drop[i, j]:
                     terms.append(a[i] @ c[j] / t)
             if shared is not None:
-                terms += list(shared @ a[i] / t)
+                terms += [shared[s] @ a[i] / t for s in range(n_shared) if not drop[i, b + s]]
             if per is not None:
                 terms += list(per[i] @ a[i] / t)
             out.append(lse(terms) - pos)
         return np.array(out)
 
-    l = one(q, k, extra_per, extra_shared)
+    l = one(q, k, mask, extra_per, extra_shared)
     if symmetric:
-        l = 0.5 * (l + one(k, q))
+        l = 0.5 * (l + one(k, q, mask[:, :b].T))
     return l
 
 

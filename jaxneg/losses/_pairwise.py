@@ -68,20 +68,28 @@ Spec = Lse | Sum
 
 
 class Meta(NamedTuple):
-    """Integer metadata: row/column position ids and labels (int32)."""
+    """Integer metadata: row/column position ids and labels (int32).
+
+    ``drop`` (optional bool ``[B, M]``) removes individual pairs from every set, e.g. a
+    guide model's false-negative mask (:func:`jaxneg.samplers.guided_mask`).
+    """
 
     row_pos: jax.Array
     row_label: jax.Array
     col_pos: jax.Array
     col_label: jax.Array
+    drop: jax.Array | None = None
 
 
-def _masks(row_pos, row_label, col_pos, col_label):
+def _masks(row_pos, row_label, col_pos, col_label, drop=None):
     """Return ``mask(include)`` and ``same`` for one block (rows x columns)."""
     col_real = (col_pos >= 0)[None, :]
     is_self = row_pos[:, None] == col_pos[None, :]
     same = (row_label[:, None] == col_label[None, :]) & col_real
     valid = (col_pos != PAD)[None, :]
+    if drop is not None:
+        valid = valid & ~drop
+        same = same & ~drop
 
     def mask(include: str):
         if include == "all":
@@ -218,11 +226,21 @@ def _split(x, size, value=0):
     return _pad_rows(x, n * size, value).reshape((n, size) + x.shape[1:])
 
 
-def _tile_masks(rpos, rlab, cpos, clab):
+def _tile_masks(rpos, rlab, cpos, clab, drop=None):
     """Masks for one tile; padded rows (``rpos == PAD``) are excluded from every set."""
-    mask, same = _masks(rpos, rlab, cpos, clab)
+    mask, same = _masks(rpos, rlab, cpos, clab, drop)
     row_ok = (rpos != PAD)[:, None]
     return (lambda include: mask(include) & row_ok), same
+
+
+def _drop_tiles(drop, row_block, block_size):
+    """``drop [B, M]`` -> ``[n_blocks, n_tiles, row_block, block_size]`` (padding dropped), or ``None``."""
+    if drop is None:
+        return None
+    b, m = drop.shape
+    nt, nb = -(-b // row_block), -(-m // block_size)
+    d = jnp.pad(drop, ((0, nt * row_block - b), (0, nb * block_size - m)), constant_values=True)
+    return d.reshape(nt, row_block, nb, block_size).transpose(2, 0, 1, 3)
 
 
 def _merge_lse(m1, s1, m2, s2):
@@ -246,12 +264,12 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
         return jnp.zeros((nt, row_block), acc)
 
     def block(carry, blk):
-        kj, pj, lj = blk
+        kj, pj, lj, dj = blk
 
         def tile(args):
-            qi, rp, rl, rows_in = args
+            qi, rp, rl, di, rows_in = args
             x = scale * _dot(qi, kj) + bias
-            mask, same = _tile_masks(rp, rl, pj, lj)
+            mask, same = _tile_masks(rp, rl, pj, lj, di)
             rows_out = []
             for spec, c in zip(row_specs, rows_in):
                 mk = mask(spec.include)
@@ -268,7 +286,7 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
                     cols.append(jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=0))
             return tuple(rows_out), tuple(cols)
 
-        rows, cols = lax.map(tile, (qt, rpos, rlab, carry))
+        rows, cols = lax.map(tile, (qt, rpos, rlab, dj, carry))
         done = []
         for spec, c in zip(col_specs, cols):  # combine the row tiles' partials: [nt, bs] -> [bs]
             if isinstance(spec, Lse):
@@ -279,7 +297,8 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
                 done.append(jnp.sum(c, axis=0))
         return rows, tuple(done)
 
-    carry, cols = lax.scan(block, tuple(init(s) for s in row_specs), (kb, cpos, clab))
+    drop = _drop_tiles(meta.drop, row_block, block_size)
+    carry, cols = lax.scan(block, tuple(init(s) for s in row_specs), (kb, cpos, clab, drop))
     rows = tuple(
         (_finish_lse(*c) if isinstance(spec, Lse) else c).reshape(-1)[:b] for spec, c in zip(row_specs, carry)
     )
@@ -309,13 +328,13 @@ def _backward(row_specs, col_specs, block_size, row_block, res, cts):
 
     def block(carry, blk):
         dq, dscale, dbias = carry
-        kj, pj, lj, colj = blk
+        kj, pj, lj, dj, colj = blk
 
         def tile(args):
-            qi, rp, rl, rst, dqi = args
+            qi, rp, rl, di, rst, dqi = args
             dot = _dot(qi, kj)
             x = scale * dot + bias
-            mask, same = _tile_masks(rp, rl, pj, lj)
+            mask, same = _tile_masks(rp, rl, pj, lj, di)
             g = jnp.zeros_like(x)
             for spec, st in zip(row_specs, rst):
                 g = g + _dstat(spec, x, mask(spec.include), same, st[:, None, 0], st[:, None, 1])
@@ -326,12 +345,12 @@ def _backward(row_specs, col_specs, block_size, row_block, res, cts):
             dki = lax.dot_general(gq, qi, (((0,), (0,)), ((), ())), preferred_element_type=acc)
             return dqi, dki, jnp.sum(g * dot), jnp.sum(g)
 
-        dq, dk, ds, db = lax.map(tile, (qt, rpos, rlab, row_st, dq))
+        dq, dk, ds, db = lax.map(tile, (qt, rpos, rlab, dj, row_st, dq))
         return (dq, dscale + jnp.sum(ds), dbias + jnp.sum(db)), jnp.sum(dk, axis=0)
 
     zero = jnp.zeros((), acc)
     (dq, dscale, dbias), dk = lax.scan(
-        block, (jnp.zeros(qt.shape, acc), zero, zero), (kb, cpos, clab, col_st)
+        block, (jnp.zeros(qt.shape, acc), zero, zero), (kb, cpos, clab, _drop_tiles(meta.drop, row_block, block_size), col_st)
     )
     dq = dq.reshape(-1, d)[:b]
     dk = dk.reshape(-1, d)[:m]

@@ -94,6 +94,7 @@ def infonce(
     symmetric: bool = False,
     labels=None,
     negatives=None,
+    mask=None,
     margin=0.0,
     normalize: bool = True,
     reduction: str = "mean",
@@ -107,7 +108,8 @@ def infonce(
 
     where ``N(i)`` are the in-batch keys ``j != i`` (with ``labels``: only keys whose label
     differs from ``labels[i]``, so same-label keys are dropped from the denominator as
-    false negatives), plus the shared extra negatives ``[M, D]``; per-query negatives
+    false negatives; with ``mask``: also not ``mask[i, j]``), plus the shared extra
+    negatives ``[M, D]`` (not masked by ``mask[i, B + m]``); per-query negatives
     ``[B, K, D]`` add ``x_ik^neg = <q_i, n_ik> / t``. With ``margin > 0`` this is the
     additive-margin softmax (AM-Softmax) on the positive. ``symmetric=True`` averages
     the query->key and key->query directions, ``(loss^{q->k}_i + loss^{k->q}_i) / 2``
@@ -122,6 +124,9 @@ def infonce(
       symmetric: average both directions (CLIP).
       labels: optional ``[B]`` int class/instance ids for false-negative masking.
       negatives: optional ``[M, D]`` (shared) or ``[B, K, D]`` (per query) extra negatives.
+      mask: optional bool ``[B, B + M]`` over the in-batch keys then the shared negatives;
+        ``True`` drops the pair from both directions' denominators (e.g. a
+        :func:`jaxneg.samplers.guided_mask`). The diagonal (the positive) must be ``False``.
       margin: additive margin on the positive cosine (``>= 0``).
       normalize: L2-normalise ``query``, ``key`` and ``negatives`` first.
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[B]``).
@@ -161,11 +166,19 @@ def infonce(
     cols = k if shared is None else jnp.concatenate([k, shared.astype(k.dtype)])
     n_extra = cols.shape[0] - b
     pos_id = jnp.arange(b, dtype=jnp.int32)
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (b, cols.shape[0]) or mask.dtype != jnp.bool_:
+            raise ValueError(
+                f"{fn}: mask must be bool of shape [B, B + M] = [{b}, {cols.shape[0]}], "
+                f"got {mask.dtype} {list(mask.shape)}"
+            )
     meta = Meta(
         pos_id,
         row_label,
         jnp.concatenate([pos_id, jnp.full((n_extra,), EXTRA, jnp.int32)]),
         jnp.concatenate([row_label, jnp.full((n_extra,), EXTRA, jnp.int32)]),
+        mask,
     )
     spec = (Lse("neg"),)
     (lse_row,), col = pair_stats(

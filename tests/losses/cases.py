@@ -40,20 +40,23 @@ def with_duplicates(x):
     return x
 
 
-def case_infonce(rng, b, d, *, symmetric=False, use_labels=False, neg=None, margin=0.0, t=0.1):
+def case_infonce(rng, b, d, *, symmetric=False, use_labels=False, neg=None, margin=0.0, t=0.1, use_mask=False):
     labels = labels_with_repeats(rng, b) if use_labels else None
     inputs = [rand(rng, b, d), rand(rng, b, d)]
     if neg == "shared":
         inputs.append(rand(rng, 5, d))
     elif neg == "per_query":
         inputs.append(rand(rng, b, 3, d))
-    kw = dict(temperature=t, symmetric=symmetric, labels=labels, margin=margin)
+    mask = None
+    if use_mask:  # a pairwise false-negative mask (e.g. GISTEmbed's), never on the diagonal
+        mask = (rng.random((b, b + (5 if neg == "shared" else 0))) < 0.3) & ~np.eye(b, b + (5 if neg == "shared" else 0), dtype=bool)
+    kw = dict(temperature=t, symmetric=symmetric, labels=labels, margin=margin, mask=mask)
 
     def fn(q, k, negatives=None, **o):
         return L.infonce(q, k, negatives=negatives, **{**kw, **o})
 
     def ref(q, k, negatives=None):
-        return R.infonce(q, k, t, symmetric, labels, negatives, margin)
+        return R.infonce(q, k, t, symmetric, labels, negatives, margin, mask=mask)
 
     return Case(fn, ref, tuple(inputs))
 
@@ -97,6 +100,7 @@ STREAMING_CASES = {
     "infonce_shared_negatives": lambda rng, b, d: case_infonce(rng, b, d, neg="shared", symmetric=True),
     "infonce_per_query_negatives": lambda rng, b, d: case_infonce(rng, b, d, neg="per_query"),
     "infonce_margin": lambda rng, b, d: case_infonce(rng, b, d, margin=0.3, use_labels=True),
+    "infonce_pair_mask": lambda rng, b, d: case_infonce(rng, b, d, neg="shared", symmetric=True, use_mask=True),
     "ntxent": case_ntxent,
     "decoupled": case_decoupled,
     "decoupled_weighted": lambda rng, b, d: case_decoupled(rng, b, d, sigma=0.5),

@@ -1,0 +1,55 @@
+"""Negative samplers, hard-negative mining and batch composition.
+
+Pure, jit-able functions: randomness only through an explicit ``jax.random`` key, state
+(the MoCo queue) as an explicit pytree in and out. Each sampler is registered in
+:data:`jaxneg.registry.SAMPLERS` under its function name.
+
+==================  =====================================================================
+``uniform``         uniform item indices, never one of the row's ``exclude`` (positives)
+``popularity``      draws ``∝ count^alpha`` with their ``log_q`` for the log-Q correction
+``hard_topk``       exact streamed top-k mining with false-negative filters
+``simans``          SimANS ambiguous negatives (Gumbel top-k, no replacement)
+``mochi``           MoCHi synthetic hard negatives (mixing)
+``queue_*``         MoCo FIFO memory of negatives
+``guided_mask``     GISTEmbed guide-model false-negative mask (``infonce(mask=...)``)
+``kmeans``          k-means++ / Lloyd in JAX (topics for batch composition)
+``cluster_batches`` single-cluster batches (NGAME / topic-aware)
+``tas_balanced``    TAS-Balanced: one topic per batch, margin-balanced pairs
+==================  =====================================================================
+"""
+
+from jaxneg.registry import SAMPLERS
+from jaxneg.samplers.batching import ClusterBatches, KMeans, TASBatch, cluster_batches, kmeans, tas_balanced
+from jaxneg.samplers.memory import Queue, queue_init, queue_push
+from jaxneg.samplers.mining import Mined, guided_mask, hard_topk, mochi, score_threshold
+from jaxneg.samplers.stochastic import popularity, simans, uniform
+
+SAMPLERS.register("queue_push")(queue_push)
+
+
+def get(name: str):
+    """The sampler registered as ``name``; an unknown name raises with the valid names."""
+    return SAMPLERS.get(name)
+
+
+__all__ = [
+    "SAMPLERS",
+    "get",
+    "uniform",
+    "popularity",
+    "hard_topk",
+    "score_threshold",
+    "simans",
+    "mochi",
+    "guided_mask",
+    "queue_init",
+    "queue_push",
+    "Queue",
+    "kmeans",
+    "cluster_batches",
+    "tas_balanced",
+    "Mined",
+    "KMeans",
+    "ClusterBatches",
+    "TASBatch",
+]
