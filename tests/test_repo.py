@@ -1,9 +1,12 @@
-"""Repository invariants: CI runs the README's test command; the README's loss table is complete."""
+"""Repository invariants: CI runs the README's test command; the README's tables are complete and its example runs."""
 
 import pathlib
 import re
 
+import jax
+
 from jaxneg.losses import LOSSES, STREAMING
+from jaxneg.samplers import SAMPLERS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,3 +25,20 @@ def test_readme_table_lists_every_registered_loss_and_its_streaming_flag():
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no)[^|]*\|[^|]*\|$", readme, re.M))
     assert set(rows) == set(LOSSES.names())
     assert {name for name, s in rows.items() if s == "yes"} == set(STREAMING)
+
+
+def test_readme_sampler_table_lists_every_registered_sampler():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Implemented samplers", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `", section, re.M)
+    assert set(rows) == set(SAMPLERS.names())
+
+
+def test_readme_sampler_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Implemented samplers", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.+?)```", section, re.S).group(1)
+    env = {}
+    exec(compile(code, "README sampler example", "exec"), env)
+    assert bool(jax.numpy.isfinite(env["loss"]))
+    assert env["mined"].mask.all() and not jax.numpy.any(env["mined"].indices == env["pos_id"][:, None])

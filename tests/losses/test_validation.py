@@ -18,6 +18,7 @@ lab = np.arange(4, dtype=np.int32)
     [
         (lambda: L.infonce(q, q[:3]), r"key must have the shape of query \[4, 3\], got \[3, 3\]"),
         (lambda: L.infonce(q[0], q[0]), r"query must have shape \[B, D\], got shape \[3\]"),
+        (lambda: L.infonce(q, q, mask=np.zeros((4, 5), bool)), r"mask must be bool of shape \[B, B \+ M\] = \[4, 4\]"),
         (lambda: L.infonce(q, q, temperature=0.0), r"temperature must be > 0.0, got 0.0"),
         (lambda: L.infonce(q, q, temperature=-1), r"temperature must be > 0.0"),
         (lambda: L.infonce(q, q, temperature=float("nan")), r"temperature"),

@@ -1,0 +1,108 @@
+"""MoCo queue, k-means, single-cluster batches and TAS-Balanced against their definitions."""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxneg import samplers as S
+from tests.samplers.test_stochastic import P_MIN, chi2_p
+
+
+def test_queue_is_a_fifo_of_the_last_size_keys():
+    size, d = 7, 3
+    state = S.queue_init(size, d)
+    push = jax.jit(S.queue_push)
+    ref = collections.deque(maxlen=size)
+    rng = np.random.default_rng(0)
+    for n in (3, 2, 4, 7, 1, 5):
+        keys = rng.standard_normal((n, d)).astype(np.float32)
+        state = push(state, keys)
+        ref.extend(keys)
+        assert int(state.count) == len(ref)
+        held = np.asarray(state.keys)[np.asarray(state.mask)]
+        # same set of rows; the oldest slot is the one ptr points at once the queue is full
+        np.testing.assert_array_equal(np.sort(held, axis=0), np.sort(np.array(ref), axis=0))
+        if len(ref) == size:
+            order = (int(state.ptr) + np.arange(size)) % size
+            np.testing.assert_array_equal(np.asarray(state.keys)[order], np.array(ref))
+
+
+def test_queue_init_with_a_key_is_full_of_unit_vectors():
+    q = S.queue_init(16, 4, key=jax.random.key(0), dtype=jnp.bfloat16)
+    assert q.keys.dtype == jnp.bfloat16 and int(q.count) == 16 and bool(q.mask.all())
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(q.keys, np.float32), axis=1), 1.0, rtol=1e-2)
+    g = jax.grad(lambda x: jnp.sum(S.queue_push(S.queue_init(4, 2), x).keys))(jnp.ones((2, 2)))
+    np.testing.assert_array_equal(g, 0.0)  # a memory bank holds constants
+
+
+def blobs(rng, k, per, d, spread=20.0):
+    centres = rng.standard_normal((k, d)) * spread
+    return np.concatenate([c + rng.standard_normal((per, d)) for c in centres]).astype(np.float32)
+
+
+def test_kmeans_recovers_planted_clusters_and_lloyd_never_increases_inertia():
+    rng = np.random.default_rng(1)
+    x = blobs(rng, 5, 40, 6)
+    res = S.kmeans(jax.random.key(0), x, 5, iters=10, chunk_size=64)
+    planted = np.repeat(np.arange(5), 40)
+    a = np.asarray(res.assignments)
+    # a bijection between found and planted clusters
+    assert all(len(set(a[planted == c])) == 1 for c in range(5)) and len(set(a)) == 5
+    d2 = ((x[:, None, :] - np.asarray(res.centroids)[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(a, d2.argmin(1))
+    np.testing.assert_allclose(float(res.inertia), d2.min(1).sum(), rtol=1e-4)
+    inertia = [float(S.kmeans(jax.random.key(3), x + rng.standard_normal(x.shape) * 8, 8, iters=i).inertia) for i in (0, 1, 3)]
+    assert inertia[0] >= inertia[1] >= inertia[2]
+
+
+def test_cluster_batches_are_single_cluster_disjoint_and_complete():
+    sizes = [17, 3, 40, 8, 12, 1]
+    ids = np.repeat(np.arange(len(sizes)), sizes)
+    np.random.default_rng(2).shuffle(ids)
+    out = S.cluster_batches(jax.random.key(1), ids, 8)
+    idx, pure = np.asarray(out.indices), np.asarray(out.single_cluster)
+    assert idx.shape == (len(ids) // 8, 8)
+    assert len(np.unique(idx)) == idx.size, "every item at most once"
+    assert pure.sum() == sum(s // 8 for s in sizes)
+    for row, p in zip(idx, pure):
+        if p:
+            assert len(set(ids[row])) == 1
+    # full clusters contribute all of their full batches
+    per_cluster = collections.Counter(int(ids[row[0]]) for row, p in zip(idx, pure) if p)
+    assert per_cluster == collections.Counter({c: s // 8 for c, s in enumerate(sizes) if s >= 8})
+
+
+def test_tas_balanced_draws_one_topic_uniformly_and_balances_margin_bins():
+    rng = np.random.default_rng(3)
+    sizes = [40, 10, 25]  # topics of unequal size are still drawn uniformly
+    ids = np.repeat(np.arange(3), sizes)
+    q = len(ids)
+    # margins: 90% of the pairs in the lowest of 4 bins, so unbalanced sampling is easy to detect
+    margins = np.where(rng.random((q, 40)) < 0.9, rng.uniform(0.0, 0.1, (q, 40)), rng.uniform(0.1, 1.0, (q, 40)))
+    margins[:, 0], margins[:, 1] = 0.0, 1.0  # every query spans [0, 1]
+    pair_mask = np.ones((q, 40), bool)
+    pair_mask[:, 2] = False
+    draw = jax.jit(jax.vmap(lambda k: S.tas_balanced(k, ids, margins.astype(np.float32), 8, num_bins=4, pair_mask=pair_mask)))
+    out = draw(jax.random.split(jax.random.key(4), 3000))
+    queries, pairs, mask = map(np.asarray, out)
+    assert mask[:, :8].all()  # every topic has >= 8 queries
+    topics = ids[queries]
+    assert (topics == topics[:, :1]).all(), "one topic per batch"
+    assert chi2_p(np.bincount(topics[:, 0], minlength=3), np.ones(3)) > P_MIN
+    assert all(len(set(r)) == 8 for r in queries), "queries without replacement"
+    assert not (pairs == 2).any(), "masked pairs are never drawn"
+    all_bins = np.clip(np.floor(margins * 4), 0, 3).astype(int)  # every query spans [0, 1]
+    nonempty = np.stack([((all_bins == j) & pair_mask).any(1) for j in range(4)], 1)  # [Q, 4]
+    expected = (nonempty / nonempty.sum(1, keepdims=True))[queries.ravel()].sum(0)  # uniform over non-empty bins
+    got = np.bincount(all_bins[queries, pairs].ravel(), minlength=4)
+    assert chi2_p(got, expected) > P_MIN
+    raw = np.stack([((all_bins == j) & pair_mask).sum(1) for j in range(4)], 1)[queries.ravel()].sum(0)
+    assert chi2_p(got, raw) < P_MIN  # uniform pair sampling would follow the raw bin sizes
+    # inside a bin, pairs are uniform: the two pairs pinned at margins 0 and 1 get 1/(#bins * bin size)
+    q0 = queries[:, 0]
+    p_top = 1.0 / (nonempty[q0].sum(1) * ((all_bins[q0] == 3) & pair_mask[q0]).sum(1))
+    assert abs((pairs[:, 0] == 1).sum() - p_top.sum()) < 5 * np.sqrt(p_top.sum())
+    small = S.tas_balanced(jax.random.key(5), np.array([0, 0, 0]), np.ones((3, 2), np.float32), 5)
+    np.testing.assert_array_equal(small.mask, [True, True, True, False, False])
