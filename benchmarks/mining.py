@@ -26,6 +26,7 @@ Prints a Markdown table (paste it into BENCHMARKS.md) and writes JSON with ``--o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -153,11 +154,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         shape = [str(v) for v in (a.queries, a.corpus, a.dim, a.k, a.block, a.row_block)]
         jx = run_one(["jax", *shape, f"{tmp}/jax.npy"], a.timeout)
-        try:
-            import faiss  # noqa: F401
-
+        if importlib.util.find_spec("faiss") is not None:
             fs = run_one(["faiss", *shape, f"{tmp}/faiss.npy"], a.timeout)
-        except ImportError:
+        else:
             fs = {"error": "faiss-cpu not installed (pip install -e '.[faiss]')"}
         if "error" not in jx and "error" not in fs:
             ij, ik = np.load(f"{tmp}/jax.npy"), np.load(f"{tmp}/faiss.npy")
