@@ -101,9 +101,14 @@ def choice(fn: str, name: str, value, options: Sequence[str]) -> str:
     return value
 
 
-def reduce(values, reduction: str):
-    if reduction == "mean":
-        return jnp.mean(values)
+def reduce(values, reduction: str, axis_name=None):
+    """Mean/sum over the anchors; with ``axis_name`` over the anchors of every device."""
+    if reduction == "none":
+        return values
+    total = jnp.sum(values)
+    if axis_name is not None:
+        total = jax.lax.psum(total, axis_name)
     if reduction == "sum":
-        return jnp.sum(values)
-    return values
+        return total
+    count = values.size * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+    return total / count

@@ -48,6 +48,7 @@ from jax import lax
 EXTRA = -1  # column ``pos`` of an extra negative (never label-masked)
 PAD = -2  # column ``pos`` of padding (always excluded)
 INCLUDES = ("all", "neg", "not_self", "pos")
+GATHERS = ("all_gather", "ring")
 
 
 class Lse(NamedTuple):
@@ -103,6 +104,30 @@ def _masks(row_pos, row_label, col_pos, col_label, drop=None):
         raise ValueError(f"unknown include {include!r}; valid: {INCLUDES}")
 
     return mask, same
+
+
+def _vma(x) -> frozenset:
+    """The mesh axes over which ``x`` varies inside ``shard_map`` (empty outside)."""
+    t = jax.typeof(x)
+    mat = getattr(t, "manual_axis_type", None)  # jax >= 0.9
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(t, "vma", ()))  # jax 0.7 - 0.8
+
+
+def vary_like(tree, *refs):
+    """Give the leaves of ``tree`` the device-varying mesh axes of ``refs`` (inside ``shard_map``).
+
+    A ``lax.scan`` carry must keep its type; a carry started from constants but updated
+    from device-varying inputs would not. Outside ``shard_map`` this is the identity.
+    """
+    axes = frozenset().union(*(_vma(r) for r in jax.tree.leaves(refs)))
+
+    def one(x):
+        missing = tuple(sorted(axes - _vma(x)))
+        return lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(one, tree) if axes else tree
 
 
 def acc_dtype(*xs):
@@ -167,6 +192,8 @@ def pair_stats(
     col_specs: Sequence[Spec] = (),
     block_size: int | None = None,
     row_block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     """Statistics of ``X = scale * q @ k.T + bias`` along rows and columns.
 
@@ -181,6 +208,14 @@ def pair_stats(
       block_size: ``None`` for the dense path, else the number of key columns per block.
       row_block_size: rows per tile inside a key block (default ``min(B, block_size)``);
         only the speed depends on it (smaller tiles stay in cache).
+      axis_name: inside ``jax.shard_map``, the mesh axis over which rows and columns are
+        sharded. ``q``, ``k`` and ``meta`` are then this device's shard (ids global); row
+        statistics cover every device's columns, and column statistics every device's rows
+        (returned for this device's columns).
+      gather: ``"all_gather"`` (gather the columns; memory ``O(W m D)``) or ``"ring"``
+        (pass column shards around with ``ppermute``; memory ``O(m D)``, streamed inside
+        each shard with ``block_size``, default the shard). ``meta.drop`` is then
+        ``[B, W * m]``: the devices' column shards in device order.
 
     Returns:
       ``(row_stats, col_stats)``: tuples of fp32 arrays, in spec order.
@@ -189,6 +224,15 @@ def pair_stats(
     acc = acc_dtype(q, k)
     scale = jnp.asarray(scale, acc)
     bias = jnp.asarray(bias, acc)
+    if axis_name is not None:
+        if gather not in GATHERS:
+            raise ValueError(f"pair_stats: gather must be one of {GATHERS}, got {gather!r}")
+        scale, bias = _varying(scale, axis_name), _varying(bias, axis_name)
+        if gather == "all_gather":
+            return _gathered(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_block_size, axis_name)
+        bs = int(block_size or k.shape[0])
+        row_block = min(q.shape[0], int(row_block_size or bs))
+        return _ring(row_specs, col_specs, bs, row_block, axis_name, q, k, scale, bias, meta)
     if block_size is None:
         return _dense(q, k, scale, bias, meta, row_specs, col_specs)
     row_block = min(q.shape[0], int(row_block_size or block_size))
@@ -298,7 +342,8 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
         return rows, tuple(done)
 
     drop = _drop_tiles(meta.drop, row_block, block_size)
-    carry, cols = lax.scan(block, tuple(init(s) for s in row_specs), (kb, cpos, clab, drop))
+    init0 = vary_like(tuple(init(s) for s in row_specs), q, k, scale, bias, meta)
+    carry, cols = lax.scan(block, init0, (kb, cpos, clab, drop))
     rows = tuple(
         (_finish_lse(*c) if isinstance(spec, Lse) else c).reshape(-1)[:b] for spec, c in zip(row_specs, carry)
     )
@@ -314,7 +359,8 @@ def _dstat(spec: Spec, x, mask, same, stat, ct):
     return ct * jnp.where(mask, deriv, 0.0)
 
 
-def _backward(row_specs, col_specs, block_size, row_block, res, cts):
+def _backward_parts(row_specs, col_specs, block_size, row_block, res, cts):
+    """Unscaled ``(dq, dk)`` in the accumulation dtype, and ``d scale``, ``d bias``."""
     q, k, scale, bias, meta, rows, cols = res
     ct_rows, ct_cols = cts
     b, m, d = q.shape[0], k.shape[0], k.shape[1]
@@ -350,10 +396,14 @@ def _backward(row_specs, col_specs, block_size, row_block, res, cts):
 
     zero = jnp.zeros((), acc)
     (dq, dscale, dbias), dk = lax.scan(
-        block, (jnp.zeros(qt.shape, acc), zero, zero), (kb, cpos, clab, _drop_tiles(meta.drop, row_block, block_size), col_st)
+        block, vary_like((jnp.zeros(qt.shape, acc), zero, zero), res, cts), (kb, cpos, clab, _drop_tiles(meta.drop, row_block, block_size), col_st)
     )
-    dq = dq.reshape(-1, d)[:b]
-    dk = dk.reshape(-1, d)[:m]
+    return dq.reshape(-1, d)[:b], dk.reshape(-1, d)[:m], dscale, dbias
+
+
+def _backward(row_specs, col_specs, block_size, row_block, res, cts):
+    q, k, scale = res[0], res[1], res[2]
+    dq, dk, dscale, dbias = _backward_parts(row_specs, col_specs, block_size, row_block, res, cts)
     return (scale * dq).astype(q.dtype), (scale * dk).astype(k.dtype), dscale, dbias, None
 
 
@@ -367,3 +417,127 @@ def _streamed_fwd(row_specs, col_specs, block_size, row_block, q, k, scale, bias
 
 
 _streamed.defvjp(_streamed_fwd, _backward)
+
+
+# ----------------------------------------------------------------------------- across devices
+#
+# Inside ``jax.shard_map`` every device holds its own rows ``q`` and columns ``k`` (with
+# global position ids and labels in ``meta``). Row statistics must cover the columns of
+# every device; column statistics the rows of every device, delivered to the column's owner.
+#
+# * ``all_gather``: gather all columns (``lax.all_gather``, whose transpose
+#   ``psum_scatter`` returns each key's gradient to its owner), compute against the local
+#   rows, then combine the column statistics across devices (``pmax``/``psum_scatter``).
+# * ``ring``: the column shards travel around the ring (``lax.ppermute``), with their
+#   partial column statistics riding along; each device folds every visiting shard into
+#   its running row statistics. After one lap each shard is home with complete column
+#   statistics. The backward pass is the same lap: each visiting shard picks up its
+#   gradient contribution from every device and brings it home. No device ever holds
+#   more than its own and one visiting shard.
+
+
+def _varying(x, axis_name):
+    """Mark a replicated scalar as device-varying, so its gradient is summed over devices."""
+    if axis_name in _vma(x):
+        return x
+    return lax.pcast(x, axis_name, to="varying")
+
+
+def _gathered(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_block_size, axis_name):
+    m = k.shape[0]
+    k_all = lax.all_gather(k, axis_name, tiled=True)
+    cpos = lax.all_gather(meta.col_pos, axis_name, tiled=True)
+    clab = lax.all_gather(meta.col_label, axis_name, tiled=True)
+    meta_all = Meta(meta.row_pos, meta.row_label, cpos, clab, meta.drop)
+    if block_size is None:
+        rows, cols = _dense(q, k_all, scale, bias, meta_all, row_specs, col_specs)
+    else:
+        rb = min(q.shape[0], int(row_block_size or block_size))
+        rows, cols = _streamed(row_specs, col_specs, int(block_size), rb, q, k_all, scale, bias, meta_all)
+    me = lax.axis_index(axis_name)
+    own = []
+    for spec, c in zip(col_specs, cols):  # c [W * m]: this device's rows only -> all rows, own columns
+        if isinstance(spec, Sum):
+            own.append(lax.psum_scatter(c, axis_name, scatter_dimension=0, tiled=True))
+        else:
+            top = lax.pmax(lax.stop_gradient(c), axis_name)
+            part = lax.psum_scatter(jnp.exp(c - _safe(top)), axis_name, scatter_dimension=0, tiled=True)
+            own.append(_finish_lse(lax.dynamic_slice_in_dim(top, me * m, m), part))
+    return rows, tuple(own)
+
+
+def _merge_finished(spec, a, b):
+    """Combine two finished statistics of disjoint sets."""
+    return jnp.logaddexp(a, b) if isinstance(spec, Lse) else a + b
+
+
+def _ring_lap(axis_name, q, k, meta, travellers, local, visit):
+    """One lap of the ring: ``visit(shard_meta, k_shard, travellers)`` at every stop.
+
+    ``visit`` returns the updated travellers (which move on with the shard) and whatever
+    accumulates locally. The shard is ``(k, col_pos, col_label)``; ``meta.drop`` columns
+    are sliced to the visiting shard's owner. After the last stop, the travellers take one
+    more hop so that each shard's arrive home.
+    """
+    n, me, m = lax.axis_size(axis_name), lax.axis_index(axis_name), k.shape[0]
+    perm = [(i, (i + 1) % n) for i in range(n)]
+
+    def stop(s, shard, trav, local):
+        kc, cpos, clab = shard
+        drop = None if meta.drop is None else lax.dynamic_slice_in_dim(meta.drop, ((me - s) % n) * m, m, axis=1)
+        return visit(Meta(meta.row_pos, meta.row_label, cpos, clab, drop), kc, trav, local)
+
+    def step(carry, s):
+        shard, trav, local = carry
+        trav, local = stop(s, shard, trav, local)
+        return lax.ppermute((shard, trav), axis_name, perm) + (local,), None
+
+    shard = (k, meta.col_pos, meta.col_label)
+    (shard, trav, local), _ = lax.scan(step, (shard, travellers, local), jnp.arange(n - 1))
+    trav, local = stop(n - 1, shard, trav, local)
+    return lax.ppermute(trav, axis_name, perm), local
+
+
+def _ring_forward(row_specs, col_specs, block_size, row_block, axis_name, q, k, scale, bias, meta):
+    acc = acc_dtype(q, k)
+    empty = lambda spec, n: jnp.full((n,), -jnp.inf if isinstance(spec, Lse) else 0.0, acc)
+    rows0 = tuple(empty(spec, q.shape[0]) for spec in row_specs)
+    cols0 = tuple(empty(spec, k.shape[0]) for spec in col_specs)
+
+    def visit(mt, kc, cols, rows):
+        r, c = _forward(row_specs, col_specs, block_size, row_block, q, kc, scale, bias, mt)
+        rows = tuple(_merge_finished(sp, a, b) for sp, a, b in zip(row_specs, rows, r))
+        return tuple(_merge_finished(sp, a, b) for sp, a, b in zip(col_specs, cols, c)), rows
+
+    cols0, rows0 = vary_like((cols0, rows0), q, k, scale, bias, meta)
+    cols, rows = _ring_lap(axis_name, q, k, meta, cols0, rows0, visit)
+    return rows, cols
+
+
+def _ring_fwd(row_specs, col_specs, block_size, row_block, axis_name, q, k, scale, bias, meta):
+    out = _ring_forward(row_specs, col_specs, block_size, row_block, axis_name, q, k, scale, bias, meta)
+    return out, (q, k, scale, bias, meta, out[0], out[1])
+
+
+def _ring_bwd(row_specs, col_specs, block_size, row_block, axis_name, res, cts):
+    q, k, scale, bias, meta, rows, cols = res
+    ct_rows, ct_cols = cts
+    acc = acc_dtype(q, k)
+
+    def visit(mt, kc, trav, local):
+        cols_c, ct_c, dk = trav
+        parts = _backward_parts(row_specs, col_specs, block_size, row_block,
+                                (q, kc, scale, bias, mt, rows, cols_c), (ct_rows, ct_c))
+        dq, dk_s, ds, db = parts
+        return (cols_c, ct_c, dk + dk_s), (local[0] + dq, local[1] + ds, local[2] + db)
+
+    zero = jnp.zeros((), acc)
+    trav0 = (tuple(cols), tuple(ct_cols), jnp.zeros(k.shape, acc))
+    local0 = (jnp.zeros(q.shape, acc), zero, zero)
+    trav0, local0 = vary_like((trav0, local0), res, cts)
+    (_, _, dk), (dq, dscale, dbias) = _ring_lap(axis_name, q, k, meta, trav0, local0, visit)
+    return (scale * dq).astype(q.dtype), (scale * dk).astype(k.dtype), dscale, dbias, None
+
+
+_ring = jax.custom_vjp(_ring_forward, nondiff_argnums=(0, 1, 2, 3, 4))
+_ring.defvjp(_ring_fwd, _ring_bwd)

@@ -7,6 +7,19 @@ Notation shared by the docstrings: ``q_i``, ``k_j`` are the (L2-normalised unles
 Every loss returns the mean over anchors (``reduction="mean"``), their sum
 (``"sum"``) or the per-anchor values (``"none"``). Losses that accept ``block_size``
 never form the ``[B, M]`` logit matrix when it is given (see ``_pairwise``).
+
+Cross-device negatives: ``infonce``, ``ntxent``, ``debiased``, ``hard_negative``,
+``supcon`` and ``siglip`` take ``axis_name=`` when called inside ``jax.shard_map``
+with the batch sharded over that mesh axis. Each device passes its own ``B`` rows
+(and its own shared ``negatives`` and ``labels``, which must be globally meaningful);
+every anchor is contrasted with the keys of all ``W`` devices, so the value is the loss
+of the concatenated global batch of ``W B`` (``"mean"``/``"sum"`` are over all devices'
+anchors, identical on every device; ``"none"`` returns this device's anchors). The
+gradient with respect to each device's inputs is that of the global loss: no
+world-size rescaling is needed. ``gather="all_gather"`` gathers the keys
+(``lax.all_gather``; memory ``O(W B D)`` per device); ``gather="ring"`` passes key
+shards around with ``lax.ppermute`` and a running log-sum-exp (memory ``O(B D)``, and
+with ``block_size`` also ``O(B * block_size)`` logits).
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg.losses._pairwise import EXTRA, Lse, Meta, Sum, acc_dtype, pair_stats
+from jaxneg.losses._pairwise import EXTRA, GATHERS, Lse, Meta, Sum, acc_dtype, pair_stats
 from jaxneg.registry import LOSSES
 
 
@@ -58,22 +71,44 @@ def _pair_inputs(fn, query, key):
     return query, key
 
 
-def _two_views(fn, z1, z2, normalize, min_batch=1):
+def _shard(fn, axis_name, gather, b):
+    """``(offset, world)``: this device's first global row id and the number of devices.
+
+    Outside ``shard_map`` (``axis_name=None``) this is ``(0, 1)``.
+    """
+    if axis_name is None:
+        return 0, 1
+    C.choice(fn, "gather", gather, GATHERS)
+    try:
+        world = lax.axis_size(axis_name)
+    except NameError as e:
+        raise ValueError(
+            f"{fn}: axis_name={axis_name!r} is not a bound mesh axis; call the loss inside "
+            f"jax.shard_map over a mesh with that axis"
+        ) from e
+    return lax.axis_index(axis_name).astype(jnp.int32) * b, world
+
+
+def _two_views(fn, z1, z2, normalize, min_batch=1, axis_name=None, gather="all_gather"):
     """Stack two views ``[B, D]`` into ``z [2B, D]`` with SimCLR metadata.
 
     Row ``i`` and row ``i + B`` are views of sample ``i``: the label of a row is its
-    sample id, so ``include="neg"`` keeps the ``2B - 2`` rows of other samples.
+    sample id, so ``include="neg"`` keeps the ``2B - 2`` rows of other samples. With
+    ``axis_name`` the ids are global (``W`` devices of ``B`` samples each: sample
+    ``offset + i``, views ``offset + i`` and ``W B + offset + i``). Returns ``(z, B, W, meta)``.
     """
     z1 = C.as_float_array(fn, "z1", z1, 2, "[B, D]")
     z2 = C.as_float_array(fn, "z2", z2, 2, "[B, D]")
     C.same_shape(fn, "z2", z2, "z1", z1)
     b = z1.shape[0]
-    if b < min_batch:
+    off, world = _shard(fn, axis_name, gather, b)
+    if b * world < min_batch:
         raise ValueError(f"{fn}: needs a batch of at least {min_batch} samples, got z1 of shape {list(z1.shape)}")
     z = jnp.concatenate([_maybe_normalize(z1, normalize), _maybe_normalize(z2, normalize)])
-    pos_id = jnp.arange(2 * b, dtype=jnp.int32)
-    sample = pos_id % b
-    return z, b, Meta(pos_id, sample, pos_id, sample)
+    sample = off + jnp.arange(b, dtype=jnp.int32)
+    pos_id = jnp.concatenate([sample, sample + world * b])
+    sample = jnp.concatenate([sample, sample])
+    return z, b, world, Meta(pos_id, sample, pos_id, sample)
 
 
 def _positive_logits(z, b, scale):
@@ -99,6 +134,8 @@ def infonce(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""InfoNCE / CLIP loss with in-batch negatives, optional extra negatives and label masking.
 
@@ -127,10 +164,15 @@ def infonce(
       mask: optional bool ``[B, B + M]`` over the in-batch keys then the shared negatives;
         ``True`` drops the pair from both directions' denominators (e.g. a
         :func:`jaxneg.samplers.guided_mask`). The diagonal (the positive) must be ``False``.
+        With ``axis_name``: ``[B, W (B + M)]``, every device's (keys, negatives) in device order.
       margin: additive margin on the positive cosine (``>= 0``).
       normalize: L2-normalise ``query``, ``key`` and ``negatives`` first.
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[B]``).
       block_size: stream over key blocks of this size (never forms ``[B, B + M]``).
+      axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
+        inputs are this device's rows and the loss is that of the global batch (see the
+        module docstring).
+      gather: ``"all_gather"`` or ``"ring"``: how the keys reach every device.
 
     References:
       van den Oord et al., *Representation Learning with Contrastive Predictive Coding*, 2018.
@@ -144,9 +186,9 @@ def infonce(
     C.scalar(fn, "margin", margin, low=0.0, low_inclusive=True)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    row_label = (
-        jnp.arange(b, dtype=jnp.int32) if labels is None else C.as_label_array(fn, "labels", labels, b)
-    )
+    off, world = _shard(fn, axis_name, gather, b)
+    pos_id = off + jnp.arange(b, dtype=jnp.int32)
+    row_label = pos_id if labels is None else C.as_label_array(fn, "labels", labels, b)
 
     q = _maybe_normalize(query, normalize)
     k = _maybe_normalize(key, normalize)
@@ -165,13 +207,13 @@ def infonce(
 
     cols = k if shared is None else jnp.concatenate([k, shared.astype(k.dtype)])
     n_extra = cols.shape[0] - b
-    pos_id = jnp.arange(b, dtype=jnp.int32)
     if mask is not None:
         mask = jnp.asarray(mask)
-        if mask.shape != (b, cols.shape[0]) or mask.dtype != jnp.bool_:
+        want = (b, world * cols.shape[0])
+        if mask.shape != want or mask.dtype != jnp.bool_:
+            what = "[B, B + M]" if axis_name is None else "[B, W (B + M)]"
             raise ValueError(
-                f"{fn}: mask must be bool of shape [B, B + M] = [{b}, {cols.shape[0]}], "
-                f"got {mask.dtype} {list(mask.shape)}"
+                f"{fn}: mask must be bool of shape {what} = {list(want)}, got {mask.dtype} {list(mask.shape)}"
             )
     meta = Meta(
         pos_id,
@@ -182,7 +224,8 @@ def infonce(
     )
     spec = (Lse("neg"),)
     (lse_row,), col = pair_stats(
-        q, cols, scale, 0.0, meta, spec, spec if symmetric else (), block_size
+        q, cols, scale, 0.0, meta, spec, spec if symmetric else (), block_size,
+        axis_name=axis_name, gather=gather,
     )
     if per_query is not None:
         x_neg = scale * jnp.einsum(
@@ -193,7 +236,7 @@ def infonce(
     per_anchor = _log1p_exp_gap(lse_row, pos)
     if symmetric:
         per_anchor = 0.5 * (per_anchor + _log1p_exp_gap(col[0][:b], pos))
-    return C.reduce(per_anchor, reduction)
+    return C.reduce(per_anchor, reduction, axis_name)
 
 
 @LOSSES.register("additive_margin")
@@ -224,6 +267,8 @@ def ntxent(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""NT-Xent (SimCLR): each of the ``2B`` views is an anchor with 1 positive and ``2B - 2`` negatives.
 
@@ -236,6 +281,10 @@ def ntxent(
       temperature: ``t > 0``.
       reduction: ``"none"`` returns ``[2B]`` (view 1 anchors first).
       block_size: stream over blocks of the ``2B`` candidates.
+      axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
+        inputs are this device's rows and the loss is that of the global batch (see the
+        module docstring).
+      gather: ``"all_gather"`` or ``"ring"``: how the keys reach every device.
 
     References:
       Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, 2020.
@@ -244,10 +293,12 @@ def ntxent(
     scale = _temperature(fn, temperature)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize)
-    (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
+    z, b, _, meta = _two_views(fn, z1, z2, normalize, axis_name=axis_name, gather=gather)
+    (lse_neg,), _ = pair_stats(
+        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather
+    )
     pos = _positive_logits(z, b, scale)
-    return C.reduce(_log1p_exp_gap(lse_neg, pos), reduction)
+    return C.reduce(_log1p_exp_gap(lse_neg, pos), reduction, axis_name)
 
 
 @LOSSES.register("decoupled")
@@ -284,7 +335,7 @@ def decoupled(
     scale = _temperature(fn, temperature)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize)
+    z, b, _, meta = _two_views(fn, z1, z2, normalize)
     (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
     pos = _positive_logits(z, b, scale)
     if weight_sigma is not None:
@@ -329,6 +380,8 @@ def debiased(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""Debiased contrastive loss (Chuang et al. 2020), SimCLR setting.
 
@@ -345,6 +398,11 @@ def debiased(
       z1, z2: ``[B, D]``, ``B >= 2``.
       temperature: ``t > 0``.
       tau_plus: class prior ``0 <= tau+ < 1``.
+      axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
+        inputs are this device's rows and the loss is that of the global batch (see the
+        module docstring).
+      gather: ``"all_gather"`` or ``"ring"``: how the keys reach every device.
+        With ``axis_name``, ``N = 2 W B - 2`` counts the negatives of the global batch.
 
     References:
       Chuang et al., *Debiased Contrastive Learning*, NeurIPS 2020.
@@ -354,10 +412,13 @@ def debiased(
     tau_plus = _check_tau_plus(fn, tau_plus)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize, min_batch=2)
-    (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
+    z, b, world, meta = _two_views(fn, z1, z2, normalize, 2, axis_name, gather)
+    (lse_neg,), _ = pair_stats(
+        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather
+    )
     pos = _positive_logits(z, b, scale)
-    return C.reduce(_debiased_estimator(pos, lse_neg, 2 * b - 2, scale, tau_plus), reduction)
+    n = 2 * world * b - 2
+    return C.reduce(_debiased_estimator(pos, lse_neg, n, scale, tau_plus), reduction, axis_name)
 
 
 @LOSSES.register("hard_negative")
@@ -371,6 +432,8 @@ def hard_negative(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""Hard-negative contrastive loss (HCL; Robinson et al. 2021), SimCLR setting.
 
@@ -381,6 +444,7 @@ def hard_negative(
         log R_i = LSE_j((1 + beta) x_ij) - LSE_j(beta x_ij) + log N
 
     (``R_i = sum_j w_ij e^{x_ij} / mean_j w_ij``). ``beta = 0`` recovers :func:`debiased`.
+    ``axis_name``/``gather`` as in :func:`debiased`.
 
     References:
       Robinson et al., *Contrastive Learning with Hard Negative Samples*, ICLR 2021.
@@ -392,14 +456,15 @@ def hard_negative(
     beta = float(beta)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, meta = _two_views(fn, z1, z2, normalize, min_batch=2)
-    n = 2 * b - 2
+    z, b, world, meta = _two_views(fn, z1, z2, normalize, 2, axis_name, gather)
+    n = 2 * world * b - 2
     (lse_hard, lse_w), _ = pair_stats(
-        z, z, scale, 0.0, meta, (Lse("neg", 1.0 + beta), Lse("neg", beta)), (), block_size
+        z, z, scale, 0.0, meta, (Lse("neg", 1.0 + beta), Lse("neg", beta)), (), block_size,
+        axis_name=axis_name, gather=gather,
     )
     log_reweighted = lse_hard - lse_w + jnp.log(jnp.asarray(n, lse_w.dtype))
     pos = _positive_logits(z, b, scale)
-    return C.reduce(_debiased_estimator(pos, log_reweighted, n, scale, tau_plus), reduction)
+    return C.reduce(_debiased_estimator(pos, log_reweighted, n, scale, tau_plus), reduction, axis_name)
 
 
 # ----------------------------------------------------------------------------- SupCon
@@ -410,9 +475,9 @@ def _identity(x, same):
     return x
 
 
-def _label_counts(labels):
-    """``#{j : labels[j] == labels[i]}`` for every ``i`` in O(n log n)."""
-    srt = jnp.sort(labels)
+def _label_counts(labels, among=None):
+    """``#{j : among[j] == labels[i]}`` for every ``i`` (``among`` defaults to ``labels``), O(n log n)."""
+    srt = jnp.sort(labels if among is None else among)
     return jnp.searchsorted(srt, labels, side="right") - jnp.searchsorted(srt, labels, side="left")
 
 
@@ -426,6 +491,8 @@ def supcon(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""Supervised contrastive loss (SupCon, "all" anchors, the L_out variant).
 
@@ -443,6 +510,10 @@ def supcon(
       labels: optional ``[N]`` int labels.
       temperature, base_temperature: ``> 0``.
       reduction: ``"none"`` returns ``[V * N]`` in view-major order (all first views first).
+      axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
+        inputs are this device's rows and the loss is that of the global batch (see the
+        module docstring).
+      gather: ``"all_gather"`` or ``"ring"``: how the keys reach every device.
 
     References:
       Khosla et al., *Supervised Contrastive Learning*, NeurIPS 2020.
@@ -454,19 +525,23 @@ def supcon(
     C.scalar(fn, "base_temperature", base_temperature, low=0.0)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    labels = jnp.arange(n, dtype=jnp.int32) if labels is None else C.as_label_array(fn, "labels", labels, n, "N")
+    off, world = _shard(fn, axis_name, gather, n)
+    sample = off + jnp.arange(n, dtype=jnp.int32)
+    labels = sample if labels is None else C.as_label_array(fn, "labels", labels, n, "N")
     z = _maybe_normalize(jnp.swapaxes(features, 0, 1).reshape(v * n, d), normalize)
     lab = jnp.tile(labels, v)
-    pos_id = jnp.arange(v * n, dtype=jnp.int32)
+    pos_id = (jnp.arange(v, dtype=jnp.int32)[:, None] * (world * n) + sample[None, :]).reshape(-1)
     (lse, pos_sum), _ = pair_stats(
-        z, z, scale, 0.0, Meta(pos_id, lab, pos_id, lab), (Lse("not_self"), Sum("pos", _identity)), (), block_size
+        z, z, scale, 0.0, Meta(pos_id, lab, pos_id, lab), (Lse("not_self"), Sum("pos", _identity)), (), block_size,
+        axis_name=axis_name, gather=gather,
     )
-    count = (_label_counts(lab) - 1).astype(lse.dtype)
+    every = lab if axis_name is None else lax.all_gather(lab, axis_name, tiled=True)
+    count = (_label_counts(lab, every) - 1).astype(lse.dtype)
     has = count > 0
     # Where the anchor has no positive, lse may be -inf (a lone view): keep it out of the math.
     mean_log_prob = jnp.where(has, (pos_sum - count * jnp.where(has, lse, 0.0)) / jnp.maximum(count, 1.0), 0.0)
     per_anchor = -(temperature / base_temperature) * mean_log_prob
-    return C.reduce(per_anchor, reduction)
+    return C.reduce(per_anchor, reduction, axis_name)
 
 
 # ----------------------------------------------------------------------------- SigLIP
@@ -487,6 +562,8 @@ def siglip(
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
+    axis_name=None,
+    gather: str = "all_gather",
 ):
     r"""Sigmoid pairwise loss (SigLIP).
 
@@ -502,6 +579,11 @@ def siglip(
       query, key: ``[B, D]``.
       labels: optional ``[B]``: pairs with equal labels are positives.
       reduction: ``"none"`` returns the per-query row sums ``[B]``.
+      axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
+        inputs are this device's rows and the loss is that of the global batch (see the
+        module docstring).
+      gather: ``"all_gather"`` or ``"ring"``: how the keys reach every device.
+        ``gather="ring"`` is big_vision's chunked sigmoid loss, exchanging key shards.
 
     References:
       Zhai et al., *Sigmoid Loss for Language Image Pre-Training*, ICCV 2023.
@@ -513,13 +595,15 @@ def siglip(
     C.scalar(fn, "logit_bias", logit_bias)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    pos_id = jnp.arange(b, dtype=jnp.int32)
+    off, _ = _shard(fn, axis_name, gather, b)
+    pos_id = off + jnp.arange(b, dtype=jnp.int32)
     lab = pos_id if labels is None else C.as_label_array(fn, "labels", labels, b)
     q, k = _maybe_normalize(query, normalize), _maybe_normalize(key, normalize)
     (row,), _ = pair_stats(
-        q, k, logit_scale, logit_bias, Meta(pos_id, lab, pos_id, lab), (Sum("all", _siglip_term),), (), block_size
+        q, k, logit_scale, logit_bias, Meta(pos_id, lab, pos_id, lab), (Sum("all", _siglip_term),), (), block_size,
+        axis_name=axis_name, gather=gather,
     )
-    return C.reduce(-row, reduction)
+    return C.reduce(-row, reduction, axis_name)
 
 
 # ----------------------------------------------------------------------------- soft targets
