@@ -10,7 +10,6 @@ import jax
 
 jax.config.update("jax_num_cpu_devices", 2)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
