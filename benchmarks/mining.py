@@ -33,32 +33,9 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-
-def _rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-
-
-class PeakRSS:
-    """Highest resident set size seen while the ``with`` block runs (polled every 2 ms)."""
-
-    def __enter__(self):
-        self.peak, self._stop = _rss_gb(), threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _rss_gb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss_gb())
+from _memory import PeakRSS, rss_gb as _rss_gb
 
 
 def _data(b, m, d):

@@ -1,5 +1,6 @@
 """Repository invariants: CI runs the README's test command; the README's tables are complete and its example runs."""
 
+import inspect
 import pathlib
 import re
 
@@ -25,6 +26,9 @@ def test_readme_table_lists_every_registered_loss_and_its_streaming_flag():
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no)[^|]*\|[^|]*\|$", readme, re.M))
     assert set(rows) == set(LOSSES.names())
     assert {name for name, s in rows.items() if s == "yes"} == set(STREAMING)
+    across = set(re.findall(r"^\| `(\w+)` \|.*\| yes; across devices", readme, re.M))
+    takes_axis = {n for n in LOSSES.names() if "axis_name" in inspect.signature(LOSSES.get(n)).parameters}
+    assert across == takes_axis
 
 
 def test_readme_sampler_table_lists_every_registered_sampler():
