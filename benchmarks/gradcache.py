@@ -26,11 +26,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
-from _memory import PeakRSS, rss_gb
+from _harness import PeakRSS, rss_gb, run_one
 
 
 def worker(kind, b, chunk, reps):
@@ -80,17 +79,6 @@ def worker(kind, b, chunk, reps):
                 device=jax.devices()[0].device_kind)
 
 
-def run_one(args, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout}s"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192, 16384])
@@ -106,8 +94,8 @@ def main():
         return
     results, rows = [], []
     for b in a.sizes:
-        plain = run_one(["plain", str(b), str(a.chunk), str(a.reps)], a.timeout)
-        cached = run_one(["cached", str(b), str(a.chunk), str(a.reps)], a.timeout)
+        plain = run_one(__file__, ["plain", str(b), str(a.chunk), str(a.reps)], a.timeout)
+        cached = run_one(__file__, ["cached", str(b), str(a.chunk), str(a.reps)], a.timeout)
         results += [plain, cached]
         rows.append((b, plain, cached))
         print(f"done B={b}", file=sys.stderr, flush=True)

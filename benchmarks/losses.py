@@ -25,9 +25,10 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
+
+from _harness import run_one
 
 
 def _rss_mb() -> float:
@@ -90,17 +91,6 @@ def worker(kind: str, n: int, d: int, block: int | None, dtype: str, reps: int) 
     return out
 
 
-def run_one(args: list[str], timeout: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout}s"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 65536])
@@ -124,21 +114,21 @@ def main() -> None:
 
     common = ["--dtype", a.dtype, "--reps", str(a.reps)]
     results = []
-    square = run_one(["square", "4096", "4096", "none", *common], a.timeout)
+    square = run_one(__file__, ["square", "4096", "4096", "none", *common], a.timeout)
     results.append(square)
     rows = []
     for d in a.dims:
-        mm = run_one(["matmul", str(min(8192, max(a.sizes))), str(d), "none", *common], a.timeout)
+        mm = run_one(__file__, ["matmul", str(min(8192, max(a.sizes))), str(d), "none", *common], a.timeout)
         results.append(mm)
         for n in a.sizes:
             reps = str(1 if n > 16384 else a.reps)
             cfg = ["--dtype", a.dtype, "--reps", reps]
             dense = (
-                run_one(["dense", str(n), str(d), "none", *cfg], a.timeout)
+                run_one(__file__, ["dense", str(n), str(d), "none", *cfg], a.timeout)
                 if n <= a.dense_max
-                else run_one(["dense_plan", str(n), str(d), "none", *cfg], a.timeout)
+                else run_one(__file__, ["dense_plan", str(n), str(d), "none", *cfg], a.timeout)
             )
-            stream = run_one(["stream", str(n), str(d), str(a.block), *cfg], a.timeout)
+            stream = run_one(__file__, ["stream", str(n), str(d), str(a.block), *cfg], a.timeout)
             results += [dense, stream]
             rows.append((n, d, mm, dense, stream))
             print(f"done N={n} D={d}", file=sys.stderr, flush=True)

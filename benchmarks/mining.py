@@ -30,12 +30,10 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 
-from _memory import PeakRSS, rss_gb as _rss_gb
+from _harness import PeakRSS, run_one, rss_gb as _rss_gb
 
 
 def _data(b, m, d):
@@ -99,17 +97,6 @@ def worker(kind, b, m, d, k, block, row_block, out_npy):
     return res
 
 
-def run_one(args, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout}s"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, default=8192)
@@ -130,9 +117,9 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         shape = [str(v) for v in (a.queries, a.corpus, a.dim, a.k, a.block, a.row_block)]
-        jx = run_one(["jax", *shape, f"{tmp}/jax.npy"], a.timeout)
+        jx = run_one(__file__, ["jax", *shape, f"{tmp}/jax.npy"], a.timeout)
         if importlib.util.find_spec("faiss") is not None:
-            fs = run_one(["faiss", *shape, f"{tmp}/faiss.npy"], a.timeout)
+            fs = run_one(__file__, ["faiss", *shape, f"{tmp}/faiss.npy"], a.timeout)
         else:
             fs = {"error": "faiss-cpu not installed (pip install -e '.[faiss]')"}
         if "error" not in jx and "error" not in fs:
