@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxneg.losses._pairwise import vary_like
+from jaxneg._array import vary_like
 
 
 def _num_chunks(fn, inputs, chunk_size):

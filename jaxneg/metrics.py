@@ -7,7 +7,7 @@ from jax.nn import logsumexp
 
 from jaxneg import _checks as C
 from jaxneg.losses._pairwise import Lse, Meta, acc_dtype, pair_stats
-from jaxneg.losses.contrastive import l2_normalize
+from jaxneg._array import l2_normalize
 
 
 def alignment(x, y, *, alpha=2.0, normalize: bool = True):

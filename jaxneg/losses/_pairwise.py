@@ -45,6 +45,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxneg._array import vma as _vma
+from jaxneg._array import vary_like
+
 EXTRA = -1  # column ``pos`` of an extra negative (never label-masked)
 PAD = -2  # column ``pos`` of padding (always excluded)
 INCLUDES = ("all", "neg", "not_self", "pos")
@@ -104,30 +107,6 @@ def _masks(row_pos, row_label, col_pos, col_label, drop=None):
         raise ValueError(f"unknown include {include!r}; valid: {INCLUDES}")
 
     return mask, same
-
-
-def _vma(x) -> frozenset:
-    """The mesh axes over which ``x`` varies inside ``shard_map`` (empty outside)."""
-    t = jax.typeof(x)
-    mat = getattr(t, "manual_axis_type", None)  # jax >= 0.9
-    if mat is not None:
-        return frozenset(mat.varying)
-    return frozenset(getattr(t, "vma", ()))  # jax 0.7 - 0.8
-
-
-def vary_like(tree, *refs):
-    """Give the leaves of ``tree`` the device-varying mesh axes of ``refs`` (inside ``shard_map``).
-
-    A ``lax.scan`` carry must keep its type; a carry started from constants but updated
-    from device-varying inputs would not. Outside ``shard_map`` this is the identity.
-    """
-    axes = frozenset().union(*(_vma(r) for r in jax.tree.leaves(refs)))
-
-    def one(x):
-        missing = tuple(sorted(axes - _vma(x)))
-        return lax.pcast(x, missing, to="varying") if missing else x
-
-    return jax.tree.map(one, tree) if axes else tree
 
 
 def acc_dtype(*xs):

@@ -29,15 +29,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
+from jaxneg._array import l2_normalize
 from jaxneg.losses._pairwise import EXTRA, GATHERS, Lse, Meta, Sum, acc_dtype, pair_stats
 from jaxneg.registry import LOSSES
-
-
-def l2_normalize(x, axis: int = -1, eps: float = 1e-12):
-    """``x / max(||x||, eps)`` computed in (at least) fp32, returned in ``x.dtype`` (finite gradient at 0)."""
-    x32 = x.astype(acc_dtype(x))
-    inv = lax.rsqrt(jnp.maximum(jnp.sum(x32 * x32, axis=axis, keepdims=True), eps * eps))
-    return (x32 * inv).astype(x.dtype)
 
 
 def _maybe_normalize(x, normalize: bool):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg.losses.contrastive import l2_normalize
+from jaxneg._array import l2_normalize
 from jaxneg.samplers.mining import _int
 
 

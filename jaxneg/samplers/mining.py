@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg.losses.contrastive import l2_normalize
+from jaxneg._array import l2_normalize
 from jaxneg.registry import SAMPLERS
 
 GROUP = 32  # columns per group in the two-stage block selection (see ``_block_topk``)
