@@ -87,6 +87,13 @@ def reduction(fn: str, value: str) -> str:
     return value
 
 
+def integer(fn: str, name: str, value, low: int) -> int:
+    """A Python/NumPy integer ``>= low`` (booleans rejected), as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{fn}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
 def block_size(fn: str, value) -> int | None:
     if value is None:
         return None

@@ -32,19 +32,18 @@ References:
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxneg import _checks as C
 from jaxneg._array import vary_like
 
 
 def _num_chunks(fn, inputs, chunk_size):
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"{fn}: chunk_size must be a positive int, got {chunk_size!r}")
+    C.integer(fn, "chunk_size", chunk_size, 1)
     leaves = jax.tree.leaves(inputs)
     if not leaves:
         raise ValueError(f"{fn}: inputs must contain at least one array")
@@ -109,8 +108,7 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
     fn = "gradcache.value_and_grad"
     if not callable(encode) or not callable(loss_fn):
         raise ValueError(f"{fn}: encode and loss_fn must be callables")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"{fn}: chunk_size must be a positive int, got {chunk_size!r}")
+    C.integer(fn, "chunk_size", chunk_size, 1)
 
     def run(params, inputs, rng=None):
         n = _num_chunks(fn, inputs, chunk_size)

@@ -111,7 +111,7 @@ def test_errors():
     x = batch(np.random.default_rng(4), 6)
     with pytest.raises(ValueError, match="chunk_size=4 must divide the batch size 6"):
         gradcache.value_and_grad(encode, loss_fn, chunk_size=4)(PARAMS, x, jax.random.key(0))
-    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1, got 0"):
         gradcache.value_and_grad(encode, loss_fn, chunk_size=0)
     with pytest.raises(ValueError, match="same leading batch axis"):
         gradcache.chunked_encode(encode, PARAMS, (x[0], x[1][:3], x[2]), chunk_size=3)

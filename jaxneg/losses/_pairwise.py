@@ -210,12 +210,21 @@ def pair_stats(
         if gather == "all_gather":
             return _gathered(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_block_size, axis_name)
         bs = int(block_size or k.shape[0])
-        row_block = min(q.shape[0], int(row_block_size or bs))
-        return _ring(row_specs, col_specs, bs, row_block, axis_name, q, k, scale, bias, meta)
+        return _ring(row_specs, col_specs, bs, _row_block(q, row_block_size, bs), axis_name, q, k, scale, bias, meta)
+    return _local(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_block_size)
+
+
+def _row_block(q, row_block_size, block_size):
+    """Rows per tile: ``row_block_size``, default ``block_size``, at most ``B``."""
+    return min(q.shape[0], int(row_block_size or block_size))
+
+
+def _local(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_block_size):
+    """All columns on this device: the dense path, or the streamed one with its custom VJP."""
     if block_size is None:
         return _dense(q, k, scale, bias, meta, row_specs, col_specs)
-    row_block = min(q.shape[0], int(row_block_size or block_size))
-    return _streamed(row_specs, col_specs, int(block_size), row_block, q, k, scale, bias, meta)
+    rb = _row_block(q, row_block_size, block_size)
+    return _streamed(row_specs, col_specs, int(block_size), rb, q, k, scale, bias, meta)
 
 
 def _dense(q, k, scale, bias, meta, row_specs, col_specs):
@@ -428,11 +437,7 @@ def _gathered(q, k, scale, bias, meta, row_specs, col_specs, block_size, row_blo
     cpos = lax.all_gather(meta.col_pos, axis_name, tiled=True)
     clab = lax.all_gather(meta.col_label, axis_name, tiled=True)
     meta_all = Meta(meta.row_pos, meta.row_label, cpos, clab, meta.drop)
-    if block_size is None:
-        rows, cols = _dense(q, k_all, scale, bias, meta_all, row_specs, col_specs)
-    else:
-        rb = min(q.shape[0], int(row_block_size or block_size))
-        rows, cols = _streamed(row_specs, col_specs, int(block_size), rb, q, k_all, scale, bias, meta_all)
+    rows, cols = _local(q, k_all, scale, bias, meta_all, row_specs, col_specs, block_size, row_block_size)
     me = lax.axis_index(axis_name)
     own = []
     for spec, c in zip(col_specs, cols):  # c [W * m]: this device's rows only -> all rows, own columns

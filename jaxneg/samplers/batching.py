@@ -10,7 +10,6 @@ from jax import lax
 
 from jaxneg import _checks as C
 from jaxneg.registry import SAMPLERS
-from jaxneg.samplers.mining import _int
 
 
 class KMeans(NamedTuple):
@@ -68,9 +67,9 @@ def kmeans(key, x, k: int, *, iters: int = 20, chunk_size: int = 4096) -> KMeans
     fn = "kmeans"
     x = C.as_float_array(fn, "x", x, 2, "[N, D]").astype(jnp.float32)
     n = x.shape[0]
-    k = _int(fn, "k", k, 1)
-    iters = _int(fn, "iters", iters, 0)
-    chunk = min(n, _int(fn, "chunk_size", chunk_size, 1))
+    k = C.integer(fn, "k", k, 1)
+    iters = C.integer(fn, "iters", iters, 0)
+    chunk = min(n, C.integer(fn, "chunk_size", chunk_size, 1))
     if k > n:
         raise ValueError(f"{fn}: k must be <= N = {n} (rows of x), got {k}")
     k0, kseed = jax.random.split(key)
@@ -142,7 +141,7 @@ def cluster_batches(key, cluster_ids, batch_size: int) -> ClusterBatches:
     fn = "cluster_batches"
     ids = _cluster_ids(fn, cluster_ids)
     n = ids.shape[0]
-    bs = _int(fn, "batch_size", batch_size, 1)
+    bs = C.integer(fn, "batch_size", batch_size, 1)
     if bs > n:
         raise ValueError(f"{fn}: batch_size must be <= N = {n}, got {bs}")
     k1, k2, k3 = jax.random.split(key, 3)
@@ -206,8 +205,8 @@ def tas_balanced(key, cluster_ids, margins, batch_size: int, *, num_bins: int = 
     mg = C.as_float_array(fn, "margins", margins, 2, "[Q, P]").astype(jnp.float32)
     if mg.shape[0] != nq:
         raise ValueError(f"{fn}: margins must have shape [Q, P] with Q={nq}, got {list(mg.shape)}")
-    bs = _int(fn, "batch_size", batch_size, 1)
-    nbins = _int(fn, "num_bins", num_bins, 1)
+    bs = C.integer(fn, "batch_size", batch_size, 1)
+    nbins = C.integer(fn, "num_bins", num_bins, 1)
     valid = jnp.isfinite(mg)
     if pair_mask is not None:
         pm = jnp.asarray(pair_mask)

@@ -10,7 +10,6 @@ from jax import lax
 
 from jaxneg import _checks as C
 from jaxneg._array import l2_normalize
-from jaxneg.samplers.mining import _int
 
 
 class Queue(NamedTuple):
@@ -34,7 +33,7 @@ def queue_init(size: int, dim: int, *, key=None, dtype=jnp.float32) -> Queue:
     zeros and ``count = 0``, and ``Queue.mask`` tells which slots hold real keys.
     """
     fn = "queue_init"
-    size, dim = _int(fn, "size", size, 1), _int(fn, "dim", dim, 1)
+    size, dim = C.integer(fn, "size", size, 1), C.integer(fn, "dim", dim, 1)
     if key is None:
         return Queue(jnp.zeros((size, dim), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
     keys = l2_normalize(jax.random.normal(key, (size, dim), jnp.float32)).astype(dtype)

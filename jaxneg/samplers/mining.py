@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -27,12 +26,6 @@ class Mined(NamedTuple):
     indices: jax.Array
     scores: jax.Array
     mask: jax.Array
-
-
-def _int(fn, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{fn}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _exclude(fn, exclude, b):
@@ -166,11 +159,11 @@ def hard_topk(
         raise ValueError(f"{fn}: corpus must have shape [M, D] with D={q.shape[1]}, got {list(c.shape)}")
     if c.shape[0] == 0:
         raise ValueError(f"{fn}: corpus must have at least one row")
-    k = _int(fn, "k", k, 1)
-    skip_top = _int(fn, "skip_top", skip_top, 0)
+    k = C.integer(fn, "k", k, 1)
+    skip_top = C.integer(fn, "skip_top", skip_top, 0)
     b, m = q.shape[0], c.shape[0]
     bs = min(m, C.block_size(fn, block_size) or 16384)
-    rb = min(b, _int(fn, "row_block_size", row_block_size, 1) if row_block_size is not None else 256)
+    rb = min(b, C.integer(fn, "row_block_size", row_block_size, 1) if row_block_size is not None else 256)
     exclude = _exclude(fn, exclude, b)
     thr = score_threshold(
         fn, b, max_score=max_score, absolute_margin=absolute_margin,
@@ -263,9 +256,9 @@ def mochi(key, query, negatives, *, top_n: int, num_mix: int, num_query_mix: int
         raise ValueError(f"{fn}: negatives must have shape [M, D] or [B, K, D] with B={b}, D={d}, got {list(negatives.shape)}")
     negatives = C.as_float_array(fn, "negatives", negatives, negatives.ndim, "[M, D] or [B, K, D]")
     pool = negatives.shape[-2]
-    top_n = _int(fn, "top_n", top_n, 1)
-    num_mix = _int(fn, "num_mix", num_mix, 0)
-    num_query_mix = _int(fn, "num_query_mix", num_query_mix, 0)
+    top_n = C.integer(fn, "top_n", top_n, 1)
+    num_mix = C.integer(fn, "num_mix", num_mix, 0)
+    num_query_mix = C.integer(fn, "num_query_mix", num_query_mix, 0)
     if top_n > pool:
         raise ValueError(f"{fn}: top_n must be <= the number of negatives ({pool}), got {top_n}")
     if num_mix > 0 and top_n < 2:

@@ -11,7 +11,7 @@ from jax import lax
 
 from jaxneg import _checks as C
 from jaxneg.registry import SAMPLERS
-from jaxneg.samplers.mining import Mined, _exclude, _int
+from jaxneg.samplers.mining import Mined, _exclude
 
 
 def _shape(fn, shape):
@@ -48,7 +48,7 @@ def uniform(key, num_items: int, shape, *, exclude=None):
       int32 indices of ``shape``.
     """
     fn = "uniform"
-    n = _int(fn, "num_items", num_items, 1)
+    n = C.integer(fn, "num_items", num_items, 1)
     shape = _shape(fn, shape)
     if exclude is None:
         return jax.random.randint(key, shape, 0, n, jnp.int32)
@@ -182,7 +182,7 @@ def simans(key, scores, positive_scores, k: int, *, a: float = 1.0, b: float = 0
     pos = C.as_float_array(fn, "positive_scores", positive_scores, 1, "[B]").astype(jnp.float32)
     if pos.shape[0] != bsz:
         raise ValueError(f"{fn}: positive_scores must have shape [B] = [{bsz}], got {list(pos.shape)}")
-    k = _int(fn, "k", k, 1)
+    k = C.integer(fn, "k", k, 1)
     if k > n:
         raise ValueError(f"{fn}: k must be <= N = {n} (columns of scores), got {k}")
     C.scalar(fn, "a", a, low=0.0)
