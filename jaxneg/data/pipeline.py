@@ -1,0 +1,159 @@
+"""Loading a tfds split into memory and the step-indexed, resumable batch order."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Mapping
+
+import numpy as np
+
+from jaxneg.data.builders import BUILDERS
+
+#: the fields a split may carry, and the name the rest of the pipeline uses for each
+_RENAME = {"image": "x"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """One split in host memory: ``arrays[field][i]`` is example ``i``.
+
+    ``num_classes`` is the label's class count when the split has a ``label``; ``name``,
+    ``split`` and ``config`` say where it came from.
+    """
+
+    name: str
+    split: str
+    arrays: Mapping[str, np.ndarray]
+    num_classes: int | None = None
+    config: Mapping | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, indices) -> dict:
+        """``{field: array[indices]}`` for a NumPy index array."""
+        return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def default_data_dir() -> str:
+    """``$JAXNEG_DATA_DIR``, else tfds' default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+    import tensorflow_datasets as tfds
+
+    return os.environ.get("JAXNEG_DATA_DIR") or tfds.core.constants.DATA_DIR
+
+
+def dataset_names() -> list[str]:
+    """The embedded datasets (any other tfds name is also accepted by :func:`load`)."""
+    return sorted(BUILDERS)
+
+
+def check_name(name: str) -> str:
+    """Fail early, listing the valid names, if ``name`` is neither embedded nor a tfds builder."""
+    import tensorflow_datasets as tfds
+
+    base = name.split("/")[0].split(":")[0]
+    if base in BUILDERS:
+        return name
+    if base not in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())} "
+                         f"or any tensorflow-datasets builder name (tfds.list_builders())")
+    return name
+
+
+def builder_config(name: str, config: Mapping | None):
+    """The ``BuilderConfig`` of an embedded dataset for the overrides in ``config`` (None: the default)."""
+    _, cls = BUILDERS[name]
+    config = dict(config or {})
+    if cls is None:
+        if config:
+            raise ValueError(f"dataset {name!r} takes no builder config, got {sorted(config)}")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    own = [f for f in fields if f not in ("name", "version", "release_notes", "supported_versions",
+                                          "description", "tags")]
+    unknown = sorted(set(config) - set(own))
+    if unknown:
+        raise ValueError(f"dataset {name!r}: unknown config field(s) {unknown}; valid: {sorted(own)}")
+    values = {f: config.get(f, fields[f].default) for f in own}
+    # the config name encodes every non-default value, so each variant has its own directory
+    changed = [f"{f}={values[f]}" for f in own if values[f] != fields[f].default]
+    return cls(name="-".join(changed).replace(".", "p"), **values) if changed else None
+
+
+def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping | None = None,
+         max_examples: int | None = None) -> Data:
+    """Prepare (once, as array_record files) and load one split of a tfds dataset into memory.
+
+    Args:
+      name: an embedded dataset (``mnist1d``, ``sklearn_digits``, ``synthetic_retrieval``)
+        or any tensorflow-datasets name (``cifar10``, ``stl10``, ...; downloaded by tfds on
+        first use, as tfds always does for them).
+      split: a tfds split (``"train"``, ``"test"``, ``"corpus"``, ``"train[:10%]"``, ...).
+      data_dir: where the prepared files live (default :func:`default_data_dir`).
+      config: builder-config overrides of an embedded dataset, e.g. ``{"num_samples": 20000}``.
+      max_examples: keep only the first ``max_examples`` examples.
+
+    Returns:
+      :class:`Data`; an ``image`` field is renamed ``x`` (kept as stored, e.g. uint8).
+    """
+    import tensorflow_datasets as tfds
+
+    check_name(name)
+    data_dir = data_dir or default_data_dir()
+    kwargs = {"file_format": "array_record"}
+    if name in BUILDERS:
+        cls, _ = BUILDERS[name]
+        cfg = builder_config(name, config)
+        builder = cls(data_dir=data_dir, config=cfg, file_format="array_record") if cfg else cls(
+            data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+            builder.download_and_prepare()
+        source = builder.as_data_source(split=split)
+        info = builder.info
+    else:
+        if config:
+            kwargs["config"] = config
+        source = tfds.data_source(name, split=split, data_dir=data_dir, builder_kwargs=kwargs)
+        info = getattr(source, "dataset_info", None)
+    n = len(source)
+    if max_examples is not None:
+        n = min(n, int(max_examples))
+    if n == 0:
+        raise ValueError(f"dataset {name!r} split {split!r} is empty")
+    rows = source.__getitems__(list(range(n))) if hasattr(source, "__getitems__") else [source[i] for i in range(n)]
+    arrays = {_RENAME.get(k, k): np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]
+              if np.asarray(rows[0][k]).dtype.kind in "biuf"}
+    num_classes = None
+    try:
+        num_classes = int(info.features["label"].num_classes)
+    except (AttributeError, KeyError, TypeError):
+        if "label" in arrays:
+            num_classes = int(arrays["label"].max()) + 1
+    return Data(name=name, split=split, arrays=arrays, num_classes=num_classes, config=dict(config or {}))
+
+
+@functools.lru_cache(maxsize=8)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, n]).permutation(n)
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """The example indices of batch ``step``: a pure function of ``(seed, step)``.
+
+    The stream is the concatenation of per-epoch permutations ``perm_e`` (seeded by
+    ``(seed, e, num_examples)``); batch ``s`` is positions ``[s*B, (s+1)*B)`` of it, so every
+    epoch visits each example once, a batch may straddle two epochs, and a run resumed
+    at step ``s`` sees exactly the batches an uninterrupted run sees.
+    """
+    if num_examples < 1 or batch_size < 1 or step < 0:
+        raise ValueError(f"batch_indices: need num_examples >= 1, batch_size >= 1, step >= 0, got "
+                         f"{num_examples}, {batch_size}, {step}")
+    pos = step * batch_size + np.arange(batch_size, dtype=np.int64)
+    epoch, offset = pos // num_examples, pos % num_examples
+    out = np.empty(batch_size, np.int64)
+    for e in np.unique(epoch):
+        sel = epoch == e
+        out[sel] = _permutation(int(seed), int(e), int(num_examples))[offset[sel]]
+    return out

@@ -1,0 +1,179 @@
+r"""Downstream and representation metrics for trained encoders.
+
+==========================  ============================================================
+:func:`knn_accuracy`        weighted kNN classifier on frozen features (Wu et al. 2018)
+:func:`linear_probe`        multinomial logistic regression on frozen features (optax)
+:func:`retrieval_metrics`   recall@k, hit@k, MRR@k, nDCG@k with graded groups of relevant docs
+:func:`contrastive_accuracy`  top-1 accuracy among a fixed number of candidates
+:func:`alignment`, :func:`uniformity`, :func:`rankme`   re-exported from :mod:`jaxneg.metrics`
+==========================  ============================================================
+
+Every function takes embeddings as arrays and returns Python floats (a dict for
+retrieval), so the trainer, the notebooks and the tests share one implementation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxneg import _checks as C
+from jaxneg._array import l2_normalize
+from jaxneg.metrics import alignment, rankme, uniformity
+from jaxneg.samplers import hard_topk
+
+
+def _labels(fn, name, y, n):
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: {name} must be int labels of shape [{n}], got {y.dtype} {list(y.shape)}")
+    return y
+
+
+def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07,
+                 num_classes: int | None = None) -> float:
+    r"""Accuracy of the weighted kNN classifier on cosine similarity (InstDisc / DINO protocol).
+
+    Each test point votes ``sum_{j in top-k} exp(s_j / temperature) [y_j = c]`` over its ``k``
+    nearest training points ``j`` (cosine similarity ``s_j``, exact top-k by
+    :func:`jaxneg.samplers.hard_topk`, ties to the lower index) and predicts the arg-max class.
+
+    Args:
+      train_x ``[N, D]``, train_y ``[N]``, test_x ``[M, D]``, test_y ``[M]``; ``1 <= k``.
+
+    References:
+      Wu, Xiong, Yu & Lin, *Unsupervised Feature Learning via Non-Parametric Instance
+      Discrimination*, CVPR 2018.
+    """
+    fn = "knn_accuracy"
+    train_x = C.as_float_array(fn, "train_x", train_x, 2, "[N, D]")
+    test_x = C.as_float_array(fn, "test_x", test_x, 2, "[M, D]")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"{fn}: test_x must have D={train_x.shape[1]} columns, got {list(test_x.shape)}")
+    train_y = _labels(fn, "train_y", train_y, train_x.shape[0])
+    test_y = _labels(fn, "test_y", test_y, test_x.shape[0])
+    k = min(C.integer(fn, "k", k, 1), train_x.shape[0])
+    C.scalar(fn, "temperature", temperature, low=0.0)
+    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    mined = hard_topk(l2_normalize(test_x), l2_normalize(train_x), k)
+    w = jnp.exp((mined.scores - 1.0) / temperature)  # shifted by the max cosine for stability
+    votes = jnp.zeros((test_x.shape[0], c)).at[jnp.arange(test_x.shape[0])[:, None],
+                                                jnp.asarray(train_y)[mined.indices]].add(w)
+    return float(np.mean(np.asarray(jnp.argmax(votes, axis=1)) == test_y))
+
+
+def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = None, steps: int = 300,
+                 l2: float = 1e-4, learning_rate: float = 0.1) -> dict:
+    r"""Linear evaluation: softmax regression on standardised frozen features.
+
+    Minimises ``mean_i CE(W x_i + b, y_i) + l2 ||W||^2`` on the training features (each
+    feature standardised with the training mean and standard deviation) with full-batch
+    Adam for ``steps`` steps (deterministic: zero init, no sampling).
+
+    Returns:
+      ``{"train_accuracy": ..., "test_accuracy": ...}``.
+    """
+    fn = "linear_probe"
+    train_x = C.as_float_array(fn, "train_x", train_x, 2, "[N, D]").astype(jnp.float32)
+    test_x = C.as_float_array(fn, "test_x", test_x, 2, "[M, D]").astype(jnp.float32)
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"{fn}: test_x must have D={train_x.shape[1]} columns, got {list(test_x.shape)}")
+    train_y = _labels(fn, "train_y", train_y, train_x.shape[0])
+    test_y = _labels(fn, "test_y", test_y, test_x.shape[0])
+    C.integer(fn, "steps", steps, 1)
+    C.scalar(fn, "l2", l2, low=0.0, low_inclusive=True)
+    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
+    xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
+    ytr = jnp.asarray(train_y)
+    opt = optax.adam(learning_rate)
+    params = {"w": jnp.zeros((xtr.shape[1], c)), "b": jnp.zeros((c,))}
+
+    def loss(p):
+        logits = xtr @ p["w"] + p["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ytr).mean() + l2 * jnp.sum(p["w"] ** 2)
+
+    @jax.jit
+    def fit(params):
+        def step(carry, _):
+            p, s = carry
+            g = jax.grad(loss)(p)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        return p
+
+    p = fit(params)
+    acc = lambda x, y: float(np.mean(np.asarray(jnp.argmax(x @ p["w"] + p["b"], 1)) == y))
+    return {"train_accuracy": acc(xtr, train_y), "test_accuracy": acc(xte, test_y)}
+
+
+def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
+    r"""Ranking metrics of a dense retriever with binary relevance by group.
+
+    Document ``d`` is relevant to query ``q`` when ``corpus_group[d] == query_group[q]``
+    (a group holds a target and its duplicates). With ``R_q`` relevant documents, the
+    ranked list by cosine similarity (exact, :func:`jaxneg.samplers.hard_topk`) and
+    ``rel_i`` the relevance at rank ``i``:
+
+    * ``recall@k = sum_{i<=k} rel_i / R_q``; ``hit@k = [sum_{i<=k} rel_i > 0]``
+    * ``mrr@K = 1 / (first relevant rank)`` within the top ``K = max(ks)`` (0 if none)
+    * ``ndcg@k = sum_{i<=k} rel_i / log2(i+1)  /  sum_{i<=min(k,R_q)} 1 / log2(i+1)``
+
+    averaged over queries. Args: queries ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``,
+    corpus_group ``[N]`` ints.
+    """
+    fn = "retrieval_metrics"
+    queries = C.as_float_array(fn, "queries", queries, 2, "[Q, D]")
+    corpus = C.as_float_array(fn, "corpus", corpus, 2, "[N, D]")
+    qg = _labels(fn, "query_group", query_group, queries.shape[0])
+    cg = _labels(fn, "corpus_group", corpus_group, corpus.shape[0])
+    ks = sorted({min(C.integer(fn, "ks", k, 1), corpus.shape[0]) for k in ks})
+    top = ks[-1]
+    mined = hard_topk(l2_normalize(queries), l2_normalize(corpus), top)
+    rel = (cg[np.asarray(mined.indices)] == qg[:, None]).astype(np.float64)
+    counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
+    if np.any(counts == 0):
+        raise ValueError(f"{fn}: {int(np.sum(counts == 0))} queries have no relevant document in the corpus")
+    disc = 1.0 / np.log2(np.arange(2, top + 2))
+    first = np.where(rel.any(1), np.argmax(rel, 1) + 1, np.inf)
+    out = {f"mrr@{top}": float(np.mean(1.0 / first))}
+    for k in ks:
+        hits = rel[:, :k].sum(1)
+        ideal = np.cumsum(disc)[np.minimum(k, counts).astype(int) - 1]
+        out[f"recall@{k}"] = float(np.mean(hits / counts))
+        out[f"hit@{k}"] = float(np.mean(hits > 0))
+        out[f"ndcg@{k}"] = float(np.mean((rel[:, :k] * disc[:k]).sum(1) / ideal))
+    return out
+
+
+def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> float:
+    r"""Top-1 accuracy of picking ``keys[i]`` for ``queries[i]`` among ``num_candidates``.
+
+    The candidates of query ``i`` are its positive and ``num_candidates - 1`` other keys
+    drawn uniformly without replacement (Gumbel top-k). Unlike the InfoNCE value, whose
+    range ``log(candidates)`` grows with the batch, this compares runs of any batch size
+    (DESIGN: evaluate with a fixed candidate count). Cost ``O(N^2)``: meant for held-out
+    sets of up to a few thousand pairs. Ties count as failures.
+    """
+    fn = "contrastive_accuracy"
+    queries = C.as_float_array(fn, "queries", queries, 2, "[N, D]")
+    keys = C.as_float_array(fn, "keys", keys, 2, "[N, D]")
+    C.same_shape(fn, "keys", keys, "queries", queries)
+    n = queries.shape[0]
+    c = C.integer(fn, "num_candidates", num_candidates, 2)
+    if c > n:
+        raise ValueError(f"{fn}: num_candidates={c} exceeds the {n} pairs")
+    s = l2_normalize(queries) @ l2_normalize(keys).T
+    g = jax.random.gumbel(key, (n, n))
+    g = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, g)
+    _, neg = jax.lax.top_k(g, c - 1)
+    pos = jnp.diagonal(s)
+    return float(jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1)))
+
+
+__all__ = ["alignment", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
+           "uniformity"]
