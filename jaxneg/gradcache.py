@@ -102,21 +102,28 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
         (pass the same ``axis_name`` to the loss so it sees every device's representations).
 
     Returns:
-      ``f(params, inputs, rng=None) -> (loss, grads)`` (``((loss, aux), grads)`` with
-      ``has_aux``), ``grads`` with the structure and dtypes of ``params``.
+      ``f(params, inputs, rng=None, loss_params=None) -> (loss, grads)`` (``((loss, aux),
+      grads)`` with ``has_aux``), ``grads`` with the structure and dtypes of ``params``.
+      Parameters of the loss itself (a learnable temperature, SigLIP's bias) go in
+      ``loss_params``: then ``loss_fn(reps, loss_params)`` is called and ``grads`` is the
+      pair ``(encoder_grads, loss_param_grads)``.
     """
     fn = "gradcache.value_and_grad"
     if not callable(encode) or not callable(loss_fn):
         raise ValueError(f"{fn}: encode and loss_fn must be callables")
     C.integer(fn, "chunk_size", chunk_size, 1)
 
-    def run(params, inputs, rng=None):
+    def run(params, inputs, rng=None, loss_params=None):
         n = _num_chunks(fn, inputs, chunk_size)
         xs = (_chunks(inputs, n), jnp.arange(n))
         frozen = lax.stop_gradient(params)
         # pass 1: representations of every chunk, no activations kept
         reps = lax.map(lambda a: encode(frozen, a[0], _key(rng, a[1])), xs)
-        out, g_reps = jax.value_and_grad(loss_fn, has_aux=has_aux)(_unchunk(reps))
+        if loss_params is None:
+            out, g_reps = jax.value_and_grad(loss_fn, has_aux=has_aux)(_unchunk(reps))
+        else:
+            out, (g_reps, g_loss) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=has_aux)(
+                _unchunk(reps), loss_params)
         g_reps = jax.tree.map(lambda g, r: jnp.reshape(g, r.shape).astype(r.dtype), g_reps, reps)
         # pass 2: re-encode each chunk and pull its cached gradient back
         local = params if axis_name is None else vary_like(params, jax.tree.leaves(inputs)[0])
@@ -132,6 +139,7 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
         grads, _ = lax.scan(step, zeros, xs + (g_reps,))
         if axis_name is not None:
             grads = lax.psum(grads, axis_name)
-        return out, jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        return (out, grads) if loss_params is None else (out, (grads, g_loss))
 
     return run

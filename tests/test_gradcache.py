@@ -115,3 +115,40 @@ def test_errors():
         gradcache.value_and_grad(encode, loss_fn, chunk_size=0)
     with pytest.raises(ValueError, match="same leading batch axis"):
         gradcache.chunked_encode(encode, PARAMS, (x[0], x[1][:3], x[2]), chunk_size=3)
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_loss_params_get_their_gradient(devices):
+    """A learnable temperature in loss_params: its gradient and the encoder's match the uncached ones."""
+    b, chunk = 4, 2
+    x, rng = batch(np.random.default_rng(4), devices * b), jax.random.key(6)
+    lp = {"log_scale": jnp.asarray(2.5)}
+    temp_loss = lambda reps, p, **kw: L.infonce(reps[0], reps[1], negatives=reps[2],
+                                               temperature=jnp.exp(-p["log_scale"]), **kw)
+    if devices == 1:
+        f = jax.jit(gradcache.value_and_grad(encode, temp_loss, chunk_size=chunk))
+        got_v, (got_g, got_lg) = f(PARAMS, x, rng, lp)
+        keys = [rng]
+    else:
+        mesh = parallel.data_mesh("d", jax.devices()[:devices])
+
+        def local(params, x, rng, lp):
+            key = jax.random.fold_in(rng, jax.lax.axis_index("d"))
+            step = gradcache.value_and_grad(encode, lambda r, p: temp_loss(r, p, axis_name="d"),
+                                            chunk_size=chunk, axis_name="d")
+            return step(params, x, key, lp)
+
+        f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("d"), P(), P()), out_specs=(P(), (P(), P())))
+        got_v, (got_g, got_lg) = jax.jit(f)(PARAMS, x, rng, lp)
+        keys = [jax.random.fold_in(rng, i) for i in range(devices)]
+
+    def reference(params, lp):
+        reps = [gradcache.chunked_encode(encode, params, jax.tree.map(lambda a: a[i * b:(i + 1) * b], x), keys[i],
+                                         chunk_size=chunk) for i in range(devices)]
+        return temp_loss(jax.tree.map(lambda *r: jnp.concatenate(r), *reps), lp)
+
+    want_v, (want_g, want_lg) = jax.value_and_grad(reference, argnums=(0, 1))(PARAMS, lp)
+    np.testing.assert_allclose(got_v, want_v, rtol=RTOL)
+    assert_tree_close(got_g, want_g)
+    np.testing.assert_allclose(got_lg["log_scale"], want_lg["log_scale"], rtol=1e-4)
+    assert abs(float(want_lg["log_scale"])) > 1e-3
