@@ -122,7 +122,10 @@ def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping 
         n = min(n, int(max_examples))
     if n == 0:
         raise ValueError(f"dataset {name!r} split {split!r} is empty")
-    rows = source.__getitems__(list(range(n))) if hasattr(source, "__getitems__") else [source[i] for i in range(n)]
+    try:
+        rows = source.__getitems__(list(range(n)))
+    except (AttributeError, TypeError):  # sources without batched reads (e.g. tfds' mock_data)
+        rows = [source[i] for i in range(n)]
     arrays = {_RENAME.get(k, k): np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]
               if np.asarray(rows[0][k]).dtype.kind in "biuf"}
     num_classes = None

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxneg import _checks as C
-from jaxneg._array import l2_normalize
+from jaxneg._array import l2_normalize, vary_like
 from jaxneg.registry import SAMPLERS
 
 GROUP = 32  # columns per group in the two-stage block selection (see ``_block_topk``)
@@ -206,6 +206,7 @@ def _hard_topk(q, c, thr, exclude, k, skip_top, width, bs, rb):
         return lax.map(tile, (qt, tt, ex, carry)), None
 
     init = (jnp.full((nt, rb, width), -jnp.inf, jnp.float32), jnp.full((nt, rb, width), -1, jnp.int32))
+    init = vary_like(init, qt, tt, ex, c)  # inside shard_map: the carry varies like the queries
     (v, i), _ = lax.scan(block, init, jnp.arange(nb, dtype=jnp.int32))
     v, i = v.reshape(nt * rb, width)[:b, skip_top:], i.reshape(nt * rb, width)[:b, skip_top:]
     short = k - v.shape[1]

@@ -141,3 +141,22 @@ def test_mochi_with_a_shared_bank_uses_each_querys_hardest():
         hard = bn[np.argsort(-(bn @ q[i]), kind="stable")[:2]]
         coef = np.linalg.lstsq(hard.T, np.asarray(out[i]).T, rcond=None)[0]
         np.testing.assert_allclose(hard.T @ coef, np.asarray(out[i]).T, atol=1e-5)
+
+
+def test_hard_topk_under_shard_map_mines_each_devices_queries():
+    """Queries sharded over 4 devices, the corpus replicated: the same result as one device."""
+    from jax.sharding import PartitionSpec as P
+
+    from jaxneg import parallel
+
+    rng = np.random.default_rng(11)
+    q = jnp.asarray(rng.standard_normal((8, 16)), jnp.float32)
+    corpus = jnp.asarray(rng.standard_normal((300, 16)), jnp.float32)
+    ex = jnp.asarray(rng.integers(0, 300, (8, 2)), jnp.int32)
+    want = S.hard_topk(q, corpus, 5, exclude=ex, block_size=128, row_block_size=2)
+    mesh = parallel.data_mesh("d", jax.devices()[:4])
+    f = jax.shard_map(lambda q, c, e: tuple(S.hard_topk(q, c, 5, exclude=e, block_size=128, row_block_size=2)),
+                      mesh=mesh, in_specs=(P("d"), P(), P("d")), out_specs=P("d"))
+    got = jax.jit(f)(q, corpus, ex)
+    np.testing.assert_array_equal(got[0], want.indices)
+    np.testing.assert_allclose(got[1], want.scores, rtol=1e-6)

@@ -1,0 +1,208 @@
+"""The config schema of ``experiments.train``: defaults and validation before any compute.
+
+A config is an ``ml_collections.ConfigDict`` built by ``experiments/configs/<name>.py``'s
+``get_config(arg)`` on top of :func:`base_config`. :func:`validate` checks every field a
+run uses, so a typo (an unknown loss, sampler, dataset or field, a batch size the devices
+cannot split) fails before data is loaded or anything is compiled, naming the valid values.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+TASKS = ("views", "pairs")
+#: how experiments.train calls each loss family (the rest of LOSSES needs teacher scores)
+PAIR_LOSSES = ("infonce", "ntxent", "debiased", "decoupled", "hard_negative", "siglip", "additive_margin")
+LABELLED_LOSSES = ("supcon", "multi_similarity", "triplet")
+SAMPLED_LOSSES = ("sampled_softmax", "bpr")
+TRAINABLE_LOSSES = PAIR_LOSSES + LABELLED_LOSSES + SAMPLED_LOSSES
+#: negative samplers the pairs task draws from the corpus ("" = in-batch negatives only)
+TRAIN_SAMPLERS = ("", "uniform", "popularity", "hard_topk", "simans")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
+SCHEDULES = ("constant", "cosine")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field ``experiments.train`` reads, with its default (SimCLR on MNIST-1D)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = "views"             # views: two augmentations of x; pairs: (query, document) data
+    c.steps = 1000
+    c.batch_size = 256           # global, over every device of every process
+    c.num_devices = 0            # devices on the data mesh (0 = every device of every process)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mnist1d"
+    c.data.config = ml_collections.ConfigDict()   # builder-config overrides (embedded datasets)
+    c.data.data_dir = ""         # "" = $JAXNEG_DATA_DIR or tfds' default
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.eval_train_split = ""     # labelled split the kNN / linear probe fit on ("" = train_split)
+    c.data.corpus_split = "corpus"   # pairs task: the documents
+    c.data.max_train_examples = 0    # 0 = all
+    c.data.view = "signal"           # views task: a name of jaxneg.data.VIEWS
+    c.data.view_kwargs = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "cnn1d"           # jaxneg.models.BACKBONES
+    c.model.kwargs = ml_collections.ConfigDict()
+    c.model.doc_name = ""            # pairs task: "" = one tower shared by queries and documents
+    c.model.doc_kwargs = ml_collections.ConfigDict()
+    c.model.head_hidden = (256,)
+    c.model.embed_dim = 128          # 0 = no projection head
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "ntxent"
+    c.loss.temperature = 0.1
+    c.loss.learn_temperature = False   # CLIP-style learnable, clipped logit scale
+    c.loss.max_logit_scale = 100.0
+    c.loss.bias = -10.0              # siglip: initial logit bias (learned with learn_temperature)
+    c.loss.gather = "all_gather"     # cross-device negatives: all_gather or ring
+    c.loss.supervised = False        # labelled losses: class labels instead of instance ids
+    c.loss.kwargs = ml_collections.ConfigDict()
+
+    c.sampler = ml_collections.ConfigDict()
+    c.sampler.name = ""
+    c.sampler.num_negatives = 0      # per query (uniform, hard_topk, simans) or shared (popularity)
+    c.sampler.refresh_every = 100    # hard_topk / simans: re-encode the corpus index every n steps
+    c.sampler.candidates = 64        # simans: sample among the top-n mined
+    c.sampler.kwargs = ml_collections.ConfigDict()
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.momentum = 0.9
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 50
+    c.optimizer.grad_clip = 0.0      # 0 = none
+
+    c.gradcache_chunk = 0            # > 0: gradient caching with this many examples per chunk
+    c.log_every = 20
+    c.checkpoint_every = 200
+    c.keep_checkpoints = 2
+    c.eval_every = 0                 # 0 = evaluate at the end only
+    c.progress = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.at_init = False           # also evaluate the random-init encoder (result.json "init")
+    c.eval.max_examples = 4000
+    c.eval.knn_k = 20
+    c.eval.knn_temperature = 0.07
+    c.eval.probe_steps = 300
+    c.eval.num_candidates = 16
+    c.eval.ks = (1, 10, 100)
+    return c
+
+
+def _choice(field, value, options):
+    if value not in options:
+        raise ValueError(f"config.{field}={value!r} is not valid; valid values: {', '.join(map(repr, options))}")
+
+
+def _positive(field, value, low=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"config.{field} must be an integer >= {low}, got {value!r}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_collections.ConfigDict:
+    """Check every field against the schema of :func:`base_config`; return ``config``.
+
+    Raises ``ValueError`` naming the field and the valid values. Cheap: builds nothing,
+    loads no data, compiles nothing (the dataset name is checked against tfds' list).
+    """
+    from jaxneg import LOSSES, SAMPLERS, data, models
+    from jaxneg.data.views import VIEWS
+
+    unknown = _unknown_fields(config, base_config())
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+    _choice("task", config.task, TASKS)
+    _positive("steps", config.steps)
+    _positive("batch_size", config.batch_size, 2)
+    _positive("num_devices", config.num_devices, 0)
+    if config.batch_size % num_devices:
+        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {num_devices} devices")
+    data.check_name(config.data.name)
+    if config.data.name in data.BUILDERS:
+        data.pipeline.builder_config(config.data.name, config.data.config.to_dict())
+    if config.task == "views":
+        _choice("data.view", config.data.view, sorted(VIEWS))
+    for field, name in (("model.name", config.model.name), ("model.doc_name", config.model.doc_name or "mlp")):
+        _choice(field, name, sorted(models.BACKBONES))
+    LOSSES.get(config.loss.name)  # unknown names list the valid ones
+    _choice("loss.name", config.loss.name, TRAINABLE_LOSSES)
+    _choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
+    if not config.loss.temperature > 0:
+        raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
+    if config.sampler.name:
+        SAMPLERS.get(config.sampler.name)
+    _choice("sampler.name", config.sampler.name, TRAIN_SAMPLERS)
+    if config.sampler.name and config.task != "pairs":
+        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+    if config.loss.name in SAMPLED_LOSSES and not config.sampler.name:
+        raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
+                         f"(one of {', '.join(TRAIN_SAMPLERS[1:])})")
+    if config.sampler.name:
+        _positive("sampler.num_negatives", config.sampler.num_negatives)
+        _positive("sampler.refresh_every", config.sampler.refresh_every)
+    if config.sampler.name == "popularity" and config.loss.name == "bpr":
+        raise ValueError("config.sampler.name='popularity' draws shared negatives; bpr needs per-query ones "
+                         "(uniform, hard_topk or simans)")
+    if config.sampler.name == "simans" and config.sampler.candidates < config.sampler.num_negatives:
+        raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
+    _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+    _choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
+    if not config.optimizer.learning_rate > 0:
+        raise ValueError(f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
+    if config.task == "pairs" and config.sampler.name and config.loss.name in PAIR_LOSSES and config.loss.name != "infonce":
+        raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
+                         f"infonce, {', '.join(SAMPLED_LOSSES)}")
+    if config.gradcache_chunk:
+        _positive("gradcache_chunk", config.gradcache_chunk)
+        if config.sampler.name == "popularity":
+            raise ValueError("config.gradcache_chunk needs per-example inputs; the popularity sampler's shared "
+                             "negatives are not split into chunks (use uniform / hard_topk / simans, or no gradcache)")
+        local = config.batch_size // num_devices
+        if local % config.gradcache_chunk:
+            raise ValueError(f"config.gradcache_chunk={config.gradcache_chunk} must divide the per-device batch {local}")
+    for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        _positive(field, config[field])
+    _positive("eval_every", config.eval_every, 0)
+    _positive("eval.max_examples", config.eval.max_examples, 2)
+    _positive("eval.num_candidates", config.eval.num_candidates, 2)
+    return config
+
+
+def _unknown_fields(config, schema, prefix=""):
+    free = {"data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs"}
+    out = []
+    for key in config.keys():
+        path = prefix + key
+        if key not in schema:
+            out.append(f"{path} (valid: {', '.join(sorted(schema.keys()))})")
+        elif isinstance(schema[key], ml_collections.ConfigDict) and path not in free:
+            out += _unknown_fields(config[key], schema[key], path + ".")
+    return out
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Apply ``get_config``'s ``"field=value,other.field=value"`` argument (values parsed as Python literals)."""
+    import ast
+
+    for item in filter(None, (arg or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"config argument {item!r} must look like field=value")
+        field, value = item.split("=", 1)
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # a bare string
+        node = config
+        *parents, leaf = field.strip().split(".")
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise ValueError(f"config argument: unknown field {field!r}")
+        node[leaf] = value
+    return config

@@ -1,0 +1,71 @@
+"""Evaluation metrics against NumPy float64 references."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxneg import eval as E
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_knn_accuracy_matches_a_brute_force_weighted_vote():
+    rng = np.random.default_rng(0)
+    tr, te = rng.standard_normal((120, 8)), rng.standard_normal((40, 8))
+    ytr, yte = rng.integers(0, 4, 120), rng.integers(0, 4, 40)
+    k, t = 7, 0.1
+    s = _unit(te) @ _unit(tr).T
+    pred = []
+    for row in s:
+        top = np.argsort(-row, kind="stable")[:k]
+        votes = np.zeros(4)
+        np.add.at(votes, ytr[top], np.exp(row[top] / t))
+        pred.append(np.argmax(votes))
+    want = np.mean(np.asarray(pred) == yte)
+    got = E.knn_accuracy(tr.astype(np.float32), ytr, te.astype(np.float32), yte, k=k, temperature=t)
+    assert got == pytest.approx(want)
+
+
+def test_linear_probe_separates_separable_classes_and_not_noise():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 10)).astype(np.float32)
+    x[:, 0] += 4.0 * y
+    assert E.linear_probe(x[:200], y[:200], x[200:], y[200:])["test_accuracy"] > 0.9
+    noise = rng.standard_normal((300, 10)).astype(np.float32)
+    assert E.linear_probe(noise[:200], y[:200], noise[200:], y[200:])["test_accuracy"] < 0.55
+
+
+def test_retrieval_metrics_match_a_reference_with_duplicate_groups():
+    rng = np.random.default_rng(2)
+    corpus = rng.standard_normal((50, 6))
+    group = np.arange(50)
+    group[[7, 9]] = 3  # documents 3, 7 and 9 form one group
+    qg = rng.integers(0, 50, 20)
+    qg[qg == 7] = 3
+    qg[qg == 9] = 3
+    q = corpus[qg] + 0.8 * rng.standard_normal((20, 6))
+    got = E.retrieval_metrics(q.astype(np.float32), corpus.astype(np.float32), qg, group, ks=(1, 5))
+    order = np.argsort(-(_unit(q) @ _unit(corpus).T), axis=1, kind="stable")
+    rel = group[order] == qg[:, None]
+    nrel = np.array([np.sum(group == g) for g in qg])
+    for k in (1, 5):
+        assert got[f"recall@{k}"] == pytest.approx(np.mean(rel[:, :k].sum(1) / nrel))
+        assert got[f"hit@{k}"] == pytest.approx(np.mean(rel[:, :k].any(1)))
+        dcg = (rel[:, :k] / np.log2(np.arange(2, k + 2))).sum(1)
+        idcg = np.array([np.sum(1 / np.log2(np.arange(2, min(k, r) + 2))) for r in nrel])
+        assert got[f"ndcg@{k}"] == pytest.approx(np.mean(dcg / idcg))
+    first = np.array([np.argmax(r[:5]) + 1 if r[:5].any() else np.inf for r in rel])
+    assert got["mrr@5"] == pytest.approx(np.mean(1 / first))
+
+
+def test_contrastive_accuracy_is_one_for_matched_pairs_and_chance_for_noise():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    assert E.contrastive_accuracy(jax.random.key(0), x, x, num_candidates=8) == 1.0
+    y = rng.standard_normal((400, 16)).astype(np.float32)
+    assert abs(E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=8) - 1 / 8) < 0.05
+    with pytest.raises(ValueError, match="num_candidates"):
+        E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=401)

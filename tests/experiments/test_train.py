@@ -1,0 +1,149 @@
+"""experiments.train: validation before compute, every config family, gradcache, outputs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import train as T
+from tests.experiments.helpers import config, final_params, leaves
+
+MNIST = {"num_samples": 1000}
+RETRIEVAL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128}
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("loss.name", "infonc", "valid names: additive_margin, bpr"),
+    ("loss.name", "margin_mse", "is not valid; valid values: 'infonce'"),
+    ("sampler.name", "hardtopk", "valid names:"),
+    ("data.name", "mnist_1d", "mnist1d, sklearn_digits, synthetic_retrieval"),
+    ("data.view", "sigmal", "'image', 'signal'"),
+    ("model.name", "cnn2d", "'bag_of_tokens', 'cnn1d'"),
+    ("batch_size", 30, "divisible by the 8 devices"),
+    ("optimizer.name", "adagrad", "'adam', 'adamw', 'sgd', 'lars'"),
+    ("gradcache_chunk", 3, "must divide the per-device batch 4"),
+    ("loss.name", "sampled_softmax", "needs sampled negatives"),
+])
+def test_bad_configs_fail_before_any_compute(tmp_path, monkeypatch, field, value, match):
+    monkeypatch.setattr(T.data, "load", lambda *a, **k: pytest.fail("data was loaded before validation"))
+    c = config("simclr_mnist1d", num_devices=8, **{field: value})
+    with pytest.raises(ValueError, match=match):
+        T.train(c, str(tmp_path))
+    assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_unknown_fields_and_the_config_argument_are_checked(tmp_path):
+    c = config("simclr_mnist1d")
+    c.loss.temprature = 0.2
+    with pytest.raises(ValueError, match=r"loss.temprature \(valid: bias, gather"):
+        T.train(c, str(tmp_path))
+    with pytest.raises(ValueError, match="unknown field 'stepz'"):
+        config("simclr_mnist1d", "stepz=3")
+    assert config("simclr_mnist1d", "loss.temperature=0.3,steps=7", steps=7).loss.temperature == 0.3
+
+
+CASES = {
+    "ntxent_8_devices": ("simclr_mnist1d", {"data.config": MNIST, "num_devices": 8}),
+    "supcon_supervised": ("simclr_mnist1d", {"data.config": MNIST, "loss.name": "supcon", "loss.supervised": True}),
+    "triplet": ("simclr_mnist1d", {"data.config": MNIST, "loss.name": "triplet"}),
+    "siglip_learned_ring": ("simclr_mnist1d", {"data.config": MNIST, "loss.name": "siglip",
+                                               "loss.learn_temperature": True, "loss.gather": "ring",
+                                               "num_devices": 4}),
+    "digits_resnet": ("simclr_mnist1d", {"data.name": "sklearn_digits", "data.view": "image", "data.view_kwargs": {},
+                                         "model.name": "resnet", "model.kwargs": {"stage_sizes": (1,), "width": 8}}),
+    "clip_pairs": ("clip_pairs", {"data.config": RETRIEVAL}),
+    "retrieval_hard_topk": ("retrieval_synthetic", {"data.config": {**RETRIEVAL, "duplicate_rate": 0.2},
+                                                    "sampler.refresh_every": 2, "num_devices": 4}),
+    "retrieval_simans": ("retrieval_synthetic", {"data.config": RETRIEVAL, "sampler.name": "simans",
+                                                 "sampler.candidates": 16, "sampler.kwargs": {}}),
+    "recsys": ("recsys_sampled_softmax", {"data.config": {**RETRIEVAL, "popularity_exponent": 1.0},
+                                          "sampler.num_negatives": 64}),
+    "bpr_uniform": ("recsys_sampled_softmax", {"data.config": RETRIEVAL, "loss.name": "bpr", "sampler.name": "uniform",
+                                               "sampler.num_negatives": 4, "sampler.kwargs": {}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_config_family_trains_and_writes_its_outputs(tmp_path, case):
+    name, overrides = CASES[case]
+    result = T.train(config(name, **overrides), str(tmp_path))
+    assert result["status"] == "finished" and result["num_devices"] == overrides.get("num_devices", 1)
+    assert result["eval"] and all(np.isfinite(v) for v in result["eval"].values())
+    if name.startswith("simclr"):
+        assert {"knn_accuracy", "linear_probe_accuracy", "alignment", "uniformity", "rankme",
+                "contrastive_accuracy"} <= set(result["eval"])
+    else:
+        assert {"recall@1", "recall@10", "mrr@100", "ndcg@10", "contrastive_accuracy"} <= set(result["eval"])
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4]
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == config(name, **overrides).loss.name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert json.load(open(tmp_path / "result.json")) == json.loads(json.dumps(result))
+    # starting again returns the finished result without training
+    assert T.train(config(name, **overrides), str(tmp_path))["wall_seconds"] == result["wall_seconds"]
+
+
+def test_a_workdir_refuses_a_different_config(tmp_path):
+    T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 2}), str(tmp_path))
+    with pytest.raises(ValueError, match=r"different config \(fields \['loss.temperature'\]\)"):
+        T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 2, "loss.temperature": 0.3}), str(tmp_path))
+
+
+def test_gradient_caching_gives_the_plain_parameters(tmp_path):
+    common = {"data.config": MNIST, "steps": 3, "loss.learn_temperature": True, "eval.max_examples": 16,
+              "num_devices": 4}
+    T.train(config("simclr_mnist1d", **common), str(tmp_path / "plain"))
+    T.train(config("simclr_mnist1d", **common, gradcache_chunk=2), str(tmp_path / "cached"))
+    _, a = final_params(str(tmp_path / "plain"))
+    _, b = final_params(str(tmp_path / "cached"))
+    for x, y in zip(leaves(a), leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+    assert float(a["logit"]["log_scale"]) != pytest.approx(-np.log(0.1), abs=1e-6)  # the temperature learned
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = T._host_batch
+
+    def poisoned(setup, step):
+        b = real(setup, step)
+        if step >= 5:
+            b["x"] = np.full_like(b["x"], np.nan)
+        return b
+
+    monkeypatch.setattr(T, "_host_batch", poisoned)
+    with pytest.raises(T.NonFiniteLoss, match="at step 5; stopped. Last good checkpoint: step 4") as e:
+        T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 10}), str(tmp_path))
+    assert e.value.step == 5
+    failed = json.load(open(tmp_path / "failed.json"))
+    assert failed["step"] == 5 and failed["last_checkpoint"] == 4
+    step, params = final_params(str(tmp_path))
+    assert step == 4 and all(np.all(np.isfinite(x)) for x in leaves(params))
+    assert not os.path.exists(tmp_path / "result.json")
+
+
+# (debiased_stl10 without beta differs from the beta run only in the loss, tested in tests/losses)
+PAPER = [("simclr_cifar10", "batch=256", "cifar10"), ("debiased_stl10", "tau_plus=0.1,beta=1.0", "stl10"),
+         ("uniformity_cifar", "temperature=0.2,dataset=cifar100",
+                                                                "cifar100")]
+
+
+@pytest.mark.parametrize("name,arg,dataset", PAPER, ids=[f"{p[0]}:{p[1]}" for p in PAPER])
+def test_paper_configs_run_two_steps_on_mock_data(tmp_path, name, arg, dataset):
+    c = config(name, arg, steps=2, batch_size=16, **{"eval.max_examples": 32, "eval.num_candidates": 4})
+    assert c.data.name == dataset
+    with tfds.testing.mock_data(num_examples=48):
+        result = T.train(c, str(tmp_path))
+    assert result["status"] == "finished" and np.isfinite(result["final_loss"])
+    assert 0.0 <= result["eval"]["knn_accuracy"] <= 1.0
+
+
+def test_paper_config_arguments_are_validated():
+    with pytest.raises(ValueError, match=r"batch must be in \(256, 512"):
+        config("simclr_cifar10", "batch=300")
+    with pytest.raises(ValueError, match="cifar10 or cifar100"):
+        config("uniformity_cifar", "dataset=svhn")

@@ -1,0 +1,44 @@
+"""Encoders: output shapes, no batch coupling (exact under gradcache / sharding), the logit scale."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxneg import models
+
+CASES = [("mlp", {}, (6, 40), jnp.float32), ("cnn1d", {"channels": (8, 16)}, (6, 40), jnp.float32),
+         ("resnet", {"stage_sizes": (1, 1), "width": 8}, (6, 8, 8, 3), jnp.float32),
+         ("bag_of_tokens", {"vocab_size": 50, "dim": 8}, (6, 5), jnp.int32),
+         ("id_embedding", {"num_items": 30, "dim": 8}, (6,), jnp.int32)]
+
+
+@pytest.mark.parametrize("name,kwargs,shape,dtype", CASES, ids=[c[0] for c in CASES])
+def test_each_example_is_encoded_independently(name, kwargs, shape, dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(1, 30, shape) if dtype == jnp.int32 else rng.standard_normal(shape), dtype)
+    model = models.build(name, models.ProjectionHead(12, (16,)), **kwargs)
+    params = model.init(jax.random.key(0), x)
+    h, z = model.apply(params, x)
+    assert z.shape == (6, 12) and h.ndim == 2 and h.shape[0] == 6
+    h1, z1 = model.apply(params, x[:1])
+    np.testing.assert_allclose(z1, z[:1], rtol=1e-5, atol=1e-6)  # no batch statistics
+
+
+def test_bag_of_tokens_ignores_padding():
+    m = models.BagOfTokens(vocab_size=20, dim=4, features=(8,))
+    t = jnp.asarray([[3, 5, 0, 0]])
+    p = m.init(jax.random.key(0), t)
+    np.testing.assert_allclose(m.apply(p, t), m.apply(p, jnp.asarray([[3, 5]])), rtol=1e-6)
+
+
+def test_logit_scale_is_clipped_and_errors_name_the_model():
+    p = models.logit_params(0.07, bias=-10.0)
+    np.testing.assert_allclose(models.logit_scale(p), 1 / 0.07, rtol=1e-6)
+    assert float(models.logit_scale({"log_scale": jnp.asarray(9.0)})) == pytest.approx(100.0)
+    g = jax.grad(lambda s: models.logit_scale({"log_scale": s}))(jnp.asarray(9.0))
+    assert float(g) == 0.0  # clipped: no gradient pushes it further
+    with pytest.raises(ValueError, match="valid names: bag_of_tokens, cnn1d"):
+        models.build("cnn2d")
+    with pytest.raises(ValueError, match="temperature"):
+        models.logit_params(0.0)
