@@ -28,7 +28,6 @@ number (``failed.json``), leaving the last good checkpoint in place.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import json
 import os
