@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_steps = 50
     c.optimizer.grad_clip = 0.0      # 0 = none
+    c.optimizer.accumulate = 1       # > 1: average the gradients of this many steps per update
 
     c.gradcache_chunk = 0            # > 0: gradient caching with this many examples per chunk
     c.log_every = 20
@@ -128,10 +129,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         data.pipeline.builder_config(config.data.name, config.data.config.to_dict())
     if config.task == "views":
         _choice("data.view", config.data.view, sorted(VIEWS))
+        _kwargs("data.view_kwargs", VIEWS[config.data.view], config.data.view_kwargs, ("key", "x"), optional_only=True)
     for field, name in (("model.name", config.model.name), ("model.doc_name", config.model.doc_name or "mlp")):
         _choice(field, name, sorted(models.BACKBONES))
+    _kwargs("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
+    if config.model.doc_name:
+        _kwargs("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs, ("parent", "name"))
     LOSSES.get(config.loss.name)  # unknown names list the valid ones
     _choice("loss.name", config.loss.name, TRAINABLE_LOSSES)
+    _kwargs("loss.kwargs", LOSSES.get(config.loss.name), config.loss.kwargs,
+            ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "labels"), optional_only=True)
     _choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
     if not config.loss.temperature > 0:
         raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
@@ -153,6 +160,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
+    _positive("optimizer.accumulate", config.optimizer.accumulate)
+    if config.steps % config.optimizer.accumulate:
+        raise ValueError(f"config.optimizer.accumulate={config.optimizer.accumulate} must divide "
+                         f"config.steps={config.steps}")
     if not config.optimizer.learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
     if config.task == "pairs" and config.sampler.name and config.loss.name in PAIR_LOSSES and config.loss.name != "infonce":
@@ -172,6 +183,25 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     _positive("eval.max_examples", config.eval.max_examples, 2)
     _positive("eval.num_candidates", config.eval.num_candidates, 2)
     return config
+
+
+def _kwargs(field, fn, kwargs, reserved, optional_only=False):
+    """``config.<field>`` keys must be keyword arguments of ``fn`` that the trainer does not set itself
+    (``optional_only``: only those with a default; the others are the arrays it is called with)."""
+    import inspect
+
+    keys = set(kwargs.keys())
+    taken = sorted(keys & set(reserved))
+    if taken:
+        raise ValueError(f"config.{field}: {taken} are set by experiments.train from other fields; remove them")
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   and k not in reserved and not (optional_only and p.default is p.empty))
+    bad = sorted(keys - set(valid))
+    if bad:
+        raise ValueError(f"config.{field}: unknown argument(s) {bad}; valid: {', '.join(valid)}")
 
 
 def _unknown_fields(config, schema, prefix=""):

@@ -150,10 +150,18 @@ def init_params(setup: Setup, key) -> dict:
 
 
 def make_optimizer(c: ml_collections.ConfigDict):
+    """``(tx, lr)``: the optax transformation and the learning rate of each step.
+
+    With ``optimizer.accumulate = k > 1`` the gradients of ``k`` consecutive steps are
+    averaged into one update (``optax.MultiSteps``; each step's negatives stay within its own
+    batch), and the schedule runs over the ``steps / k`` updates.
+    """
     o = c.optimizer
-    warm = min(o.warmup_steps, c.steps - 1)
+    k = o.accumulate
+    updates = c.steps // k
+    warm = min(o.warmup_steps // k, updates - 1)
     if o.schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(warm, 0), c.steps)
+        lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(warm, 0), updates)
     else:
         lr = optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, max(warm, 1)),
                                    optax.constant_schedule(o.learning_rate)], [max(warm, 1)])
@@ -168,6 +176,8 @@ def make_optimizer(c: ml_collections.ConfigDict):
         tx = optax.lars(lr, weight_decay=o.weight_decay, weight_decay_mask=decay_mask, momentum=o.momentum)
     if o.grad_clip:
         tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+    if k > 1:
+        return optax.MultiSteps(tx, every_k_schedule=k), lambda step: lr(step // k)
     return tx, lr
 
 
@@ -382,13 +392,14 @@ def evaluate(setup: Setup, params) -> dict:
         train = setup.eval_train.take(np.arange(min(n, len(setup.eval_train))))
         view = lambda x: jax.jit(jax.vmap(data.identity_view, (None, 0)))(key, jnp.asarray(x))
         h_tr, _ = _encode_all(setup.query_model, params["query"], view(train["x"]))
-        h_te, _ = _encode_all(setup.query_model, params["query"], view(test["x"]))
+        h_te, z_te = _encode_all(setup.query_model, params["query"], view(test["x"]))
         if "label" in train:
             out["knn_accuracy"] = E.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
                                                  temperature=ev.knn_temperature, num_classes=setup.test.num_classes)
             out["linear_probe_accuracy"] = E.linear_probe(h_tr, train["label"], h_te, test["label"],
                                                           num_classes=setup.test.num_classes,
                                                           steps=ev.probe_steps)["test_accuracy"]
+            out["tolerance"] = float(E.tolerance(z_te, test["label"]))
         v1, v2 = jax.jit(lambda k, x: data.two_views(k, x, c.data.view, **c.data.view_kwargs.to_dict()))(
             key, jnp.asarray(test["x"]))
         _, z1 = _encode_all(setup.query_model, params["query"], v1)

@@ -1,7 +1,9 @@
-"""Representation metrics: alignment, uniformity (Wang & Isola 2020) and RankMe (Garrido et al. 2023)."""
+"""Representation metrics: alignment, uniformity (Wang & Isola 2020), tolerance (Wang & Liu 2021)
+and RankMe (Garrido et al. 2023)."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax.nn import logsumexp
 
@@ -58,6 +60,36 @@ def uniformity(x, *, t=2.0, normalize: bool = True, block_size: int | None = Non
     return logsumexp(row) - jnp.log(jnp.asarray(n * (n - 1), row.dtype))
 
 
+def tolerance(x, labels, *, normalize: bool = True):
+    r"""Mean cosine similarity of same-class pairs: ``E_{i != j, y_i = y_j} <x_i, x_j>`` (higher is more tolerant).
+
+    Computed from per-class sums, ``sum_c (||S_c||^2 - sum_{i in c} ||x_i||^2) / sum_c n_c (n_c - 1)``
+    with ``S_c = sum_{i in c} x_i``: ``O(N D)`` memory, no ``N x N`` matrix.
+
+    Args:
+      x: ``[N, D]``; labels: ``[N]`` integer classes (at least one class with two members).
+
+    References:
+      Wang & Liu, *Understanding the Behaviour of Contrastive Loss*, CVPR 2021 (Eq. 9).
+    """
+    fn = "tolerance"
+    x = C.as_float_array(fn, "x", x, 2, "[N, D]")
+    labels = jnp.asarray(labels)
+    if labels.shape != (x.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"{fn}: labels must be integer [N] = [{x.shape[0]}], got {labels.dtype} {list(labels.shape)}")
+    if normalize:
+        x = l2_normalize(x)
+    acc = acc_dtype(x)
+    x = x.astype(acc)
+    _, inv = jnp.unique(labels, return_inverse=True, size=x.shape[0])
+    inv = inv.reshape(-1)
+    sums = jax.ops.segment_sum(x, inv, num_segments=x.shape[0])
+    counts = jax.ops.segment_sum(jnp.ones_like(inv, acc), inv, num_segments=x.shape[0])
+    pairs = jnp.sum(counts * (counts - 1))
+    total = jnp.sum(jnp.square(sums)) - jnp.sum(jnp.square(x))
+    return jnp.where(pairs > 0, total / jnp.maximum(pairs, 1), jnp.nan)
+
+
 def rankme(z, *, eps=1e-7):
     r"""RankMe effective rank: ``exp(-sum_k p_k log p_k)``, ``p_k = sigma_k / ||sigma||_1 + eps``.
 
@@ -75,4 +107,4 @@ def rankme(z, *, eps=1e-7):
     return jnp.exp(-jnp.sum(p * jnp.log(p)))
 
 
-__all__ = ["alignment", "uniformity", "rankme"]
+__all__ = ["alignment", "uniformity", "tolerance", "rankme"]

@@ -139,15 +139,27 @@ class Fit:
     delta: float
     steps: int
 
-    def predict(self, data) -> np.ndarray:
-        """``ŷ`` for new ``data`` (a mapping or DataFrame with the law's variables)."""
+    def predict(self, data, raw: Mapping | None = None) -> np.ndarray:
+        """``ŷ [m]`` for new ``data`` (a mapping or DataFrame with the law's variables, ``[m]`` each).
+
+        With ``raw`` (``{name: [n]}`` raw parameter samples, e.g. ``bootstrap(...)["raw_samples"]``)
+        returns ``[n, m]``: one prediction per sample, for confidence bands.
+        """
         d = _columns("Fit.predict", data, self.law.variables)
         with jax.enable_x64(True):
-            return np.exp(np.asarray(self.law.log_predict({k: jnp.asarray(v) for k, v in self.raw.items()}, d)))
+            d = {k: jnp.asarray(v) for k, v in d.items()}
+            if raw is None:
+                return np.exp(np.asarray(self.law.log_predict({k: jnp.asarray(v) for k, v in self.raw.items()}, d)))
+            if set(raw) != set(self.raw):
+                raise ValueError(f"Fit.predict: raw must have the keys {sorted(self.raw)}, got {sorted(raw)}")
+            r = {k: jnp.asarray(v, jnp.float64)[:, None] for k, v in raw.items()}
+            return np.exp(np.asarray(self.law.log_predict(r, {k: v[None, :] for k, v in d.items()})))
 
     def are(self, data, target) -> float:
         """Absolute relative error ``mean |ŷ - y| / y`` on (held-out) points (Choshen et al. 2024)."""
-        y = _target("Fit.are", target) if np.ndim(target) else np.asarray([target], np.float64)
+        y = np.asarray(target, np.float64).reshape(-1)
+        if len(y) == 0 or not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ValueError(f"Fit.are: target must be finite and > 0 with at least 1 value, got {y.tolist()}")
         return float(np.mean(np.abs(self.predict(data) - y) / y))
 
     def bootstrap(self, n: int, key, *, level: float = 0.95) -> dict:
@@ -155,7 +167,8 @@ class Fit:
 
         Each refit starts from this fit's optimum and from 31 points spread evenly through
         the start grid, so ``n`` refits cost ``32 n`` L-BFGS runs (vmapped over the starts).
-        Returns ``{name: (low, high)}`` at ``level`` and ``"samples": {name: [n]}``.
+        Returns ``{name: (low, high)}`` at ``level``, ``"samples": {name: [n]}`` (reported
+        parameters) and ``"raw_samples": {name: [n]}`` (for ``predict(data, raw=...)``).
         """
         if not isinstance(n, int) or n < 2:
             raise ValueError(f"Fit.bootstrap: n must be an integer >= 2, got {n!r}")
@@ -167,7 +180,7 @@ class Fit:
         grid = _grid(self.law.grid)
         spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)
         starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
-        samples = []
+        samples, raws = [], []
         with jax.enable_x64(True):
             solve = _solver(self.law.log_predict, self.delta, self.steps)
             d = {k: jnp.asarray(v) for k, v in self.data.items()}
@@ -175,12 +188,14 @@ class Fit:
                 p, obj = solve({k: jnp.asarray(v) for k, v in starts.items()}, d, jnp.log(self.target), jnp.asarray(w),
                                self.steps)
                 best = int(np.argmin(np.asarray(obj)))
+                raws.append({k: float(p[k][best]) for k in p})
                 samples.append({k: float(v) for k, v in self.law.public({k: p[k][best] for k in p}).items()})
         names = sorted(samples[0])
         tail = (1 - level) / 2 * 100
         arr = {k: np.array([s[k] for s in samples]) for k in names}
         out = {k: tuple(np.percentile(arr[k], [tail, 100 - tail])) for k in names}
         out["samples"] = arr
+        out["raw_samples"] = {k: np.array([r[k] for r in raws]) for k in self.raw}
         return out
 
 

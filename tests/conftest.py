@@ -25,3 +25,30 @@ def _data_dir(tmp_path_factory):
         os.environ.pop("JAXNEG_DATA_DIR", None)
     else:
         os.environ["JAXNEG_DATA_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """A small finished sweep (tests.experiments.helpers.small_sweep): ``(directory, summary)``.
+
+    Trained once per test session: xdist workers share it through their common base
+    directory, the first one to arrive trains it under a file lock, the others wait for it.
+    """
+    import fcntl
+    import json
+
+    from experiments import sweep
+    from tests.experiments.helpers import small_sweep
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's directory
+    d = root / "shared_sweep"
+    with open(root / "shared_sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (d / "first_summary.json").exists():
+                summary = sweep.run(small_sweep(), str(d), progress=False)
+                (d / "first_summary.json").write_text(json.dumps(summary))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(d), json.loads((d / "first_summary.json").read_text())

@@ -5,7 +5,7 @@ r"""Downstream and representation metrics for trained encoders.
 :func:`linear_probe`        multinomial logistic regression on frozen features (optax)
 :func:`retrieval_metrics`   recall@k, hit@k, MRR@k, nDCG@k with graded groups of relevant docs
 :func:`contrastive_accuracy`  top-1 accuracy among a fixed number of candidates
-:func:`alignment`, :func:`uniformity`, :func:`rankme`   re-exported from :mod:`jaxneg.metrics`
+:func:`alignment`, :func:`uniformity`, :func:`tolerance`, :func:`rankme`   from :mod:`jaxneg.metrics`
 ==========================  ============================================================
 
 Every function takes embeddings as arrays and returns Python floats (a dict for
@@ -21,7 +21,7 @@ import optax
 
 from jaxneg import _checks as C
 from jaxneg._array import l2_normalize
-from jaxneg.metrics import alignment, rankme, uniformity
+from jaxneg.metrics import alignment, rankme, tolerance, uniformity
 from jaxneg.samplers import hard_topk
 
 

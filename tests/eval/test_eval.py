@@ -69,3 +69,17 @@ def test_contrastive_accuracy_is_one_for_matched_pairs_and_chance_for_noise():
     assert abs(E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=8) - 1 / 8) < 0.05
     with pytest.raises(ValueError, match="num_candidates"):
         E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=401)
+
+
+def test_tolerance_is_the_mean_same_class_cosine():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    y[-1] = 17  # a class with a single member contributes no pair
+    u = x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = [u[i] @ u[j] for i in range(50) for j in range(50) if i != j and y[i] == y[j]]
+    np.testing.assert_allclose(float(E.tolerance(x, y)), np.mean(sims), rtol=1e-5, atol=1e-6)
+    assert float(E.tolerance(np.ones((4, 3)), [0, 0, 1, 1])) == pytest.approx(1.0)
+    assert np.isnan(float(E.tolerance(x[:3], [0, 1, 2])))
+    with pytest.raises(ValueError, match=r"labels must be integer \[N\] = \[50\]"):
+        E.tolerance(x, y[:10])

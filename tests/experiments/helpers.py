@@ -30,3 +30,20 @@ def leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+SMALL_SWEEP = {"data.config": {"num_samples": 600}, "eval.max_examples": 120, "eval.probe_steps": 10,
+               "log_every": 2, "checkpoint_every": 2, "model.kwargs": {"channels": (8, 16), "kernel": 3},
+               "model.head_hidden": (16,), "model.embed_dim": 16, "eval.at_init": False}
+
+
+def small_sweep(**kw):
+    """2 temperatures x 3 batch sizes (zipped with the step count) of a tiny SimCLR on MNIST-1D."""
+    from experiments import sweep as S
+
+    spec = dict(grid={"loss.temperature": (0.1, 0.5)}, zip={"batch_size": (8, 16, 32), "steps": (4, 4, 2)},
+                analyses=(S.Analysis(x="batch_size", y="eval/knn_accuracy", group="loss.temperature",
+                                     complement=True, n_bootstrap=4),),
+                description="a test sweep")
+    spec.update(kw)
+    return S.Sweep(base=config("simclr_mnist1d", **SMALL_SWEEP), **spec)

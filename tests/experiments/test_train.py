@@ -147,3 +147,19 @@ def test_paper_config_arguments_are_validated():
         config("simclr_cifar10", "batch=300")
     with pytest.raises(ValueError, match="cifar10 or cifar100"):
         config("uniformity_cifar", "dataset=svhn")
+
+
+def test_gradient_accumulation_updates_once_every_k_steps(tmp_path):
+    import jax
+
+    c = config("simclr_mnist1d", **{"data.config": MNIST, "steps": 4, "checkpoint_every": 1, "keep_checkpoints": 5,
+                                    "optimizer.accumulate": 2, "optimizer.warmup_steps": 0})
+    T.train(c, str(tmp_path))
+    import orbax.checkpoint as ocp
+    ck = lambda s: leaves(ocp.StandardCheckpointer().restore(str(tmp_path / "checkpoints" / str(s) / "default"))["params"])
+    init = leaves(T.init_params(T.build(c), jax.random.key(c.seed)))
+    assert all(np.array_equal(a, b) for a, b in zip(ck(1), init))          # step 1 only accumulates
+    assert not all(np.array_equal(a, b) for a, b in zip(ck(2), init))      # step 2 applies the mean
+    assert all(np.array_equal(a, b) for a, b in zip(ck(3), ck(2)))
+    with pytest.raises(ValueError, match="accumulate=3 must divide config.steps=4"):
+        T.train(config("simclr_mnist1d", **{"optimizer.accumulate": 3}), str(tmp_path / "bad"))

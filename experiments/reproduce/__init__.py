@@ -1,0 +1,64 @@
+r"""Paper tables: one command per table, small-scale analogs that run on a CPU and the full-scale grids.
+
+Each module is a sweep config (``get_config(arg) -> experiments.sweep.Sweep``, so
+``python -m experiments.sweep --config experiments/reproduce/<name>.py`` runs it too) and a
+command that runs the sweep (skipping finished runs) and prints our numbers beside the
+paper's claim::
+
+    python -m experiments.reproduce.wang_liu_temperature --workdir runs/repro/wang_liu
+    python -m experiments.reproduce.debiased_small_batch --workdir runs/repro/debiased
+    python -m experiments.reproduce.gradcache_table --workdir runs/repro/gradcache
+    python -m experiments.reproduce.full_scale --config simclr_batch --workdir /big/disk/simclr  # accelerators
+
+The analogs reproduce each paper's *comparison* on MNIST-1D, not its absolute numbers: the
+"paper" column states the claim being tested, and the last column says whether our runs agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def command(module, description):
+    """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, args)``."""
+    from experiments import sweep as S
+    from jaxneg import results
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--workdir", required=True, help="the sweep directory (resumed if it exists)")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time on this machine")
+    p.add_argument("--arg", default=None, help="the config argument (key=value,...)")
+    p.add_argument("--print_only", action="store_true", help="read the finished runs; run nothing")
+    args = p.parse_args()
+    sw = module.get_config(args.arg)
+    summary = S.run(sw, args.workdir, workers=args.workers, analyze_only=args.print_only)
+    if summary["failed"]:
+        print(f"warning: failed runs: {summary['failed']}", file=sys.stderr)
+    return results.load(os.path.join(args.workdir, "runs")), args
+
+
+def table(head, rows) -> str:
+    """A plain-text table (columns padded to their widest cell)."""
+    cells = [[str(h) for h in head]] + [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def metric(df, name, **where):
+    """The mean of metric ``name`` over the runs whose config columns equal ``where``."""
+    rows = df[df.metric == name]
+    for k, v in where.items():
+        rows = rows[rows[k] == v]
+    if rows.empty:
+        return float("nan")
+    return float(rows.value.mean())
+
+
+def spearman(x, y) -> float:
+    import numpy as np
+
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -1,0 +1,294 @@
+r"""Sweep results as tidy pandas tables, scaling-law fits per group, and their plots.
+
+A sweep directory (``experiments.sweep``) holds one run directory per point, each with
+``config.json``, ``metrics.jsonl`` and, once finished, ``result.json`` (``failed.json`` if
+the loss became non-finite, ``error.txt`` if the run raised). This module only reads those files, so it works on a sweep
+copied off a cluster, while it is still running, and in notebooks::
+
+    df = results.load("runs/quickstart")                 # one row per finished run and metric
+    fits = results.fit_groups(df, x="batch_size", y="eval/knn_accuracy", complement=True,
+                              group="loss.temperature", n_bootstrap=200)
+    results.plot_fits(fits).savefig("knn.png")
+
+Tables:
+
+* :func:`runs` — one row per run: ``run``, ``status`` (``finished`` / ``failed`` /
+  ``running``) and every config field as a column (dotted names, ``loss.temperature``).
+* :func:`load` — tidy: one row per finished run and final metric (``metric``, ``value``,
+  ``step``) plus the run's config columns. Metrics: ``eval/<name>`` (final evaluation),
+  ``init_eval/<name>`` (random-init encoder, when evaluated), ``final_loss``, ``wall_seconds``.
+* :func:`history` — tidy: one row per run, logged step and metric of ``metrics.jsonl``.
+
+:func:`fit_groups` fits a law of :mod:`jaxneg.scaling` to ``y`` (or to the error
+``1 - y`` with ``complement=True``) against a config field ``x``, once per value of a
+``group`` field, with percentile bootstrap intervals and the extrapolation error on the
+held-out largest ``x`` (absolute relative error, Choshen et al. 2024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxneg import scaling
+
+
+def _pd():
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - pandas is a dependency
+        raise ImportError("jaxneg.results needs pandas: pip install pandas") from e
+    return pd
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = _hashable(v)
+    return out
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def _run_dirs(directory: str) -> list[str]:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"results: directory {directory!r} does not exist")
+    found = []
+    for root, dirs, files in os.walk(directory):
+        if "config.json" in files:
+            found.append(root)
+            dirs[:] = []  # a run's own subdirectories (checkpoints, tb) hold no runs
+        else:
+            dirs.sort()
+    return sorted(found)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _status(run_dir):
+    if os.path.exists(os.path.join(run_dir, "result.json")):
+        return "finished"
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ("failed.json", "error.txt")):
+        return "failed"
+    return "running"
+
+
+def runs(directory: str):
+    """One row per run directory under ``directory``: ``run``, ``status`` and the config fields."""
+    pd = _pd()
+    rows = []
+    for d in _run_dirs(directory):
+        rows.append({"run": os.path.relpath(d, directory), "status": _status(d),
+                     **_flat(_read_json(os.path.join(d, "config.json")))})
+    if not rows:
+        raise FileNotFoundError(f"results: no run (a directory with config.json) under {directory!r}")
+    return pd.DataFrame(rows)
+
+
+def load(directory: str):
+    """Tidy final results: one row per finished run and metric; config fields as columns.
+
+    Columns: ``run``, ``metric``, ``value`` (float), ``step`` (the run's last step), then every
+    config field. Runs that have not finished (or failed) contribute no rows; see :func:`runs`.
+    """
+    pd = _pd()
+    table = runs(directory)
+    rows = []
+    for run in table.loc[table.status == "finished", "run"]:
+        res = _read_json(os.path.join(directory, run, "result.json"))
+        metrics = {f"eval/{k}": v for k, v in res.get("eval", {}).items()}
+        metrics.update({f"init_eval/{k}": v for k, v in (res.get("init_eval") or {}).items()})
+        for k in ("final_loss", "wall_seconds"):
+            if res.get(k) is not None:
+                metrics[k] = res[k]
+        rows += [{"run": run, "metric": k, "value": float(v), "step": int(res["steps"])} for k, v in metrics.items()]
+    long = pd.DataFrame(rows, columns=["run", "metric", "value", "step"])
+    return long.merge(table.drop(columns="status"), on="run", how="left")
+
+
+def history(directory: str):
+    """Tidy training curves: one row per run, logged step and metric of ``metrics.jsonl``."""
+    pd = _pd()
+    table = runs(directory)
+    rows = []
+    for run in table.run:
+        path = os.path.join(directory, run, "metrics.jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                row = json.loads(line)
+                step = int(row.pop("step"))
+                rows += [{"run": run, "step": step, "metric": k, "value": float(v)} for k, v in row.items()]
+    long = pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
+    return long.merge(table, on="run", how="left")
+
+
+def varying(df) -> list[str]:
+    """The config columns of ``df`` (from :func:`runs`, :func:`load` or :func:`history`) that differ between runs."""
+    fixed = {"run", "status", "metric", "value", "step"}
+    per_run = df.drop_duplicates("run")
+    return [c for c in per_run.columns if c not in fixed and per_run[c].nunique(dropna=False) > 1]
+
+
+# ----------------------------------------------------------------------------- fits
+
+
+@dataclasses.dataclass
+class GroupFit:
+    """A law fitted to one group's points (``x [n]``, ``y [n]``: the fitted target)."""
+
+    group: Any                 # the group field's value (None: no grouping)
+    x: np.ndarray
+    y: np.ndarray
+    fit: scaling.Fit
+    interval: dict | None      # {param: (low, high)} at ``level``, from the bootstrap
+    raw_samples: dict | None   # bootstrap raw parameters, for bands (Fit.predict(raw=...))
+    level: float
+    holdout_are: float | None  # ARE at the largest x of a fit without it (None: too few x values)
+    label: str = "y"
+
+    def band(self, x, level: float | None = None):
+        """``(low, high)`` pointwise percentile band of the bootstrap predictions at ``x``."""
+        if self.raw_samples is None:
+            raise ValueError("GroupFit.band needs a bootstrap (fit_groups(..., n_bootstrap > 1))")
+        level = self.level if level is None else level
+        pred = self.fit.predict({"x": np.asarray(x, np.float64)}, raw=self.raw_samples)
+        tail = (1 - level) / 2 * 100
+        return np.percentile(pred, tail, axis=0), np.percentile(pred, 100 - tail, axis=0)
+
+    def to_json(self) -> dict:
+        """A JSON-ready summary: params, interval, objective, points, holdout ARE."""
+        return {"group": _plain(self.group), "target": self.label, "params": self.fit.params,
+                "interval": None if self.interval is None else {k: list(v) for k, v in self.interval.items()},
+                "level": self.level, "objective": self.fit.objective, "num_points": int(len(self.x)),
+                "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are}
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "power", complement: bool = False,
+               n_bootstrap: int = 200, level: float = 0.95, seed: int = 0, holdout: bool = True) -> list[GroupFit]:
+    """Fit ``law`` (a one-variable law of :mod:`jaxneg.scaling`, default ``"power"``:
+    ``t = E + A · x^{-alpha}``) to ``t = y`` or ``t = 1 - y`` (``complement``) per ``group``.
+
+    Args:
+      df: a tidy table from :func:`load` (rows with ``metric == y``).
+      x: a numeric config column, the scale variable (``batch_size``, ``sampler.num_negatives``).
+      y: a metric name (``eval/knn_accuracy``, ``final_loss``).
+      group: a config column; one fit per value (``None``: one fit over every run).
+      complement: fit the error ``1 - y`` of an accuracy (a power law decays towards ``E``).
+      n_bootstrap: refits on resampled points for the ``level`` intervals and bands (0: none).
+      holdout: also fit without the largest ``x`` and report the ARE of its prediction there
+        (needs at least 4 other distinct ``x`` values).
+
+    Returns:
+      one :class:`GroupFit` per group, in sorted group order.
+    """
+    import jax
+
+    fn = "results.fit_groups"
+    for name, col in (("x", x), ("group", group)):
+        if col is not None and col not in df.columns:
+            raise ValueError(f"{fn}: {name}={col!r} is not a column; config columns: {sorted(set(df.columns) - {'metric', 'value', 'step', 'run'})}")
+    if "metric" not in df.columns:
+        raise ValueError(f"{fn}: df must be a tidy table from results.load (with a 'metric' column)")
+    rows = df[df.metric == y]
+    if rows.empty:
+        raise ValueError(f"{fn}: no rows with metric {y!r}; metrics present: {sorted(df.metric.unique())}")
+    law_obj = scaling.LAWS.get(law)
+    if law_obj.variables != ("x",):
+        raise ValueError(f"{fn}: law {law!r} has variables {law_obj.variables}; fit_groups fits one-variable laws")
+    label = f"1 - {y}" if complement else y
+    out = []
+    groups = [(None, rows)] if group is None else sorted(rows.groupby(group), key=lambda kv: kv[0])
+    for i, (g, part) in enumerate(groups):
+        xs = part[x].to_numpy(np.float64)
+        t = part.value.to_numpy(np.float64)
+        t = 1.0 - t if complement else t
+        if len(np.unique(xs)) < 3:
+            raise ValueError(f"{fn}: group {group}={g!r} has {len(np.unique(xs))} distinct {x} values; a "
+                             f"{law} law needs at least 3")
+        if np.any(t <= 0):
+            raise ValueError(f"{fn}: the target {label} must be > 0 (fitted in log space); group {g!r} has "
+                             f"{t.min()}")
+        f = scaling.fit(law, {"x": xs}, t)
+        interval = raw = None
+        if n_bootstrap:
+            boot = f.bootstrap(int(n_bootstrap), jax.random.key(seed + i), level=level)
+            interval = {k: v for k, v in boot.items() if k not in ("samples", "raw_samples")}
+            raw = boot["raw_samples"]
+        are = None
+        top = xs.max()
+        if holdout and len(np.unique(xs[xs < top])) >= 4:
+            small = scaling.fit(law, {"x": xs[xs < top]}, t[xs < top])
+            are = small.are({"x": xs[xs == top]}, t[xs == top])
+        out.append(GroupFit(g, xs, t, f, interval, raw, level, are, label))
+    return out
+
+
+def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None = None, group_label: str = "",
+              extrapolate: float = 2.0, ax=None, title: str | None = None):
+    """Data points, fitted curve and bootstrap band per group, on a log ``x`` axis.
+
+    The curve continues (dashed) to ``extrapolate ×`` the largest ``x``. Returns the
+    matplotlib ``Figure`` (a new one, without pyplot, unless ``ax`` is given).
+    """
+    if not fits:
+        raise ValueError("results.plot_fits: fits is empty")
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    colors = [f"C{i}" for i in range(10)]
+    for i, gf in enumerate(fits):
+        c = colors[i % 10]
+        name = "fit" if gf.group is None else f"{group_label or 'group'}={_plain(gf.group)}"
+        p = gf.fit.params
+        law_txt = f"{p['E']:.3g} + {p['A']:.3g}·x^-{p['alpha']:.2f}" if {"E", "A", "alpha"} <= set(p) else ""
+        ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
+        lo, hi = gf.x.min(), gf.x.max()
+        grid_in = np.geomspace(lo, hi, 100)
+        grid_out = np.geomspace(hi, hi * extrapolate, 30)
+        ax.plot(grid_in, gf.fit.predict({"x": grid_in}), color=c, label=f"{name}: {law_txt}")
+        if extrapolate > 1:
+            ax.plot(grid_out, gf.fit.predict({"x": grid_out}), color=c, ls="--")
+        if gf.raw_samples is not None:
+            both = np.concatenate([grid_in, grid_out[1:]]) if extrapolate > 1 else grid_in
+            low, high = gf.band(both)
+            ax.fill_between(both, low, high, color=c, alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or fits[0].label)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+__all__ = ["GroupFit", "fit_groups", "history", "load", "plot_fits", "runs", "varying"]

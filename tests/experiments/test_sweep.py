@@ -1,0 +1,215 @@
+"""experiments.sweep: expansion and validation, the local and submitit backends, resume, the analysis."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import sweep as S
+from experiments import train as T
+from jaxneg import results
+from tests.experiments.helpers import small_sweep
+
+def test_expand_takes_the_grid_product_and_zips_fields_together():
+    points = S.expand(small_sweep())
+    assert [p.name for p in points] == [f"temperature={t},batch_size={b},steps={s}"
+                                        for t in ("0.1", "0.5") for b, s in ((8, 4), (16, 4), (32, 2))]
+    p = points[4]
+    assert p.overrides == {"loss.temperature": 0.5, "batch_size": 16, "steps": 4}
+    assert (p.config.loss.temperature, p.config.batch_size, p.config.steps) == (0.5, 16, 4)
+    assert p.config.progress is False and points[0].config.loss.temperature == 0.1
+    # the base config is not modified; a sweep without axes is one run
+    assert small_sweep().base.batch_size == 32
+    assert [p.name for p in S.expand(small_sweep(grid={}, zip=()))] == ["run"]
+    # fields with the same last component keep their full path in the name
+    names = S.expand(small_sweep(grid={"model.kwargs": ({"channels": (8,)},), "loss.kwargs": ({},)}, zip=()))
+    assert names[0].name.startswith("model.kwargs=") and ",loss.kwargs=" in names[0].name
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"grid": {"loss.temprature": (0.1,)}}, "unknown config field 'loss.temprature'"),
+    ({"grid": {"loss.name": ("ntxent", "infonc")}}, r"sweep point name=infonc,batch_size=8,steps=4: unknown loss .*valid names"),
+    ({"grid": {"batch_size": (16, 30)}, "zip": {}}, "batch_size=30.*divisible by the 4 devices"),
+    ({"zip": {"batch_size": (8, 16), "steps": (4,)}}, "equal lengths"),
+    ({"grid": {"batch_size": (8,)}}, "'batch_size' is swept twice"),
+    ({"grid": {"seed": ()}}, "non-empty list"),
+    ({"grid": {"loss.kwargs": ({"tau_plus": 0.1},)}}, r"loss.kwargs: unknown argument\(s\) \['tau_plus'\]"),
+])
+def test_every_point_is_validated_before_anything_runs(tmp_path, monkeypatch, kw, match):
+    monkeypatch.setattr(S, "prepare_data", lambda *a: pytest.fail("data was prepared before validation"))
+    sw = small_sweep(**kw)
+    sw.base.num_devices = 4
+    with pytest.raises(ValueError, match=match):
+        S.run(sw, str(tmp_path), progress=False)
+    assert not os.listdir(tmp_path)
+
+
+def test_analysis_fields_and_backends_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="'batch' is not a config field"):
+        S.run(small_sweep(analyses=(S.Analysis(x="batch", y="eval/knn_accuracy"),)), str(tmp_path))
+    with pytest.raises(ValueError, match="unknown scaling law 'powr'"):
+        S.run(small_sweep(analyses=(S.Analysis(x="batch_size", y="eval/knn_accuracy", law="powr"),)), str(tmp_path))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        S.run(small_sweep(), str(tmp_path), backend="kubernetes")
+
+
+def test_a_sweep_writes_every_run_and_the_analysis(finished_sweep):
+    d, summary = finished_sweep
+    assert summary["failed"] == {} and len(summary["finished"]) == 6 and summary["skipped"] == []
+    for name in summary["finished"]:
+        assert os.path.exists(os.path.join(d, "runs", name, "result.json"))
+    for f in ("results.csv", "fits.json", "report.md", "sweep.json", "summary.json", "1-eval_knn_accuracy.png"):
+        assert os.path.getsize(os.path.join(d, f)) > 0, f
+    fits = json.load(open(os.path.join(d, "fits.json")))
+    assert [f["group"] for f in fits] == [0.1, 0.5]
+    for f in fits:  # the fitted points are exactly 1 - the runs' kNN accuracies
+        for b, err in zip(f["x"], f["y"]):
+            name = f"temperature={f['group']},batch_size={int(b)},steps={4 if b < 32 else 2}"
+            res = json.load(open(os.path.join(d, "runs", name, "result.json")))
+            assert err == pytest.approx(1 - res["eval"]["knn_accuracy"], abs=1e-12)
+        assert set(f["params"]) == {"E", "A", "alpha"} and f["interval"]["alpha"][0] <= f["interval"]["alpha"][1]
+    report = open(os.path.join(d, "report.md")).read()
+    assert "6 of 6 runs finished" in report and "a test sweep" in report and "![eval/knn_accuracy]" in report
+    csv = pd.read_csv(os.path.join(d, "results.csv"))
+    assert len(csv) == len(results.load(os.path.join(d, "runs")))
+
+
+def test_results_load_is_tidy_with_config_columns(finished_sweep):
+    d, _ = finished_sweep
+    df = results.load(os.path.join(d, "runs"))
+    assert {"run", "metric", "value", "step", "batch_size", "loss.temperature", "model.kwargs.channels"} <= set(df.columns)
+    assert df.groupby(["run", "metric"]).size().max() == 1  # one row per run and metric
+    assert df.run.nunique() == 6
+    for run, part in df.groupby("run"):
+        res = json.load(open(os.path.join(d, "runs", run, "result.json")))
+        got = dict(zip(part.metric, part.value))
+        assert got == {**{f"eval/{k}": pytest.approx(v) for k, v in res["eval"].items()},
+                       "final_loss": pytest.approx(res["final_loss"]), "wall_seconds": pytest.approx(res["wall_seconds"])}
+        assert set(part.step) == {res["steps"]}
+    assert sorted(results.varying(df)) == ["batch_size", "loss.temperature", "steps"]
+    assert df["model.kwargs.channels"].iloc[0] == (8, 16)  # lists come back hashable
+    hist = results.history(os.path.join(d, "runs"))
+    one = hist[(hist.run == df.run.iloc[0]) & (hist.metric == "loss")]
+    logged = [json.loads(line) for line in open(os.path.join(d, "runs", df.run.iloc[0], "metrics.jsonl"))]
+    assert list(one.value) == pytest.approx([r["loss"] for r in logged if "loss" in r])
+
+
+def test_a_relaunch_skips_finished_runs_and_resumes_an_interrupted_one(finished_sweep, tmp_path, monkeypatch):
+    src, _ = finished_sweep
+    d = str(tmp_path / "copy")
+    shutil.copytree(src, d)
+    name = "temperature=0.5,batch_size=16,steps=4"
+    run = os.path.join(d, "runs", name)
+    before = json.load(open(os.path.join(run, "result.json")))
+    os.remove(os.path.join(run, "result.json"))        # interrupted after its step-2 checkpoint
+    shutil.rmtree(os.path.join(run, "checkpoints", "4"))
+    os.remove(os.path.join(d, "runs", name, "manifests", "4.json"))
+    started = []
+    real = T.train
+    monkeypatch.setattr(T, "train", lambda c, w: started.append(os.path.basename(w)) or real(c, w))
+    summary = S.run(small_sweep(), d, progress=False)
+    assert started == [name] and summary["finished"] == [name] and len(summary["skipped"]) == 5
+    after = json.load(open(os.path.join(run, "result.json")))
+    assert after["resumed_from"] == 2
+    assert after["eval"] == before["eval"] and after["final_loss"] == before["final_loss"]  # bit-identical resume
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = T.train
+
+    def flaky(c, w):
+        if c.loss.temperature == 0.5 and c.batch_size == 8:
+            raise RuntimeError("device lost")
+        return real(c, w)
+
+    monkeypatch.setattr(T, "train", flaky)
+    sw = small_sweep(zip={"batch_size": (8,), "steps": (2,)}, analyses=())
+    summary = S.run(sw, str(tmp_path), progress=False)
+    bad = "temperature=0.5,batch_size=8,steps=2"
+    assert summary["failed"] == {bad: "RuntimeError: device lost"} and len(summary["finished"]) == 1
+    assert "device lost" in open(tmp_path / "runs" / bad / "error.txt").read()
+    assert "1 of 2 runs finished" in open(tmp_path / "report.md").read()
+    # a relaunch retries it (and clears the old error)
+    monkeypatch.setattr(T, "train", real)
+    again = S.run(sw, str(tmp_path), progress=False)
+    assert again["finished"] == [bad] and again["failed"] == {}
+    assert not os.path.exists(tmp_path / "runs" / bad / "error.txt")
+    assert list(results.runs(str(tmp_path / "runs")).status) == ["finished"] * 2
+
+
+def test_a_changed_base_config_is_refused_before_any_run(finished_sweep, tmp_path):
+    src, _ = finished_sweep
+    d = str(tmp_path / "copy")
+    shutil.copytree(src, d)
+    sw = small_sweep()
+    sw.base.optimizer.learning_rate = 0.5
+    with pytest.raises(ValueError, match="holds a run of a different config"):
+        S.run(sw, d, progress=False)
+
+
+def test_worker_processes_run_points_with_their_output_in_log_files(tmp_path):
+    sw = small_sweep(grid={"seed": (0, 1)}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
+    summary = S.run(sw, str(tmp_path), workers=2, progress=False)
+    assert sorted(summary["finished"]) == ["seed=0,batch_size=8,steps=2", "seed=1,batch_size=8,steps=2"]
+    # the same point in this process gives the same numbers as in a worker
+    seq = S.run(sw, str(tmp_path / "seq"), progress=False)
+    for name in seq["finished"]:
+        a = json.load(open(tmp_path / "runs" / name / "result.json"))
+        b = json.load(open(tmp_path / "seq" / "runs" / name / "result.json"))
+        assert a["eval"] == b["eval"]
+        assert os.path.exists(tmp_path / "runs" / name / "log.txt")
+
+
+def test_slurm_backend_through_submitit_local_executor(tmp_path):
+    sw = small_sweep(grid={}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
+    summary = S.run(sw, str(tmp_path), backend="slurm", cluster="local", slurm={"timeout_min": 10}, progress=False)
+    assert summary["finished"] == ["batch_size=8,steps=2"] and summary["failed"] == {}
+    assert os.path.exists(tmp_path / "runs" / "batch_size=8,steps=2" / "result.json")
+    assert os.listdir(tmp_path / "submitit")  # submitit's job folders
+
+
+def test_the_command_line_lists_the_quickstart_points(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
+                          "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2",
+                          "--dry_run"], capture_output=True, text=True, cwd=os.path.dirname(S.__file__) + "/..")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"temperature={t},batch_size={b}" for t in ("0.1", "0.2") for b in (16, 32, 64, 128, 256)]
+    assert "10 points, all valid" in out.stderr
+
+
+def test_fit_groups_recovers_a_planted_power_law_per_group():
+    rng = np.random.default_rng(0)
+    rows = []
+    truth = {0.1: (0.2, 3.0, 0.5), 0.5: (0.3, 2.0, 0.8)}
+    for t, (E, A, alpha) in truth.items():
+        for b in (8, 16, 32, 64, 128, 256, 512):
+            err = (E + A * b ** -alpha) * np.exp(rng.normal(0, 0.002))
+            rows.append({"run": f"{t}-{b}", "metric": "eval/acc", "value": 1 - err, "step": 1, "batch_size": b,
+                         "loss.temperature": t})
+    fits = results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", group="loss.temperature",
+                              complement=True, n_bootstrap=20)
+    for gf in fits:
+        E, A, alpha = truth[gf.group]
+        assert gf.fit.params["alpha"] == pytest.approx(alpha, rel=0.1)
+        assert gf.fit.params["E"] == pytest.approx(E, rel=0.1)
+        assert gf.holdout_are < 0.02
+        lo, hi = gf.band([8, 512])
+        assert np.all(lo <= hi)
+    fig = results.plot_fits(fits, xlabel="batch size", group_label="T")
+    assert len(fig.axes[0].collections) >= 4  # points and a band per group
+    with pytest.raises(ValueError, match="metrics present: \\['eval/acc'\\]"):
+        results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/knn")
+    with pytest.raises(ValueError, match="x='batch' is not a column"):
+        results.fit_groups(pd.DataFrame(rows), x="batch", y="eval/acc")
+
+
+def test_results_on_a_directory_without_runs_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run"):
+        results.load(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        results.load(str(tmp_path / "nope"))
