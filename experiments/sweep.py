@@ -423,7 +423,7 @@ def analyze(sweep: Sweep, workdir: str) -> str:
             sections.append(f"### {a.y} vs {a.x}\n\nnot fitted: {e}\n")
             continue
         fig = results.plot_fits(fits, xlabel=a.x, group_label=a.group or "",
-                                title=f"{fits[0].label} vs {a.x} ({a.law} law, {int(a.level * 100)}% bootstrap band)")
+                                title=f"{fits[0].label}: {a.law} law, {int(a.level * 100)}% bootstrap band")
         fig.savefig(os.path.join(workdir, f"{stem}.png"), dpi=120)
         fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
                        **gf.to_json()} for gf in fits]

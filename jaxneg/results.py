@@ -287,7 +287,7 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
     return fig
 
 

@@ -102,8 +102,9 @@ def _grid(grid: Mapping[str, tuple]) -> dict:
     return {k: pts[:, i] for i, k in enumerate(names)}
 
 
-def _solver(log_predict, delta, steps):
-    """``solve(starts, data, log_y, weights, steps) -> (params, objective)`` vmapped over starts."""
+def _solver(log_predict, delta, steps, weights_per_start=False):
+    """``solve(starts, data, log_y, weights, steps) -> (params, objective)`` vmapped over starts
+    (and over ``weights [starts, n]`` too with ``weights_per_start``)."""
     opt = optax.lbfgs()
 
     def objective(p, data, log_y, w):
@@ -123,7 +124,7 @@ def _solver(log_predict, delta, steps):
         value = f(p)
         return p, jnp.where(jnp.isfinite(value), value, jnp.inf)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)), static_argnums=4)
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0 if weights_per_start else None, None)), static_argnums=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,16 +181,18 @@ class Fit:
         grid = _grid(self.law.grid)
         spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)
         starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
-        samples, raws = [], []
-        with jax.enable_x64(True):
-            solve = _solver(self.law.log_predict, self.delta, self.steps)
-            d = {k: jnp.asarray(v) for k, v in self.data.items()}
-            for w in counts:
-                p, obj = solve({k: jnp.asarray(v) for k, v in starts.items()}, d, jnp.log(self.target), jnp.asarray(w),
-                               self.steps)
-                best = int(np.argmin(np.asarray(obj)))
-                raws.append({k: float(p[k][best]) for k in p})
-                samples.append({k: float(v) for k, v in self.law.public({k: p[k][best] for k in p}).items()})
+        k = 1 + len(spread)
+        with jax.enable_x64(True):  # every refit's starts in one vmapped solve: n * k L-BFGS runs
+            solve = _solver(self.law.log_predict, self.delta, self.steps, weights_per_start=True)
+            d = {key_: jnp.asarray(v) for key_, v in self.data.items()}
+            p0 = {key_: jnp.asarray(np.tile(v, n)) for key_, v in starts.items()}
+            p, obj = solve(p0, d, jnp.log(self.target), jnp.asarray(np.repeat(counts, k, axis=0)), self.steps)
+            obj = np.asarray(obj).reshape(n, k)
+            best = np.arange(n) * k + np.argmin(obj, axis=1)
+            raw = {key_: np.asarray(v)[best] for key_, v in p.items()}
+            public = {key_: np.asarray(v) for key_, v in self.law.public({key_: jnp.asarray(v) for key_, v in raw.items()}).items()}
+        samples = [{key_: float(public[key_][i]) for key_ in public} for i in range(n)]
+        raws = [{key_: float(raw[key_][i]) for key_ in raw} for i in range(n)]
         names = sorted(samples[0])
         tail = (1 - level) / 2 * 100
         arr = {k: np.array([s[k] for s in samples]) for k in names}

@@ -20,6 +20,14 @@ def test_power_law_recovery_lies_inside_the_bootstrap_interval():
         assert lo <= v <= hi, (k, v, lo, hi)
         assert hi - lo < 0.25 * v  # and the interval is informative
         assert abs(f.params[k] - v) < 0.1 * v
+    # raw samples predict one curve per bootstrap refit, and they are the reported samples' curves
+    curves = f.predict({"x": [16.0, 8192.0]}, raw=ci["raw_samples"])
+    s = ci["samples"]
+    assert curves.shape == (40, 2)
+    np.testing.assert_allclose(curves[:, 1], s["E"] + s["A"] * 8192.0 ** -s["alpha"], rtol=1e-9)
+    assert f.are({"x": [8192.0]}, [float(f.predict({"x": [8192.0]})[0])]) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="raw must have the keys"):
+        f.predict({"x": [1.0]}, raw={"e": [0.0]})
 
 
 def test_chinchilla_recovery_and_extrapolation_error():

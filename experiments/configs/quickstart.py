@@ -20,7 +20,7 @@ with bootstrap intervals (:func:`jaxneg.results.fit_groups`). Writes ``results.c
   ``batches``: ``16-32-64`` (default 16-32-64-128-256-512); ``temperatures``: ``0.05-0.1-0.5``.
   ``seeds``: number of seeds (default 1); any other ``field=value`` overrides the base config.
 
-Runs in about 6 minutes on 2 CPU cores (``BENCHMARKS.md``).
+Runs in about 6.5 minutes on 2 CPU cores with ``--workers 2`` (``BENCHMARKS.md``).
 """
 
 from experiments.config_lib import apply_arg

@@ -176,4 +176,4 @@ def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> flo
 
 
 __all__ = ["alignment", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
-           "uniformity"]
+           "tolerance", "uniformity"]

@@ -213,3 +213,22 @@ def test_results_on_a_directory_without_runs_fail_clearly(tmp_path):
         results.load(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         results.load(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("module,arg,count", [
+    ("wang_liu_temperature", None, 5), ("debiased_small_batch", None, 8), ("gradcache_table", None, 4),
+    ("full_scale", "table=simclr_batch", 6), ("full_scale", "table=debiased_tau_plus", 4),
+    ("full_scale", "table=uniformity_temperature", 5),
+])
+def test_paper_table_sweeps_expand_and_validate(module, arg, count):
+    import importlib
+
+    sw = importlib.import_module(f"experiments.reproduce.{module}").get_config(arg)
+    points = S.expand(sw)
+    assert len(points) == count
+    if module == "gradcache_table":  # every arm makes the same number of parameter updates on 256 examples
+        assert [p.config.steps // p.config.optimizer.accumulate for p in points] == [400] * 4
+        assert [p.config.batch_size * p.config.optimizer.accumulate for p in points] == [256, 256, 256, 32]
+    if arg == "table=simclr_batch":  # Table B.1: lr = B / 256 with LARS, 100 epochs of 50,000 images
+        assert [(p.config.batch_size, p.config.optimizer.learning_rate) for p in points][-1] == (8192, 32.0)
+        assert all(p.config.steps == 100 * 50_000 // p.config.batch_size for p in points)

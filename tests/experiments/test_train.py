@@ -94,8 +94,9 @@ def test_a_workdir_refuses_a_different_config(tmp_path):
         T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 2, "loss.temperature": 0.3}), str(tmp_path))
 
 
-def test_gradient_caching_gives_the_plain_parameters(tmp_path):
-    common = {"data.config": MNIST, "steps": 3, "loss.learn_temperature": True, "eval.max_examples": 16,
+@pytest.mark.parametrize("learn", [True, False], ids=["learned_temperature", "fixed_temperature"])
+def test_gradient_caching_gives_the_plain_parameters(tmp_path, learn):
+    common = {"data.config": MNIST, "steps": 3, "loss.learn_temperature": learn, "eval.max_examples": 16,
               "num_devices": 4}
     T.train(config("simclr_mnist1d", **common), str(tmp_path / "plain"))
     T.train(config("simclr_mnist1d", **common, gradcache_chunk=2), str(tmp_path / "cached"))
@@ -103,7 +104,8 @@ def test_gradient_caching_gives_the_plain_parameters(tmp_path):
     _, b = final_params(str(tmp_path / "cached"))
     for x, y in zip(leaves(a), leaves(b)):
         np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
-    assert float(a["logit"]["log_scale"]) != pytest.approx(-np.log(0.1), abs=1e-6)  # the temperature learned
+    if learn:
+        assert float(a["logit"]["log_scale"]) != pytest.approx(-np.log(0.1), abs=1e-6)  # the temperature learned
 
 
 def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
