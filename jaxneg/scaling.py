@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Callable, Mapping
 
@@ -102,6 +103,7 @@ def _grid(grid: Mapping[str, tuple]) -> dict:
     return {k: pts[:, i] for i, k in enumerate(names)}
 
 
+@functools.lru_cache(maxsize=32)  # one compiled solver per law: fits of the same law reuse it
 def _solver(log_predict, delta, steps, weights_per_start=False):
     """``solve(starts, data, log_y, weights, steps) -> (params, objective)`` vmapped over starts
     (and over ``weights [starts, n]`` too with ``weights_per_start``)."""
