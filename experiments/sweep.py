@@ -88,7 +88,8 @@ class Point:
 # ----------------------------------------------------------------------------- expansion
 
 
-def _set(config, field, value, where):
+def _parent(config, field, where):
+    """``(node, leaf)`` such that ``node[leaf]`` is the dotted ``field`` of ``config``."""
     node = config
     *parents, leaf = field.split(".")
     try:
@@ -96,8 +97,19 @@ def _set(config, field, value, where):
             node = node[p]
         if leaf not in node:
             raise KeyError(leaf)
-    except (KeyError, AttributeError):
+    except (KeyError, AttributeError, TypeError):
         raise ValueError(f"{where}: unknown config field {field!r}") from None
+    return node, leaf
+
+
+def get_field(config, field: str, where: str = "sweep"):
+    """The value of the dotted ``field`` (``"optimizer.learning_rate"``) of ``config``."""
+    node, leaf = _parent(config, field, where)
+    return node[leaf]
+
+
+def _set(config, field, value, where):
+    node, leaf = _parent(config, field, where)
     node[leaf] = tuple(value) if isinstance(value, list) else value
 
 
@@ -379,7 +391,7 @@ def _check_analysis(a: Analysis, points):
     scaling.LAWS.get(a.law)
     for field in filter(None, (a.x, a.group)):
         try:
-            _set(copy.deepcopy(points[0].config), field, None, "sweep analysis")
+            get_field(points[0].config, field)
         except ValueError:
             raise ValueError(f"sweep analysis: {field!r} is not a config field") from None
     if not isinstance(a.n_bootstrap, int) or a.n_bootstrap < 0 or a.n_bootstrap == 1:
@@ -412,7 +424,7 @@ def analyze(sweep: Sweep, workdir: str) -> str:
     df = results.load(runs_dir)
     df.to_csv(os.path.join(workdir, "results.csv"), index=False)
     table = results.runs(runs_dir)
-    swept = [c for c in results.varying(table)]
+    swept = results.varying(table)
     fits_json, sections = [], []
     for a in sweep.analyses:
         stem = _fmt(("1-" if a.complement else "") + a.y.replace("/", "_"))
@@ -435,7 +447,8 @@ def analyze(sweep: Sweep, workdir: str) -> str:
     lines = [f"# Sweep report: {os.path.basename(workdir)}", ""]
     if sweep.description:
         lines += [sweep.description.strip(), ""]
-    n_points = len(expand(sweep))
+    with open(os.path.join(workdir, "sweep.json")) as f:  # written by run(): the points, without re-expanding
+        n_points = len(json.load(f)["points"])
     lines += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
               + (f"; not finished: {', '.join(table.run[table.status != 'finished'])}" if (table.status != "finished").any() else "")
               + ". Every number below is read from `runs/*/result.json` (`results.csv`).", ""]
@@ -497,14 +510,8 @@ def _literal_items(text: str) -> dict:
     return out
 
 
-def app_usage_error(message):
-    from absl import app
-
-    return app.UsageError(message)
-
-
 def main(argv):
-    from absl import flags, logging
+    from absl import app, flags, logging
 
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -519,7 +526,7 @@ def main(argv):
         print(f"{len(points)} points, all valid", file=sys.stderr)
         return
     if not F.workdir:
-        raise app_usage_error("--workdir is required (the sweep directory)")
+        raise app.UsageError("--workdir is required (the sweep directory)")
     summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
                   slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only)
     print(json.dumps({k: summary[k] for k in ("points", "finished", "failed", "report")}, indent=2))

@@ -183,24 +183,20 @@ class Fit:
         grid = _grid(self.law.grid)
         spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)
         starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
-        k = 1 + len(spread)
-        with jax.enable_x64(True):  # every refit's starts in one vmapped solve: n * k L-BFGS runs
+        per_refit = 1 + len(spread)
+        with jax.enable_x64(True):  # every refit's starts in one vmapped solve: n * per_refit L-BFGS runs
             solve = _solver(self.law.log_predict, self.delta, self.steps, weights_per_start=True)
-            d = {key_: jnp.asarray(v) for key_, v in self.data.items()}
-            p0 = {key_: jnp.asarray(np.tile(v, n)) for key_, v in starts.items()}
-            p, obj = solve(p0, d, jnp.log(self.target), jnp.asarray(np.repeat(counts, k, axis=0)), self.steps)
-            obj = np.asarray(obj).reshape(n, k)
-            best = np.arange(n) * k + np.argmin(obj, axis=1)
-            raw = {key_: np.asarray(v)[best] for key_, v in p.items()}
-            public = {key_: np.asarray(v) for key_, v in self.law.public({key_: jnp.asarray(v) for key_, v in raw.items()}).items()}
-        samples = [{key_: float(public[key_][i]) for key_ in public} for i in range(n)]
-        raws = [{key_: float(raw[key_][i]) for key_ in raw} for i in range(n)]
-        names = sorted(samples[0])
+            d = {name: jnp.asarray(v) for name, v in self.data.items()}
+            p0 = {name: jnp.asarray(np.tile(v, n)) for name, v in starts.items()}
+            w = jnp.asarray(np.repeat(counts, per_refit, axis=0))
+            p, obj = solve(p0, d, jnp.log(self.target), w, self.steps)
+            best = np.arange(n) * per_refit + np.argmin(np.asarray(obj).reshape(n, per_refit), axis=1)
+            raw = {name: np.asarray(v)[best] for name, v in p.items()}
+            public = {name: np.asarray(v) for name, v in self.law.public({name: jnp.asarray(v) for name, v in raw.items()}).items()}
         tail = (1 - level) / 2 * 100
-        arr = {k: np.array([s[k] for s in samples]) for k in names}
-        out = {k: tuple(np.percentile(arr[k], [tail, 100 - tail])) for k in names}
-        out["samples"] = arr
-        out["raw_samples"] = {k: np.array([r[k] for r in raws]) for k in self.raw}
+        out = {name: tuple(np.percentile(v, [tail, 100 - tail])) for name, v in sorted(public.items())}
+        out["samples"] = public
+        out["raw_samples"] = raw
         return out
 
 

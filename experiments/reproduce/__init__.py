@@ -22,7 +22,8 @@ import sys
 
 
 def command(module, description):
-    """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, args)``."""
+    """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, points)``
+    (``points``: the sweep's expanded points, in ``get_config``'s order)."""
     from experiments import sweep as S
     from jaxneg import results
 
@@ -36,7 +37,7 @@ def command(module, description):
     summary = S.run(sw, args.workdir, workers=args.workers, analyze_only=args.print_only)
     if summary["failed"]:
         print(f"warning: failed runs: {summary['failed']}", file=sys.stderr)
-    return results.load(os.path.join(args.workdir, "runs")), args
+    return results.load(os.path.join(args.workdir, "runs")), S.expand(sw)
 
 
 def table(head, rows) -> str:

@@ -25,7 +25,7 @@ import os
 
 from experiments.configs import debiased_stl10, simclr_cifar10, uniformity_cifar
 from experiments.reproduce import metric, table
-from experiments.sweep import Analysis, Sweep
+from experiments.sweep import Analysis, Sweep, get_field
 
 TABLES = ("simclr_batch", "debiased_tau_plus", "uniformity_temperature")
 
@@ -37,7 +37,7 @@ def get_config(arg=None):
         epochs = int(opts.pop("epochs", 100))
         points = [simclr_cifar10.get_config(f"batch={b},epochs={epochs}") for b in simclr_cifar10.GRID["batch"]]
         fields = ("batch_size", "steps", "optimizer.learning_rate", "optimizer.warmup_steps")
-        zipped = {f: tuple(_get(c, f) for c in points) for f in fields}
+        zipped = {f: tuple(get_field(c, f) for c in points) for f in fields}
         return Sweep(base=points[0], zip=zipped,
                      analyses=(Analysis(x="batch_size", y="eval/linear_probe_accuracy", complement=True),),
                      description=f"Chen et al. 2020 Table B.1: SimCLR CIFAR-10, {epochs} epochs, batch 256-8192")
@@ -50,13 +50,6 @@ def get_config(arg=None):
         return Sweep(base=base, grid={"loss.temperature": (0.07, 0.2, 0.3, 0.7, 1.0)},
                      description="Wang & Liu 2021: temperature vs uniformity and tolerance on CIFAR-10")
     raise ValueError(f"full_scale: table must be one of {TABLES}, got {name!r}")
-
-
-def _get(config, field):
-    node = config
-    for part in field.split("."):
-        node = node[part]
-    return node
 
 
 def main():

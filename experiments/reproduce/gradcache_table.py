@@ -50,14 +50,9 @@ def get_config(arg=None):
 def main():
     import sys
 
-    df, _ = command(sys.modules[__name__], __doc__.splitlines()[0])
-    runs = df.drop_duplicates("run").sort_values(["batch_size", "gradcache_chunk", "optimizer.accumulate"],
-                                                  ascending=[False, True, False])
-    arm = {}
-    for _, r in runs.iterrows():
-        name = ("gradient cache" if r.gradcache_chunk else "large batch") if r.batch_size > runs.batch_size.min() else (
-            "accumulation" if r["optimizer.accumulate"] > 1 else "small batch")
-        arm[name] = r.run
+    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+    finished = set(df.run)
+    arm = {a: p.name for a, p in zip(ARMS, points) if p.name in finished}  # the zip above is in ARMS order
     get = lambda a, m: metric(df, f"eval/{m}", run=arm[a])
     rows = [(a, get(a, "knn_accuracy"), get(a, "linear_probe_accuracy"), get(a, "contrastive_accuracy"))
             for a in ARMS if a in arm]
