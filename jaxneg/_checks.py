@@ -30,6 +30,9 @@ def as_float_array(fn: str, name: str, x, ndim: int, dims: str):
         raise ValueError(f"{fn}: {name} must have shape {dims}, got shape {_shape_str(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{fn}: {name} must be floating point, got dtype {x.dtype}")
+    if x.size == 0:
+        raise ValueError(f"{fn}: {name} is empty: expected shape {dims} with every axis >= 1, "
+                         f"got shape {_shape_str(x.shape)}")
     return x
 
 

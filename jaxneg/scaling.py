@@ -91,10 +91,31 @@ def _columns(fn, data, names, n=None):
 
 def _target(fn, target):
     y = np.asarray(target, np.float64)
-    if y.ndim != 1 or len(y) < 2 or not np.all(np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError(f"{fn}: target must be 1-D, finite and > 0 with at least 2 values, got shape "
-                         f"{list(y.shape)}")
+    if y.ndim != 1:
+        raise ValueError(f"{fn}: target must be 1-D [n], got shape {list(y.shape)}")
+    if len(y) < 2:
+        raise ValueError(f"{fn}: target needs at least 2 values, got {len(y)}")
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"{fn}: target must be finite; {int(bad.sum())} value(s) are not "
+                         f"(first at index {int(np.argmax(bad))}: {y[np.argmax(bad)]})")
+    if np.any(y <= 0):
+        i = int(np.argmax(y <= 0))
+        raise ValueError(f"{fn}: target must be > 0 (the laws are fitted in log space); "
+                         f"{int(np.sum(y <= 0))} value(s) are not (first at index {i}: {y[i]})")
     return y
+
+
+def _identifiable(fn, data: dict, n_params: int) -> None:
+    """Refuse data that cannot determine the law: a constant variable, or fewer distinct points than parameters."""
+    for name, col in data.items():
+        if len(np.unique(col)) < 2:
+            raise ValueError(f"{fn}: data[{name!r}] takes a single value ({col[0]:g}); an exponent of {name} "
+                             f"needs at least 2 distinct values")
+    distinct = len(np.unique(np.stack(list(data.values()), axis=1), axis=0))
+    if distinct < n_params:
+        raise ValueError(f"{fn}: {distinct} distinct data point(s) for a law with {n_params} parameters: the fit "
+                         f"would be exact and its intervals empty; give at least {n_params} distinct points")
 
 
 def _grid(grid: Mapping[str, tuple]) -> dict:
@@ -247,6 +268,7 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
             raise ValueError(f"{fn}: unknown start parameter(s) {unknown}; valid: {sorted(grid)}")
         grid.update({k: tuple(np.atleast_1d(v)) for k, v in starts.items()})
     law = dataclasses.replace(law, grid=grid)
+    _identifiable(fn, d, len(grid))
     s = _grid(grid)
     with jax.enable_x64(True):
         solve = _solver(law.log_predict, float(delta), steps)

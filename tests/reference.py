@@ -21,7 +21,8 @@ def lse(x):
     return m + np.log(np.sum(np.exp(x - m)))
 
 
-def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, normalize=True, mask=None):
+def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, normalize=True, mask=None,
+            negatives_mask=None):
     q = norm(q) if normalize else np.asarray(q, np.float64)
     k = norm(k) if normalize else np.asarray(k, np.float64)
     b = q.shape[0]
@@ -33,6 +34,7 @@ def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, n
     labels = np.arange(b) if labels is None else np.asarray(labels)
     n_shared = 0 if extra_shared is None else extra_shared.shape[0]
     mask = np.zeros((b, b + n_shared), bool) if mask is None else np.asarray(mask)
+    keep = None if negatives_mask is None else np.asarray(negatives_mask, bool)
 
     def one(a, c, drop, per=None, shared=None):
         out = []
@@ -43,9 +45,10 @@ def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, n
                 if j != i and labels[j] != labels[i] and not drop[i, j]:
                     terms.append(a[i] @ c[j] / t)
             if shared is not None:
-                terms += [shared[s] @ a[i] / t for s in range(n_shared) if not drop[i, b + s]]
+                terms += [shared[s] @ a[i] / t for s in range(n_shared)
+                          if not drop[i, b + s] and (keep is None or keep[s])]
             if per is not None:
-                terms += list(per[i] @ a[i] / t)
+                terms += [per[i, m] @ a[i] / t for m in range(per.shape[1]) if keep is None or keep[i, m]]
             out.append(lse(terms) - pos)
         return np.array(out)
 

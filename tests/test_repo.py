@@ -46,3 +46,4 @@ def test_readme_sampler_example_runs():
     exec(compile(code, "README sampler example", "exec"), env)
     assert bool(jax.numpy.isfinite(env["loss"]))
     assert env["mined"].mask.all() and not jax.numpy.any(env["mined"].indices == env["pos_id"][:, None])
+    assert "negatives_mask=mined.mask" in code, "the mining example must pass the padding mask on"

@@ -68,9 +68,29 @@ def test_errors_name_the_argument():
         scaling.fit("powr", {"x": x}, x)
     with pytest.raises(ValueError, match="column 'x'"):
         scaling.fit("power", {"n": x}, x)
-    with pytest.raises(ValueError, match="target must be 1-D, finite and > 0"):
+    with pytest.raises(ValueError, match=r"target must be > 0 \(the laws are fitted in log space\); 5 value"):
         scaling.fit("power", {"x": x}, -x)
+    with pytest.raises(ValueError, match=r"target must be finite; 1 value\(s\) are not \(first at index 2"):
+        scaling.fit("power", {"x": x}, np.where(np.arange(5) == 2, np.nan, x))
+    with pytest.raises(ValueError, match=r"target must be 1-D \[n\], got shape \[5, 1\]"):
+        scaling.fit("power", {"x": x}, x[:, None])
+    with pytest.raises(ValueError, match="target needs at least 2 values, got 1"):
+        scaling.fit("power", {"x": x[:1]}, x[:1])
     with pytest.raises(ValueError, match="needs starts"):
         scaling.fit(lambda p, d: d["x"], {"x": x}, x)
     with pytest.raises(ValueError, match=r"unknown start parameter\(s\) \['gamma'\]"):
         scaling.fit("power", {"x": x}, x, starts={"gamma": [1.0]})
+
+
+def test_unidentifiable_data_is_refused():
+    """Fewer distinct points than parameters, or a constant variable, cannot determine a law."""
+    with pytest.raises(ValueError, match=r"2 distinct data point\(s\) for a law with 3 parameters"):
+        scaling.fit("power", {"x": [16.0, 32.0, 16.0, 32.0]}, [0.5, 0.4, 0.51, 0.41])
+    with pytest.raises(ValueError, match=r"data\['x'\] takes a single value \(64\)"):
+        scaling.fit("power", {"x": [64.0] * 6}, np.linspace(0.3, 0.5, 6))
+    N = np.geomspace(1e6, 1e9, 8)
+    with pytest.raises(ValueError, match=r"data\['D'\] takes a single value"):
+        scaling.fit("chinchilla", {"N": N, "D": np.full(8, 1e10)}, 2.0 + 1.0 / N ** 0.3)
+    # three distinct x (repeated seeds) are enough for three parameters
+    f = scaling.fit("power", {"x": [16.0, 16.0, 64.0, 64.0, 256.0, 256.0]}, [0.6, 0.61, 0.45, 0.44, 0.37, 0.38])
+    assert np.isfinite(f.objective)

@@ -30,7 +30,7 @@ from jax import lax
 
 from jaxneg import _checks as C
 from jaxneg._array import l2_normalize
-from jaxneg.losses._pairwise import EXTRA, GATHERS, Lse, Meta, Sum, acc_dtype, pair_stats
+from jaxneg.losses._pairwise import EXTRA, GATHERS, PAD, Lse, Meta, Sum, acc_dtype, masked_lse, pair_stats
 from jaxneg.registry import LOSSES
 
 
@@ -123,6 +123,7 @@ def infonce(
     symmetric: bool = False,
     labels=None,
     negatives=None,
+    negatives_mask=None,
     mask=None,
     margin=0.0,
     normalize: bool = True,
@@ -141,7 +142,9 @@ def infonce(
     differs from ``labels[i]``, so same-label keys are dropped from the denominator as
     false negatives; with ``mask``: also not ``mask[i, j]``), plus the shared extra
     negatives ``[M, D]`` (not masked by ``mask[i, B + m]``); per-query negatives
-    ``[B, K, D]`` add ``x_ik^neg = <q_i, n_ik> / t``. With ``margin > 0`` this is the
+    ``[B, K, D]`` add ``x_ik^neg = <q_i, n_ik> / t``; ``negatives_mask`` keeps only the
+    negatives flagged ``True`` in either sum (padding from a miner, e.g. ``Mined.mask``,
+    drops out of the denominator). With ``margin > 0`` this is the
     additive-margin softmax (AM-Softmax) on the positive. ``symmetric=True`` averages
     the query->key and key->query directions, ``(loss^{q->k}_i + loss^{k->q}_i) / 2``
     (CLIP; equals open_clip's ``ClipLoss`` with ``logit_scale = 1/t`` on normalised
@@ -155,6 +158,9 @@ def infonce(
       symmetric: average both directions (CLIP).
       labels: optional ``[B]`` int class/instance ids for false-negative masking.
       negatives: optional ``[M, D]`` (shared) or ``[B, K, D]`` (per query) extra negatives.
+      negatives_mask: optional bool ``[M]`` (shared) or ``[B, K]`` (per query): ``True``
+        marks a real negative, ``False`` padding that is left out of every denominator
+        (e.g. :func:`jaxneg.samplers.hard_topk`'s ``mask`` where fewer than ``k`` survived).
       mask: optional bool ``[B, B + M]`` over the in-batch keys then the shared negatives;
         ``True`` drops the pair from both directions' denominators (e.g. a
         :func:`jaxneg.samplers.guided_mask`). The diagonal (the positive) must be ``False``.
@@ -198,9 +204,20 @@ def infonce(
                 f"{fn}: negatives must have shape [M, D] or [B, K, D] with B={b}, D={d}, "
                 f"got shape {list(negatives.shape)}"
             )
+    if negatives_mask is not None:
+        if negatives is None:
+            raise ValueError(f"{fn}: negatives_mask needs negatives")
+        negatives_mask = jnp.asarray(negatives_mask)
+        want = negatives.shape[:-1]
+        if negatives_mask.shape != want or negatives_mask.dtype != jnp.bool_:
+            raise ValueError(f"{fn}: negatives_mask must be bool of shape {'[M]' if shared is not None else '[B, K]'}"
+                             f" = {list(want)}, got {negatives_mask.dtype} {list(negatives_mask.shape)}")
 
     cols = k if shared is None else jnp.concatenate([k, shared.astype(k.dtype)])
     n_extra = cols.shape[0] - b
+    extra_pos = jnp.full((n_extra,), EXTRA, jnp.int32)
+    if shared is not None and negatives_mask is not None:
+        extra_pos = jnp.where(negatives_mask, extra_pos, PAD)  # PAD columns are in no set
     if mask is not None:
         mask = jnp.asarray(mask)
         want = (b, world * cols.shape[0])
@@ -212,7 +229,7 @@ def infonce(
     meta = Meta(
         pos_id,
         row_label,
-        jnp.concatenate([pos_id, jnp.full((n_extra,), EXTRA, jnp.int32)]),
+        jnp.concatenate([pos_id, extra_pos]),
         jnp.concatenate([row_label, jnp.full((n_extra,), EXTRA, jnp.int32)]),
         mask,
     )
@@ -225,7 +242,8 @@ def infonce(
         x_neg = scale * jnp.einsum(
             "bd,bkd->bk", q, per_query.astype(q.dtype), preferred_element_type=acc_dtype(q)
         )
-        lse_row = jnp.logaddexp(lse_row, jax.nn.logsumexp(x_neg, axis=1))
+        keep = jnp.ones(x_neg.shape, bool) if negatives_mask is None else negatives_mask
+        lse_row = jnp.logaddexp(lse_row, masked_lse(x_neg, keep, 1))
     pos = scale * (_rowdot(q, k) - margin)
     per_anchor = _log1p_exp_gap(lse_row, pos)
     if symmetric:

@@ -165,3 +165,31 @@ def test_rankme_extremes():
     rank1 = np.outer(rand(rng, 50), rand(rng, 8))
     np.testing.assert_allclose(M.rankme(rank1), 1.0, atol=1e-3)
     np.testing.assert_allclose(M.rankme(np.eye(8, dtype=np.float32)), 8.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("block", [None, 3])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_negatives_mask_drops_padded_negatives(block, symmetric):
+    """Padding flagged False in ``negatives_mask`` leaves every denominator (shared and per query);
+    a row whose negatives are all padding keeps its in-batch negatives; gradients stay finite."""
+    import jax
+
+    rng = np.random.default_rng(11)
+    q, k = rand(rng, 5, 4), rand(rng, 5, 4)
+    per, shared = rand(rng, 5, 3, 4), rand(rng, 6, 4)
+    keep_per = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1], [0, 0, 1]], bool)
+    keep_shared = np.array([1, 0, 1, 0, 0, 1], bool)
+    for neg, keep in ((per, keep_per), (shared, keep_shared)):
+        got = L.infonce(q, k, temperature=0.2, negatives=neg, negatives_mask=keep, symmetric=symmetric,
+                        block_size=block, reduction="none")
+        want = R.infonce(q, k, 0.2, symmetric=symmetric, negatives=neg, negatives_mask=keep)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+        # padding is not a negative: the padded rows' values differ from the unmasked loss
+        assert not np.allclose(got, L.infonce(q, k, temperature=0.2, negatives=neg, symmetric=symmetric,
+                                              reduction="none"))
+        g = jax.grad(lambda q, n: L.infonce(q, k, temperature=0.2, negatives=n, negatives_mask=keep,
+                                            block_size=block), argnums=(0, 1))(q, neg)
+        assert all(np.isfinite(np.asarray(x)).all() for x in g)
+    none_kept = np.zeros((5, 3), bool)
+    np.testing.assert_allclose(L.infonce(q, k, temperature=0.2, negatives=per, negatives_mask=none_kept),
+                               L.infonce(q, k, temperature=0.2), rtol=1e-6)
