@@ -1,11 +1,19 @@
-"""Orbax checkpoints with verified manifests: a torn or corrupt latest checkpoint is skipped.
+"""Orbax checkpoints with verified manifests: a damaged checkpoint is set aside, never deleted.
 
 Orbax writes a step into a temporary directory and renames it when complete, so a run
 killed mid-save leaves no half-written step behind. Files can still be damaged later (a
 full disk, a copy cut short), so after each save we write ``manifests/<step>.json`` with
-the size and SHA-256 of every file of the step, and :meth:`Checkpoints.restore` walks the
-steps from the newest, skipping any whose files do not match their manifest (or that
-orbax fails to read), and restores the newest good one.
+the size and SHA-256 of every file of the step. :meth:`Checkpoints.restore` walks the
+steps from the newest:
+
+* manifest present and matching: restore it;
+* no manifest (the process died between orbax's rename and the manifest write, or the
+  manifests were lost): restore it anyway, since orbax only renames a finished step
+  into place, and write its manifest now;
+* manifest unreadable or not matching, or orbax fails to read the step: move the step
+  (and its manifest) aside to ``checkpoints/quarantine/<step>`` with a warning, and try
+  the next older one. Nothing is deleted on suspicion; a quarantined step can be
+  inspected or moved back by hand.
 """
 
 from __future__ import annotations
@@ -14,10 +22,13 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine"
 
 
 def _digest(root: str) -> dict:
@@ -34,7 +45,11 @@ def _digest(root: str) -> dict:
 
 
 class Checkpoints:
-    """``save(step, state)`` keeps the newest ``keep``; ``restore(template)`` -> ``(step, state)`` or None."""
+    """``save(step, state)`` keeps the newest ``keep``; ``restore(template)`` -> ``(step, state)`` or None.
+
+    ``primary``: this process writes manifests and moves bad steps aside (process 0 of a
+    multi-host run); the others only read.
+    """
 
     def __init__(self, directory: str, keep: int, primary: bool = True):
         self.directory = os.path.abspath(directory)
@@ -44,43 +59,87 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False))
 
+    def _manifest_path(self, step: int) -> str:
+        return os.path.join(self.manifests, f"{step}.json")
+
+    def _write_manifest(self, step: int) -> None:
+        path = self._manifest_path(step)
+        with open(path + ".tmp", "w") as f:
+            json.dump(_digest(os.path.join(self.directory, str(step))), f)
+        os.replace(path + ".tmp", path)
+
     def save(self, step: int, state) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self.manager.wait_until_finished()
         if self.primary:
-            manifest = os.path.join(self.manifests, f"{step}.json")
-            with open(manifest + ".tmp", "w") as f:
-                json.dump(_digest(os.path.join(self.directory, str(step))), f)
-            os.replace(manifest + ".tmp", manifest)
+            self._write_manifest(step)
             kept = {str(s) for s in self.manager.all_steps()}
             for name in os.listdir(self.manifests):
                 if name.endswith(".json") and name[:-5] not in kept:
                     os.remove(os.path.join(self.manifests, name))
 
+    def check(self, step: int) -> str:
+        """``"verified"``, ``"unverified"`` (no manifest), ``"mismatch"`` or ``"bad_manifest"``."""
+        path = self._manifest_path(step)
+        if not os.path.exists(path):
+            return "unverified"
+        try:
+            with open(path) as f:
+                want = json.load(f)
+            if not isinstance(want, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # truncated or garbled: the step cannot be verified
+            log.warning("manifest of checkpoint %d is unreadable (%s)", step, e)
+            return "bad_manifest"
+        return "verified" if _digest(os.path.join(self.directory, str(step))) == want else "mismatch"
+
     def verified(self, step: int) -> bool:
         """The step's files match the manifest written when it was saved."""
-        path = os.path.join(self.manifests, f"{step}.json")
-        if not os.path.exists(path):
-            return False
-        with open(path) as f:
-            want = json.load(f)
-        return _digest(os.path.join(self.directory, str(step))) == want
+        return self.check(step) == "verified"
 
     def restore(self, template):
-        """Newest checkpoint that verifies and loads, as ``(step, state)``; None if there is none.
+        """Newest checkpoint that verifies (or has no manifest) and loads, as ``(step, state)``; None if none.
 
-        Bad steps newer than the one restored are deleted, so the run can save them again.
+        Steps found bad on the way are moved to ``checkpoints/quarantine/`` (see the module
+        docstring), so the resumed run can save those step numbers again.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
-            if self.verified(step):
-                try:
-                    return step, self.manager.restore(step, args=ocp.args.StandardRestore(template))
-                except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
-                    log.warning("checkpoint %d failed to load (%s); trying an older one", step, e)
-            else:
-                log.warning("checkpoint %d does not match its manifest (torn or corrupt); trying an older one", step)
-            self.manager.delete(step)
+            status = self.check(step)
+            if status in ("mismatch", "bad_manifest"):
+                why = "does not match its manifest" if status == "mismatch" else "has an unreadable manifest"
+                self.quarantine(step, why)
+                continue
+            try:
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(template))
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside the same way
+                self.quarantine(step, f"failed to load ({type(e).__name__}: {e})")
+                continue
+            if status == "unverified":
+                log.warning("checkpoint %d has no manifest; it loaded (orbax renames only finished steps into "
+                            "place), so it is used and its manifest written now", step)
+                if self.primary:
+                    self._write_manifest(step)
+            return step, state
         return None
+
+    def quarantine(self, step: int, why: str) -> str | None:
+        """Move step ``step`` (and its manifest) to ``checkpoints/quarantine/<step>[.n]``; return the new path."""
+        if not self.primary:
+            log.warning("checkpoint %d %s; skipped", step, why)
+            return None
+        root = os.path.join(self.directory, QUARANTINE)
+        os.makedirs(root, exist_ok=True)
+        dest, n = os.path.join(root, str(step)), 0
+        while os.path.exists(dest):
+            n += 1
+            dest = os.path.join(root, f"{step}.{n}")
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        manifest = self._manifest_path(step)
+        if os.path.exists(manifest):
+            shutil.move(manifest, os.path.join(dest, "manifest.json"))
+        self.manager.reload()
+        log.warning("checkpoint %d %s: moved aside to %s; trying an older one", step, why, dest)
+        return dest
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

@@ -494,10 +494,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if mined:
         state["index"] = encode_index(params)
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), c.keep_checkpoints, primary)
-    restored = ckpt.restore(state)
+    # the loss logged every log_every steps is the mean since the last log line; its running
+    # (sum, count) is checkpointed so a resumed run logs the same values as an uninterrupted one
+    restored = ckpt.restore({**state, "log_window": np.zeros(2, np.float64)})
     start, last_ckpt = (0, None) if restored is None else (restored[0], restored[0])
+    loss_sum, loss_count = 0.0, 0
     if restored is not None:
-        state = restored[1]
+        state = dict(restored[1])
+        loss_sum, loss_count = float(state["log_window"][0]), int(state.pop("log_window")[1])
     replicated = NamedSharding(setup.mesh, P())
     state = jax.device_put(state, replicated)
     consts = jax.device_put(consts, replicated)
@@ -511,7 +515,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step_fn = make_step(setup, tx)
     log = open(metrics_path, "a") if primary else None
     bar = _progress(c, start)
-    t0, window, done_in_window, wall0 = time.perf_counter(), [], 0, time.perf_counter()
+    t0, done_in_window, wall0 = time.perf_counter(), 0, time.perf_counter()
     try:
         for step in range(start, c.steps):
             if mined and step % c.sampler.refresh_every == 0 and step > 0:
@@ -525,23 +529,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 {"status": "non_finite_loss", "step": step, "loss": str(loss),
                                  "last_checkpoint": last_ckpt})
                 raise NonFiniteLoss(step, loss, last_ckpt)
-            window.append(loss)
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
             done_in_window += 1
             count = step + 1
             if bar is not None:
                 bar.update(1)
             if count % c.log_every == 0 or count == c.steps:
                 rate = done_in_window / (time.perf_counter() - t0)
-                row = {"step": count, "loss": float(np.mean(window)), "learning_rate": float(lr(step)),
+                row = {"step": count, "loss": loss_sum / loss_count, "learning_rate": float(lr(step)),
                        "grad_norm": float(m["grad_norm"]), "steps_per_sec": rate}
                 if "temperature" in m:
                     row["temperature"] = float(m["temperature"])
                 _log(log, writer, row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
-                t0, window, done_in_window = time.perf_counter(), [], 0
+                t0, done_in_window, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
             if count % c.checkpoint_every == 0 or count == c.steps:
-                ckpt.save(count, state)
+                ckpt.save(count, {**state, "log_window": np.array([loss_sum, loss_count], np.float64)})
                 last_ckpt = count
             if c.eval_every and count % c.eval_every == 0 and count != c.steps:
                 _log(log, writer, {"step": count, **{f"eval/{k}": v for k, v in evaluate(setup, state["params"]).items()}})

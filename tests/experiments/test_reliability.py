@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,26 +57,86 @@ def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
         "knn_accuracy"]
 
 
-def test_a_corrupt_or_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+def _three_checkpoints(tmp_path):
     state = {"w": jnp.arange(6.0), "b": jnp.ones(3)}
     ck = Checkpoints(str(tmp_path / "checkpoints"), keep=3)
     for step in (10, 20, 30):
         ck.save(step, {"w": state["w"] + step, "b": state["b"]})
     ck.close()
-    # truncate the largest file of step 30
+    return state
+
+
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_restored(tmp_path, caplog):
+    state = _three_checkpoints(tmp_path)
     files = [os.path.join(b, f) for b, _, fs in os.walk(tmp_path / "checkpoints" / "30") for f in fs]
     victim = max(files, key=os.path.getsize)
-    with open(victim, "r+b") as f:
+    with open(victim, "r+b") as f:  # truncate the largest file of step 30
         f.truncate(os.path.getsize(victim) // 2)
     ck = Checkpoints(str(tmp_path / "checkpoints"), keep=3)
     step, got = ck.restore(state)
     assert step == 20 and np.array_equal(got["w"], np.arange(6.0) + 20)
-    assert ck.steps() == [10, 20]  # the bad step is gone, so it can be saved again
+    assert ck.steps() == [10, 20]  # the bad step is out of the way, so it can be saved again ...
+    kept = tmp_path / "checkpoints" / "quarantine" / "30"
+    assert kept.is_dir() and (kept / "manifest.json").exists()  # ... but kept, with its manifest, not deleted
+    assert "checkpoint 30 does not match its manifest: moved aside to" in caplog.text
     ck.save(30, {"w": state["w"] + 31, "b": state["b"]})
-    # a step without its manifest (killed between orbax' rename and the manifest) is skipped too
-    os.remove(tmp_path / "manifests" / "30.json")
-    step, _ = Checkpoints(str(tmp_path / "checkpoints"), keep=3).restore(state)
-    assert step == 20
+    assert Checkpoints(str(tmp_path / "checkpoints"), keep=3).restore(state)[0] == 30
+
+
+def test_checkpoints_without_manifests_are_restored_not_deleted(tmp_path, caplog):
+    """A missing manifest is no evidence of damage (the process can die between orbax's rename
+    and the manifest write, or the manifests can be lost): the step is restored and re-manifested."""
+    state = _three_checkpoints(tmp_path)
+    shutil.rmtree(tmp_path / "manifests")
+    ck = Checkpoints(str(tmp_path / "checkpoints"), keep=3)
+    step, got = ck.restore(state)
+    assert step == 30 and np.array_equal(got["w"], np.arange(6.0) + 30)
+    assert ck.steps() == [10, 20, 30]
+    assert "checkpoint 30 has no manifest" in caplog.text
+    assert ck.verified(30)  # its manifest was written on restore
+
+
+def test_a_truncated_manifest_falls_back_to_the_next_older_step(tmp_path):
+    state = _three_checkpoints(tmp_path)
+    path = tmp_path / "manifests" / "30.json"
+    path.write_text(path.read_text()[:25])
+    ck = Checkpoints(str(tmp_path / "checkpoints"), keep=3)
+    step, got = ck.restore(state)  # no JSONDecodeError
+    assert step == 20 and np.array_equal(got["w"], np.arange(6.0) + 20)
+    assert (tmp_path / "checkpoints" / "quarantine" / "30").is_dir()
+
+
+def test_a_run_whose_manifests_were_deleted_resumes_from_its_newest_checkpoint(tmp_path):
+    """The issue's reproduction: delete manifests/ of an unfinished run and start it again."""
+    from experiments import train
+    from tests.experiments.helpers import config
+
+    c = config("simclr_mnist1d", **{"data.config": {"num_samples": 600}})
+    train.train(c, str(tmp_path))
+    os.remove(tmp_path / "result.json")  # as if killed after the last checkpoint
+    shutil.rmtree(tmp_path / "manifests")
+    result = train.train(c, str(tmp_path))
+    assert result["resumed_from"] == c.steps  # not restarted from step 0
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
+    """Resuming at step 30 of a 40-step run that logs every 20 steps: the step-40 line averages
+    steps 21-40 as in the uninterrupted run (the window's running sum is checkpointed)."""
+    from experiments import train
+    from tests.experiments.helpers import config
+
+    c = config("simclr_mnist1d", **{"data.config": {"num_samples": 600}, "steps": 40, "log_every": 20,
+                                    "checkpoint_every": 10, "keep_checkpoints": 4, "batch_size": 16})
+    straight = train.train(c, str(tmp_path / "straight"))
+    train.train(c, str(tmp_path / "resumed"))
+    os.remove(tmp_path / "resumed" / "result.json")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")  # as if killed between the saves of 30 and 40
+    resumed = train.train(c, str(tmp_path / "resumed"))
+    assert resumed["resumed_from"] == 30
+    rows = lambda d: [(r["step"], r["loss"]) for r in map(json.loads, open(tmp_path / d / "metrics.jsonl")) if "loss" in r]
+    assert rows("straight") == rows("resumed") and [s for s, _ in rows("straight")] == [20, 40]
+    assert resumed["final_loss"] == straight["final_loss"]
 
 
 @pytest.mark.slow
