@@ -214,10 +214,14 @@ def infonce(
                              f" = {list(want)}, got {negatives_mask.dtype} {list(negatives_mask.shape)}")
 
     cols = k if shared is None else jnp.concatenate([k, shared.astype(k.dtype)])
-    n_extra = cols.shape[0] - b
-    extra_pos = jnp.full((n_extra,), EXTRA, jnp.int32)
-    if shared is not None and negatives_mask is not None:
-        extra_pos = jnp.where(negatives_mask, extra_pos, PAD)  # PAD columns are in no set
+    col_pos, col_label = pos_id, row_label
+    if shared is not None:
+        # (only then: JAX 0.11 segfaults concatenating a zero-size array inside an un-jitted shard_map)
+        extra_pos = jnp.full((shared.shape[0],), EXTRA, jnp.int32)
+        if negatives_mask is not None:
+            extra_pos = jnp.where(negatives_mask, extra_pos, PAD)  # PAD columns are in no set
+        col_pos = jnp.concatenate([pos_id, extra_pos])
+        col_label = jnp.concatenate([row_label, jnp.full((shared.shape[0],), EXTRA, jnp.int32)])
     if mask is not None:
         mask = jnp.asarray(mask)
         want = (b, world * cols.shape[0])
@@ -226,13 +230,7 @@ def infonce(
             raise ValueError(
                 f"{fn}: mask must be bool of shape {what} = {list(want)}, got {mask.dtype} {list(mask.shape)}"
             )
-    meta = Meta(
-        pos_id,
-        row_label,
-        jnp.concatenate([pos_id, extra_pos]),
-        jnp.concatenate([row_label, jnp.full((n_extra,), EXTRA, jnp.int32)]),
-        mask,
-    )
+    meta = Meta(pos_id, row_label, col_pos, col_label, mask)
     spec = (Lse("neg"),)
     (lse_row,), col = pair_stats(
         q, cols, scale, 0.0, meta, spec, spec if symmetric else (), block_size,

@@ -129,6 +129,34 @@ def test_reduction_none_returns_this_devices_anchors():
     assert_close(f(q, k), want)
 
 
+def _eqns(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters."""
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def test_no_zero_size_concatenate():
+    """JAX 0.11.2 segfaults (CPU) on ``concatenate`` of a device-varying array with a zero-size one
+    inside an un-jitted ``shard_map`` (the test above crashed the process): the losses never emit one."""
+    q = jnp.ones((W * B, 4))
+    seen = 0
+    for fn in (lambda q, k: L.infonce(q, k, symmetric=True, reduction="none", axis_name="d", gather="ring"),
+               lambda q, k: L.infonce(q, k, axis_name="d", block_size=2, reduction="none"),
+               lambda q, k: L.ntxent(q, k, axis_name="d", reduction="none"),
+               lambda q, k: L.siglip(q, k, axis_name="d", reduction="none")):
+        f = jax.shard_map(fn, mesh=mesh(), in_specs=(P("d"), P("d")), out_specs=P("d"))
+        cats = [e for e in _eqns(jax.make_jaxpr(f)(q, q).jaxpr) if e.primitive.name == "concatenate"]
+        seen += len(cats)
+        for e in cats:
+            assert all(v.aval.size > 0 for v in e.invars), e
+    assert seen  # the walk reaches inside shard_map and the custom VJPs (ntxent concatenates its views)
+
+
 def test_ring_never_gathers_the_keys():
     rng = np.random.default_rng(2)
     q, k = rand(rng, W * B, 4), rand(rng, W * B, 4)
