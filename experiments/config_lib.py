@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import ml_collections
 
+
+class ConfigError(ValueError):
+    """A bad config, override or work directory, found before any compute starts.
+
+    The command lines print its message as one line (no traceback) and exit with status 2.
+    """
+
 TASKS = ("views", "pairs")
 #: how experiments.train calls each loss family (the rest of LOSSES needs teacher scores)
 PAIR_LOSSES = ("infonce", "ntxent", "debiased", "decoupled", "hard_negative", "siglip", "additive_margin")
@@ -34,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist1d"
     c.data.config = ml_collections.ConfigDict()   # builder-config overrides (embedded datasets)
-    c.data.data_dir = ""         # "" = $JAXNEG_DATA_DIR or tfds' default
+    c.data.data_dir = ""         # "" = $JAXNEG_DATA_DIR, else ~/.cache/jaxneg/datasets (embedded) or tfds' default
     c.data.train_split = "train"
     c.data.test_split = "test"
     c.data.eval_train_split = ""     # labelled split the kNN / linear probe fit on ("" = train_split)
@@ -151,6 +158,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
                          f"(one of {', '.join(TRAIN_SAMPLERS[1:])})")
     if config.sampler.name:
+        # the trainer passes sampler.kwargs to the sampler (uniform takes none of its own)
+        _kwargs("sampler.kwargs", SAMPLERS.get(config.sampler.name), config.sampler.kwargs,
+                ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
+                 "num_items"), optional_only=True)
         _positive("sampler.num_negatives", config.sampler.num_negatives)
         _positive("sampler.refresh_every", config.sampler.refresh_every)
     if config.sampler.name == "popularity" and config.loss.name == "bpr":
@@ -204,35 +215,202 @@ def _kwargs(field, fn, kwargs, reserved, optional_only=False):
         raise ValueError(f"config.{field}: unknown argument(s) {bad}; valid: {', '.join(valid)}")
 
 
+#: free-form keyword-argument dicts: any key may be set, and validate() checks the keys
+#: against the signature of the function they are passed to
+FREE = ("data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs")
+
+
 def _unknown_fields(config, schema, prefix=""):
-    free = {"data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs"}
     out = []
     for key in config.keys():
         path = prefix + key
         if key not in schema:
             out.append(f"{path} (valid: {', '.join(sorted(schema.keys()))})")
-        elif isinstance(schema[key], ml_collections.ConfigDict) and path not in free:
+        elif isinstance(schema[key], ml_collections.ConfigDict) and path not in FREE:
             out += _unknown_fields(config[key], schema[key], path + ".")
     return out
 
 
-def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Apply ``get_config``'s ``"field=value,other.field=value"`` argument (values parsed as Python literals)."""
+def _suggest(name, options, prefix="") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(o) for o in options], n=1)
+    if close:
+        return f"; did you mean {prefix + close[0]!r}?"
+    return f"; valid fields of {prefix[:-1] or 'the config'}: {', '.join(sorted(map(str, options)))}"
+
+
+def get_field(config, field: str, where: str = "config"):
+    """The value of the dotted ``field`` (``"optimizer.learning_rate"``) of ``config``."""
+    node, path = config, []
+    for part in field.split("."):
+        if not (isinstance(node, (ml_collections.ConfigDict, dict)) and part in node):
+            keys = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+            prefix = "".join(p + "." for p in path)
+            raise ValueError(f"{where}: unknown config field {field!r}" + (_suggest(part, keys, prefix) if keys else ""))
+        node = node[part]
+        path.append(part)
+    return node
+
+
+def set_field(config, field: str, value, where: str = "config") -> None:
+    """Set the dotted ``field`` of ``config`` to ``value``: the one setter of every override route.
+
+    The command line (``--config.<field>=v``), ``get_config``'s ``field=v`` argument and sweep
+    axes all come here. Fields must exist (a typo raises ``ValueError`` with the closest
+    name), except under the keyword-argument dicts of :data:`FREE` (``loss.kwargs.tau_plus``),
+    where any key may be added; :func:`validate` then checks it against the signature of the
+    function it is passed to. Lists become tuples; a value of the wrong type raises
+    ``ValueError`` naming the field and both types.
+    """
+    *parents, leaf = field.strip().split(".")
+    node = get_field(config, ".".join(parents), where) if parents else config
+    parent = ".".join(parents)
+    free = parent in FREE or any(parent.startswith(f + ".") for f in FREE)
+    if not isinstance(node, ml_collections.ConfigDict):
+        raise ValueError(f"{where}: config field {parent!r} is a value ({node!r}), not a group; cannot set {field!r}")
+    if leaf not in node and not free:
+        raise ValueError(f"{where}: unknown config field {field!r}"
+                         + _suggest(leaf, list(node.keys()), parent + "." if parent else ""))
+    value = tuple(value) if isinstance(value, list) else value
+    if isinstance(value, dict):
+        value = ml_collections.ConfigDict(value)
+    try:
+        with node.unlocked():
+            if leaf in node and isinstance(node[leaf], ml_collections.ConfigDict) and isinstance(
+                    value, ml_collections.ConfigDict):
+                node[leaf] = value
+            elif leaf in node and node[leaf] is not None and type(node[leaf]) is not type(value) and free:
+                with node.ignore_type():  # a kwargs value may change type (e.g. int -> float)
+                    node[leaf] = value
+            else:
+                node[leaf] = value
+    except TypeError as e:
+        raise ValueError(f"{where}: config field {field!r} is {type(node[leaf]).__name__} "
+                         f"({node[leaf]!r}); cannot set it to {type(value).__name__} {value!r}") from e
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal (``0.1``, ``(16, 32)``, ``True``, ``{'a': 1}``), else the string."""
     import ast
 
-    for item in filter(None, (arg or "").split(",")):
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def split_items(text: str) -> list[str]:
+    """Split ``"a=1,b=(2, 3),c='x,y'"`` at the commas outside brackets and quotes."""
+    items, depth, quote, cur = [], 0, None, []
+    for ch in text or "":
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return [i for i in (x.strip() for x in items) if i]
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None, where: str = "config argument") -> ml_collections.ConfigDict:
+    """Apply ``get_config``'s ``"field=value,other.field=value"`` argument (values parsed as Python literals)."""
+    for item in split_items(arg or ""):
         if "=" not in item:
-            raise ValueError(f"config argument {item!r} must look like field=value")
+            raise ValueError(f"{where}: {item!r} must look like field=value")
         field, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass  # a bare string
-        node = config
-        *parents, leaf = field.strip().split(".")
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise ValueError(f"config argument: unknown field {field!r}")
-        node[leaf] = value
+        set_field(config, field, parse_value(value), where)
     return config
+
+
+def load_file(spec: str):
+    """Import ``path/to/config.py[:arg]`` and return its ``get_config(arg)`` (a run config or a sweep)."""
+    import importlib.util
+    import os
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_jaxneg_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config: {path} defines no get_config(arg)")
+    try:
+        return module.get_config(arg or None)
+    except ValueError as e:  # a bad arg: the config file's own message
+        raise ConfigError(f"--config {spec}: {e}") from None
+
+
+def split_overrides(argv):
+    """``(rest, [(field, text), ...])``: take ``--config.<field>=<value>`` (or ``--config.<field> <value>``)
+    out of ``argv``; the rest goes to absl."""
+    import re
+
+    pattern = re.compile(r"^--config\.([A-Za-z_][\w.]*)(?:=(.*))?$", re.S)
+    rest, out, i = [], [], 0
+    while i < len(argv):
+        m = pattern.match(argv[i])
+        if m is None:
+            rest.append(argv[i])
+        elif m.group(2) is not None:
+            out.append((m.group(1), m.group(2)))
+        elif i + 1 < len(argv):
+            out.append((m.group(1), argv[i + 1]))
+            i += 1
+        else:
+            raise ConfigError(f"{argv[i]} needs a value: {argv[i]}=VALUE")
+        i += 1
+    return rest, out
+
+
+def apply_overrides(config, overrides) -> ml_collections.ConfigDict:
+    """Apply ``[(field, text)]`` from :func:`split_overrides` (values parsed by :func:`parse_value`)."""
+    for field, text in overrides:
+        try:
+            set_field(config, field, parse_value(text), f"--config.{field}")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return config
+
+
+def arg_options(arg: str | None, where: str) -> dict:
+    """``get_config``'s ``"key=value,key=value"`` argument as ``{key: text}``; a malformed item names itself."""
+    out = {}
+    for item in split_items(arg or ""):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where}: argument item {item!r} must look like key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def number_list(option: str, text: str, kind=float, where: str = "config") -> tuple:
+    """``"0.05-0.1-0.5"`` -> ``(0.05, 0.1, 0.5)``: numbers separated by ``-`` (``1e-3`` keeps its sign)."""
+    import re
+
+    parts = re.split(r"(?<![eE])-", text)
+    try:
+        values = tuple(kind(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{where}: {option}={text!r} must be {kind.__name__} values separated by '-', "
+                         f"e.g. {option}={'-'.join(str(kind(v)) for v in (1, 2, 4))}") from None
+    if kind is float and not all(v == v and abs(v) != float("inf") for v in values):
+        raise ValueError(f"{where}: {option}={text!r} must be finite numbers")
+    return values
+
+
+def number(option: str, text: str, kind=float, where: str = "config"):
+    """One number of a ``get_config`` argument, with an error that names the option."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{where}: {option}={text!r} must be one {kind.__name__} value") from None

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib.util
 import itertools
 import json
 import os
@@ -88,29 +87,7 @@ class Point:
 # ----------------------------------------------------------------------------- expansion
 
 
-def _parent(config, field, where):
-    """``(node, leaf)`` such that ``node[leaf]`` is the dotted ``field`` of ``config``."""
-    node = config
-    *parents, leaf = field.split(".")
-    try:
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise KeyError(leaf)
-    except (KeyError, AttributeError, TypeError):
-        raise ValueError(f"{where}: unknown config field {field!r}") from None
-    return node, leaf
-
-
-def get_field(config, field: str, where: str = "sweep"):
-    """The value of the dotted ``field`` (``"optimizer.learning_rate"``) of ``config``."""
-    node, leaf = _parent(config, field, where)
-    return node[leaf]
-
-
-def _set(config, field, value, where):
-    node, leaf = _parent(config, field, where)
-    node[leaf] = tuple(value) if isinstance(value, list) else value
+get_field = config_lib.get_field
 
 
 def _axes(sweep: Sweep) -> list[list[dict]]:
@@ -172,7 +149,7 @@ def expand(sweep: Sweep, *, num_devices: int | None = None) -> list[Point]:
         name = ",".join(f"{short[f]}={_fmt(overrides[f])}" for f in fields) or "run"
         config = copy.deepcopy(sweep.base)
         for field, value in overrides.items():
-            _set(config, field, value, f"sweep point {name}")
+            config_lib.set_field(config, field, value, f"sweep point {name}")
         config.progress = False
         try:
             config_lib.validate(config, num_devices or max(1, config.num_devices))
@@ -186,16 +163,16 @@ def expand(sweep: Sweep, *, num_devices: int | None = None) -> list[Point]:
 
 
 def load_sweep(spec: str) -> Sweep:
-    """Import ``path/to/config.py[:arg]`` and return its ``get_config(arg)``."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"sweep: config file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_jaxneg_sweep_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"sweep: {path} defines no get_config(arg)")
-    return module.get_config(arg or None)
+    """Import ``path/to/config.py[:arg]`` and return its ``get_config(arg)``, which must be a :class:`Sweep`."""
+    obj = config_lib.load_file(spec)
+    if isinstance(obj, ml_collections.ConfigDict):
+        raise config_lib.ConfigError(f"--config {spec} is a run config, not a sweep; run it with python -m "
+                                     f"experiments.train --config {spec} --workdir DIR, or wrap it in "
+                                     f"experiments.sweep.Sweep(base=...)")
+    if not isinstance(obj, Sweep):
+        raise config_lib.ConfigError(f"--config {spec}: get_config must return an experiments.sweep.Sweep, "
+                                     f"got {type(obj).__name__}")
+    return obj
 
 
 # ----------------------------------------------------------------------------- running one point
@@ -228,11 +205,12 @@ def _output_to(path):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(path, "a") as f:
+    with open(path, "a", buffering=1) as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
-        try:
-            yield
+        try:  # Python-level streams too, where they are not fds 1 and 2 (pytest, notebooks)
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -257,20 +235,88 @@ def _worker_run(config, workdir):
 # ----------------------------------------------------------------------------- backends
 
 
-def _progress(total, done, enabled):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def _logged_step(run_dir: str) -> int:
+    """The last step a run logged (``metrics.jsonl``; rewound to its checkpoint on resume), 0 if none."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    step = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    step = max(step, int(json.loads(line).get("step", 0)))
+                except (ValueError, AttributeError):
+                    pass  # a line being written
+    except OSError:
+        pass
+    return step
 
-    return tqdm(total=total, initial=done, unit="run", dynamic_ncols=True, file=sys.stderr)
+
+def _checkpointed_step(run_dir: str) -> int:
+    d = os.path.join(run_dir, "checkpoints")
+    steps = [int(n) for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
+    return max(steps, default=0)
 
 
-def _run_local(todo, run_dir, workers, bar):
+class _Progress:
+    """One bar over the steps of every run of the sweep, fed by polling each run's ``metrics.jsonl``.
+
+    Polling works the same for in-process runs, worker processes and cluster jobs; it moves
+    every ``log_every`` steps of a run, and a finished run counts in full.
+    """
+
+    def __init__(self, points, run_dir, finished, enabled):
+        self.points, self.run_dir, self.bar = points, run_dir, None
+        self.done = {p.name: p.config.steps for p in points if p.name in finished}
+        self.total = sum(p.config.steps for p in points)
+        self.failed = 0
+        if not enabled:
+            return
+        import threading
+
+        from tqdm.auto import tqdm
+
+        # the bar keeps the terminal even while in-process runs send fds 1 and 2 to their log.txt
+        self.stream = os.fdopen(os.dup(2), "w", buffering=1)
+        self.bar = tqdm(total=self.total, initial=sum(self.done.values()), unit="step", dynamic_ncols=True,
+                        file=self.stream, desc=f"{len(self.done)}/{len(points)} runs")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self):
+        while not self._stop.wait(1.0):
+            self.refresh()
+
+    def refresh(self):
+        if self.bar is None:
+            return
+        steps = sum(self.done.get(p.name, _logged_step(self.run_dir(p))) for p in self.points)
+        self.bar.update(steps - self.bar.n)
+        self.bar.set_description(f"{len(self.done)}/{len(self.points)} runs"
+                                 + (f", {self.failed} failed" if self.failed else ""), refresh=False)
+
+    def finished(self, point, outcome):
+        self.done[point.name] = point.config.steps
+        if outcome["status"] != "finished":
+            self.failed += 1
+        self.refresh()
+
+    def close(self):
+        if self.bar is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self.refresh()
+        self.bar.close()
+        self.stream.close()
+
+
+def _run_local(todo, run_dir, workers, progress):
     out = {}
     if workers == 1:
         for p in todo:
-            out[p.name] = run_point(p.config, run_dir(p))
-            _tick(bar, out)
+            out[p.name] = _worker_run(p.config, run_dir(p))
+            progress.finished(p, out[p.name])
         return out
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -278,15 +324,16 @@ def _run_local(todo, run_dir, workers, bar):
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         futures = {pool.submit(_worker_run, p.config, run_dir(p)): p for p in todo}
         for fut in cf.as_completed(futures):
+            p = futures[fut]
             try:
-                out[futures[fut].name] = fut.result()
+                out[p.name] = fut.result()
             except Exception as e:  # the worker process died (killed, out of memory)
-                out[futures[fut].name] = {"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}
-            _tick(bar, out)
+                out[p.name] = {"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}
+            progress.finished(p, out[p.name])
     return out
 
 
-def _run_submitit(todo, run_dir, workdir, cluster, params, bar):
+def _run_submitit(todo, run_dir, workdir, cluster, params, progress):
     import submitit
 
     executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit", "%j"), cluster=cluster)
@@ -295,22 +342,17 @@ def _run_submitit(todo, run_dir, workdir, cluster, params, bar):
     jobs = {}
     with executor.batch():
         for p in todo:
-            jobs[p.name] = executor.submit(run_point, p.config, run_dir(p))
-    names = {id(j): n for n, j in jobs.items()}
+            jobs[p.name] = (p, executor.submit(_worker_run, p.config, run_dir(p)))
+    by_job = {id(j): p for p, j in jobs.values()}
     out = {}
-    for job in submitit.helpers.as_completed(list(jobs.values())):
+    for job in submitit.helpers.as_completed([j for _, j in jobs.values()]):
+        p = by_job[id(job)]
         try:
-            out[names[id(job)]] = job.result()
+            out[p.name] = job.result()
         except Exception as e:  # the job itself failed (preempted, timed out, killed)
-            out[names[id(job)]] = {"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}
-        _tick(bar, out)
+            out[p.name] = {"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}
+        progress.finished(p, out[p.name])
     return out
-
-
-def _tick(bar, out):
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix(failed=sum(r["status"] != "finished" for r in out.values()))
 
 
 def prepare_data(configs) -> None:
@@ -326,61 +368,120 @@ def prepare_data(configs) -> None:
                       config=c.data.config.to_dict(), max_examples=1)
 
 
+def _say(message: str) -> None:
+    print(f"sweep: {message}", file=sys.stderr, flush=True)
+
+
+def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
+    """The points ``sweep.json`` will list: these, or with ``extend`` the union with the recorded ones.
+
+    A directory that holds a sweep of another base config, or of other points, is refused
+    (naming the difference) unless ``extend`` adds points to the same base.
+    """
+    from experiments import train
+
+    new = [{"name": p.name, "overrides": p.overrides} for p in points]
+    path = os.path.join(workdir, "sweep.json")
+    if not os.path.exists(path):
+        return new
+    with open(path) as f:
+        old = json.load(f)
+    a, b = train._flat(old["base"]), train._flat(train.config_json(sweep.base))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise config_lib.ConfigError(
+            f"sweep: {workdir} holds a sweep of another base config (fields {diff}: "
+            + ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4])
+            + "); use another --workdir")
+    old_names = [q["name"] for q in old["points"]]
+    names = [q["name"] for q in new]
+    added = [n for n in names if n not in old_names]
+    missing = [n for n in old_names if n not in names]
+    if (added or missing) and not extend:
+        raise config_lib.ConfigError(
+            f"sweep: {workdir} holds a sweep of {len(old_names)} points and this config has {len(names)}"
+            + (f"; it adds {len(added)}: {', '.join(added[:6])}{' ...' if len(added) > 6 else ''}" if added else "")
+            + (f"; it lacks {len(missing)}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}"
+               if missing else "")
+            + ". Relaunch with the config (and arg) it was started with, pass --extend to add these points to "
+              "it (the report then covers every point), or use another --workdir")
+    return old["points"] + [q for q in new if q["name"] in added]
+
+
 def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1, cluster: str = "slurm",
-        slurm: Mapping | None = None, progress: bool = True, analyze_only: bool = False) -> dict:
+        slurm: Mapping | None = None, progress: bool = True, analyze_only: bool = False,
+        extend: bool = False) -> dict:
     """Run every unfinished point of ``sweep`` under ``workdir``, then write the analysis.
 
-    Returns the summary (also ``workdir/summary.json``): ``finished``, ``skipped``
-    (finished before this launch), ``failed`` ({name: error}) and ``report`` (path or None).
+    Everything is checked before the first run starts, and raises
+    :class:`~experiments.config_lib.ConfigError`: the points, the analyses, a run directory
+    of another config, and a directory of another sweep (``extend=True`` allows adding
+    points to it). Returns the summary (also ``workdir/summary.json``): ``finished``,
+    ``skipped`` (finished before this launch), ``failed`` ({name: error}) and ``report``.
     """
     from experiments import train
 
     if backend not in BACKENDS:
-        raise ValueError(f"sweep: backend must be one of {BACKENDS}, got {backend!r}")
+        raise config_lib.ConfigError(f"sweep: backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"sweep: workers must be an integer >= 1, got {workers!r}")
-    points = expand(sweep)
-    for a in sweep.analyses:
-        _check_analysis(a, points)
+        raise config_lib.ConfigError(f"sweep: workers must be an integer >= 1, got {workers!r}")
+    try:
+        points = expand(sweep)
+        for a in sweep.analyses:
+            _check_analysis(a, points)
+    except config_lib.ConfigError:
+        raise
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
     workdir = os.path.abspath(workdir)
     runs_dir = os.path.join(workdir, "runs")
     run_dir = lambda p: os.path.join(runs_dir, p.name)
-    done = []
+    recorded = _record(sweep, points, workdir, extend)
+    done, resumable = [], {}
     for p in points:  # a run directory of another config is an error before anything runs
         cfg = os.path.join(run_dir(p), "config.json")
         if os.path.exists(cfg):
-            with open(cfg) as f:
-                if json.load(f) != train.config_json(p.config):
-                    raise ValueError(f"sweep: {run_dir(p)} holds a run of a different config than point "
-                                     f"{p.name}; use another --workdir (or delete that run)")
+            try:
+                train._check_workdir(run_dir(p), train.config_json(p.config))
+            except config_lib.ConfigError as e:
+                raise config_lib.ConfigError(f"sweep point {p.name}: {e} (or delete that run)") from None
         if os.path.exists(os.path.join(run_dir(p), "result.json")):
             done.append(p.name)
+        elif _checkpointed_step(run_dir(p)):
+            resumable[p.name] = _checkpointed_step(run_dir(p))
     os.makedirs(runs_dir, exist_ok=True)
     _write_json(os.path.join(workdir, "sweep.json"),
-                {"description": sweep.description, "base": train.config_json(sweep.base),
-                 "points": [{"name": p.name, "overrides": p.overrides} for p in points],
+                {"description": sweep.description, "base": train.config_json(sweep.base), "points": recorded,
                  "analyses": [dataclasses.asdict(a) for a in sweep.analyses]})
     todo = [] if analyze_only else [p for p in points if p.name not in done]
+    if done:
+        _say(f"{len(done)} of {len(points)} runs finished earlier, skipped: {', '.join(done)}")
+    if resumable and todo:
+        _say(f"{len(resumable)} resume from a checkpoint: "
+             + ", ".join(f"{n} at step {s}" for n, s in resumable.items()))
     t0 = time.perf_counter()
     outcomes = {}
     if todo:
         prepare_data([p.config for p in todo])
-        bar = _progress(len(points), len(points) - len(todo), progress)
+        _say(f"running {len(todo)} run(s) ({sum(p.config.steps for p in todo)} steps"
+             + (f", {workers} at a time" if backend == "local" and workers > 1 else "")
+             + f"); each run's output goes to {os.path.join(runs_dir, '<name>', 'log.txt')}")
+        bar = _Progress(points, run_dir, set(done), progress)
         try:
             if backend == "local":
                 outcomes = _run_local(todo, run_dir, workers, bar)
             else:
                 outcomes = _run_submitit(todo, run_dir, workdir, cluster, dict(slurm or {}), bar)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     summary = {"points": len(points), "skipped": done,
                "finished": sorted(n for n, r in outcomes.items() if r["status"] == "finished"),
                "failed": {n: r["error"] for n, r in sorted(outcomes.items()) if r["status"] != "finished"},
                "missing": sorted(p.name for p in points if analyze_only and p.name not in done),
                "seconds": time.perf_counter() - t0, "report": None}
     if summary["finished"] or done:
-        summary["report"] = analyze(sweep, workdir)
+        summary["report"] = analyze(sweep, workdir, verbose=progress)
+        _say(f"report: {summary['report']}")
     _write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 
@@ -416,32 +517,44 @@ def _json_default(v):
 # ----------------------------------------------------------------------------- analysis
 
 
-def analyze(sweep: Sweep, workdir: str) -> str:
+def plot_name(a: Analysis) -> str:
+    """The PNG of an analysis: ``knn_accuracy_error_vs_batch_size.png`` (``_error`` for ``complement``)."""
+    return _fmt(a.y.split("/")[-1] + ("_error" if a.complement else "") + "_vs_" + a.x.split(".")[-1]) + ".png"
+
+
+def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
     """Write ``results.csv``, ``fits.json``, one PNG per analysis and ``report.md``; return the report's path."""
     from jaxneg import results
 
+    say = _say if verbose else (lambda message: None)
     runs_dir = os.path.join(workdir, "runs")
     df = results.load(runs_dir)
     df.to_csv(os.path.join(workdir, "results.csv"), index=False)
     table = results.runs(runs_dir)
     swept = results.varying(table)
     fits_json, sections = [], []
-    for a in sweep.analyses:
-        stem = _fmt(("1-" if a.complement else "") + a.y.replace("/", "_"))
+    for i, a in enumerate(sweep.analyses):
+        say(f"analysis {i + 1}/{len(sweep.analyses)}: fitting {('1 - ' if a.complement else '') + a.y} vs {a.x}"
+            + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
+        head = f"### {('1 - ' if a.complement else '') + a.y} vs {a.x}\n\n"
         try:
             fits = results.fit_groups(df, x=a.x, y=a.y, group=a.group, law=a.law, complement=a.complement,
                                       n_bootstrap=a.n_bootstrap, level=a.level)
         except ValueError as e:  # too few finished points yet: the rest of the report still stands
-            sections.append(f"### {a.y} vs {a.x}\n\nnot fitted: {e}\n")
+            sections.append(head + f"not fitted: {e}\n")
             continue
+        png = plot_name(a)
         fig = results.plot_fits(fits, xlabel=a.x, group_label=a.group or "",
                                 title=f"{fits[0].label}: {a.law} law, {int(a.level * 100)}% bootstrap band")
-        fig.savefig(os.path.join(workdir, f"{stem}.png"), dpi=120)
+        fig.savefig(os.path.join(workdir, png), dpi=120)
         fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
                        **gf.to_json()} for gf in fits]
-        sections.append(_fit_section(a, fits, f"{stem}.png"))
+        sections.append(head + results.fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
+                        + f"\n\n![{fits[0].label} vs {a.x}]({png})\n")
     _write_json(os.path.join(workdir, "fits.json"), fits_json)
-    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + ["final_loss", "wall_seconds"]))
+    # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of
+    # candidates), so it is not comparable across batch sizes or negative counts
+    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + ["wall_seconds"]))
     wide = df[df.metric.isin(metrics)].pivot_table(index=["run"] + swept, columns="metric", values="value")
     wide = wide.reset_index().sort_values(swept or ["run"])
     lines = [f"# Sweep report: {os.path.basename(workdir)}", ""]
@@ -451,7 +564,9 @@ def analyze(sweep: Sweep, workdir: str) -> str:
         n_points = len(json.load(f)["points"])
     lines += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
               + (f"; not finished: {', '.join(table.run[table.status != 'finished'])}" if (table.status != "finished").any() else "")
-              + ". Every number below is read from `runs/*/result.json` (`results.csv`).", ""]
+              + ". Every number below is read from `runs/*/result.json` (`results.csv`). The training loss "
+                "(`final_loss` in `results.csv`) is left out: it is bounded by log(number of candidates) and not "
+                "comparable across batch sizes.", ""]
     lines += ["## Runs", "", _markdown(wide[swept + [m for m in metrics if m in wide.columns]]), ""]
     lines += ["## Fits", ""] + sections
     path = os.path.join(workdir, "report.md")
@@ -460,36 +575,13 @@ def analyze(sweep: Sweep, workdir: str) -> str:
     return path
 
 
-def _fit_section(a, fits, png):
-    pct = int(a.level * 100)
-    head = [a.group or "group", "E", "A", "alpha", f"alpha {pct}% interval", "points", "holdout ARE"]
-    rows = []
-    for gf in fits:
-        p, iv = gf.fit.params, gf.interval or {}
-        ci = f"[{iv['alpha'][0]:.3g}, {iv['alpha'][1]:.3g}]" if "alpha" in iv else "-"
-        rows.append([_plain(gf.group), f"{p['E']:.4g}", f"{p['A']:.4g}", f"{p['alpha']:.3f}", ci, len(gf.x),
-                     "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"])
-    text = (f"### {fits[0].label} vs {a.x}\n\n`{fits[0].label} = E + A * {a.x}^-alpha` ({a.law} law, Huber on log "
-            f"residuals, L-BFGS from a grid of starts; intervals from {a.n_bootstrap} bootstrap refits). "
-            f"Holdout ARE: the fit without the largest {a.x}, evaluated there (|pred - obs| / obs).\n\n")
-    return text + _markdown_rows(head, rows) + f"\n\n![{a.y}]({png})\n"
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def _markdown(df) -> str:
+    from jaxneg.results import _markdown_rows
+
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     return _markdown_rows(list(df.columns), [[cell(v) for v in row] for row in df.itertuples(index=False)])
-
-
-def _markdown_rows(head, rows) -> str:
-    out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -510,25 +602,45 @@ def _literal_items(text: str) -> dict:
     return out
 
 
+_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>: overrides of the base run config
+
+
+def _parse_flags(argv):
+    from absl import app
+
+    try:
+        rest, _OVERRIDES[:] = config_lib.split_overrides(argv)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return app.parse_flags_with_usage(rest)
+
+
 def main(argv):
     from absl import app, flags, logging
 
     del argv
     logging.set_verbosity(logging.WARNING)
     F = flags.FLAGS
-    sweep = load_sweep(F.config)
-    if F.base:
-        config_lib.apply_arg(sweep.base, F.base)
-    if F.dry_run:
-        points = expand(sweep)
-        for p in points:
-            print(p.name)
-        print(f"{len(points)} points, all valid", file=sys.stderr)
-        return
-    if not F.workdir:
-        raise app.UsageError("--workdir is required (the sweep directory)")
-    summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
-                  slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only)
+    try:
+        sweep = load_sweep(F.config)
+        config_lib.apply_arg(sweep.base, F.base, "--base")
+        config_lib.apply_overrides(sweep.base, _OVERRIDES)
+        if F.dry_run:
+            points = expand(sweep)
+            for p in points:
+                print(p.name)
+            print(f"{len(points)} points, all valid", file=sys.stderr)
+            return
+        if not F.workdir:
+            raise app.UsageError("--workdir is required (the sweep directory)")
+        summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
+                      slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
+                      extend=F.extend)
+    except (config_lib.ConfigError, ValueError) as e:
+        # run() raises only before any point starts (a point's own failure is recorded, not raised)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps({k: summary[k] for k in ("points", "finished", "failed", "report")}, indent=2))
     if summary["failed"]:
         print(f"error: {len(summary['failed'])} run(s) failed; see runs/<name>/error.txt or failed.json; "
@@ -539,7 +651,9 @@ def main(argv):
 def _flags():
     from absl import flags
 
-    flags.DEFINE_string("config", "experiments/configs/quickstart.py", "sweep config: path/to/file.py[:arg]")
+    flags.DEFINE_string("config", "experiments/configs/quickstart.py",
+                        "sweep config: path/to/file.py[:arg] whose get_config(arg) returns a Sweep. "
+                        "--config.<field>=<value> overrides a field of its base run config")
     flags.DEFINE_string("workdir", None, "sweep directory (created; an existing one is resumed)")
     flags.DEFINE_enum("backend", "local", BACKENDS, "local processes, or one slurm job per run (submitit)")
     flags.DEFINE_integer("workers", 1, "local backend: runs at a time (1 = in this process)")
@@ -548,14 +662,16 @@ def _flags():
     flags.DEFINE_string("base", "", "overrides of the base run config: \"steps=100,eval.max_examples=500\"")
     flags.DEFINE_bool("dry_run", False, "list the (validated) points and exit")
     flags.DEFINE_bool("analyze_only", False, "run nothing; rewrite the analysis from the finished runs")
-    flags.DEFINE_bool("progress", True, "a progress bar over runs")
+    flags.DEFINE_bool("extend", False, "allow adding points to an existing sweep directory (never removing any)")
+    flags.DEFINE_bool("progress", True, "a progress bar over the steps of every run, and the analysis phase")
 
 
 if __name__ == "__main__":
-    from absl import app
+    from absl import app, flags
 
     # run the importable module, not this __main__ copy: configs build experiments.sweep.Sweep
     from experiments import sweep as _module
 
     _module._flags()
-    app.run(_module.main)
+    flags.adopt_module_key_flags(_module)  # so --help lists them
+    app.run(_module.main, flags_parser=_module._parse_flags)

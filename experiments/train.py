@@ -5,6 +5,12 @@ r"""Train a contrastive encoder from a config: ``python -m experiments.train --c
     python -m experiments.train --config experiments/configs/simclr_mnist1d.py --workdir runs/a \
         --config.batch_size=512 --config.loss.name=debiased --config.loss.kwargs.tau_plus=0.1
 
+Every field of the config can be overridden with ``--config.<field>=<value>`` (a Python
+literal, else a string); under the keyword-argument groups (``loss.kwargs``,
+``sampler.kwargs``, ``model.kwargs``, ``model.doc_kwargs``, ``data.view_kwargs``,
+``data.config``) new keys may be added, and they are checked against the signature of the
+function they are passed to. A bad field or value prints one line and exits with status 2.
+
 One step (jitted; ``jax.shard_map`` over the ``data`` axis of every device)::
 
     x_local -> views / (query, doc[, sampled negatives]) -> encoder -> loss(axis_name="data")
@@ -454,27 +460,47 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
+def _check_workdir(workdir: str, cj: dict) -> None:
+    """A work directory that holds a run of another config is refused, naming the differing fields."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    if old != cj:
+        a, b = _flat(old), _flat(cj)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise config_lib.ConfigError(f"workdir {workdir} holds a run of a different config (fields {diff}); "
+                                     f"use another workdir")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Run (or resume, or return the finished result of) the experiment in ``workdir``."""
+    """Run (or resume, or return the finished result of) the experiment in ``workdir``.
+
+    Raises :class:`experiments.config_lib.ConfigError` for a bad config or a work directory of
+    another config, before anything is created, loaded into memory or compiled.
+    """
+    if not isinstance(config, ml_collections.ConfigDict):
+        what = "a sweep config" if type(config).__name__ == "Sweep" else f"a {type(config).__name__}"
+        raise config_lib.ConfigError(f"this is {what}, not a run config; run sweeps with "
+                                     f"python -m experiments.sweep --config FILE --workdir DIR")
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
     result_path = os.path.join(workdir, "result.json")
-    cfg_path = os.path.join(workdir, "config.json")
     cj = config_json(config)
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        if old != cj:
-            diff = sorted(k for k in set(_flat(old)) | set(_flat(cj)) if _flat(old).get(k) != _flat(cj).get(k))
-            raise ValueError(f"workdir {workdir} holds a run of a different config (fields {diff}); "
-                             f"use another workdir")
-    setup = build(config)  # validates first: bad configs fail here, before any compute
+    try:
+        _check_workdir(workdir, cj)
+        setup = build(config)  # validates first: bad configs fail here, before any compute
+    except config_lib.ConfigError:
+        raise
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from e
     if os.path.exists(result_path):
         with open(result_path) as f:
             return json.load(f)
     primary = jax.process_index() == 0
     if primary:
-        _write_json(cfg_path, cj)
+        os.makedirs(workdir, exist_ok=True)  # only now: a config that fails validation leaves no directory
+        _write_json(os.path.join(workdir, "config.json"), cj)
 
     c = config
     tx, lr = make_optimizer(c)
@@ -502,6 +528,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored is not None:
         state = dict(restored[1])
         loss_sum, loss_count = float(state["log_window"][0]), int(state.pop("log_window")[1])
+    if primary:
+        print(f"run {workdir}: " + (f"resuming from the checkpoint of step {start} of {c.steps}" if start
+                                    else f"starting, {c.steps} steps"), file=sys.stderr, flush=True)
     replicated = NamedSharding(setup.mesh, P())
     state = jax.device_put(state, replicated)
     consts = jax.device_put(consts, replicated)
@@ -543,6 +572,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 _log(log, writer, row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
+                elif primary:  # no bar (sweeps, logs): one line per logged step instead
+                    print(f"step {count}/{c.steps}  loss {row['loss']:.4f}  lr {row['learning_rate']:.3g}  "
+                          f"{rate:.1f} steps/s", file=sys.stderr, flush=True)
                 t0, done_in_window, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
             if count % c.checkpoint_every == 0 or count == c.steps:
                 ckpt.save(count, {**state, "log_window": np.array([loss_sum, loss_count], np.float64)})
@@ -559,6 +591,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             result["init_eval"] = init_eval
         if primary:
             _write_json(result_path, result)
+            print("finished: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float)),
+                  file=sys.stderr, flush=True)
         return result
     finally:
         if bar is not None:
@@ -618,28 +652,45 @@ def _progress(c, start):
 # ----------------------------------------------------------------------------- command line
 
 
+_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, taken out of argv before absl parses it
+
+
+def _parse_flags(argv):
+    from absl import app
+
+    try:
+        rest, _OVERRIDES[:] = config_lib.split_overrides(argv)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return app.parse_flags_with_usage(rest)
+
+
 def main(argv):
     from absl import flags, logging
 
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
         logging.set_verbosity(logging.WARNING)
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     try:
-        result = train(config, workdir)
+        config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _OVERRIDES)
+        result = train(config, flags.FLAGS.workdir)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
-    print(json.dumps({"workdir": workdir, **result["eval"]}, indent=2, default=float))
+    print(json.dumps({"workdir": flags.FLAGS.workdir, **result["eval"]}, indent=2, default=float))
 
 
 def _flags():
     from absl import flags
-    from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", "experiments/configs/simclr_mnist1d.py",
-                                    "experiments/configs/<name>.py[:arg]; override fields with --config.<field>=v",
-                                    lock_config=True)
+    flags.DEFINE_string("config", "experiments/configs/simclr_mnist1d.py",
+                        "run config: path/to/file.py[:arg]. Override any field with --config.<field>=<value> "
+                        "(a Python literal, else a string), including keyword arguments: "
+                        "--config.loss.kwargs.tau_plus=0.1, --config.model.kwargs.channels='(16, 32)'")
     flags.DEFINE_string("workdir", None, "run directory (created; an existing one is resumed)")
     flags.mark_flags_as_required(["workdir"])
 
@@ -649,4 +700,4 @@ if __name__ == "__main__":
 
     _flags()
     parallel.initialize()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

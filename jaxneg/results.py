@@ -155,33 +155,59 @@ def varying(df) -> list[str]:
 
 @dataclasses.dataclass
 class GroupFit:
-    """A law fitted to one group's points (``x [n]``, ``y [n]``: the fitted target)."""
+    """A law fitted to one group's points (``x [n]``, ``y [n]``: the fitted target), sorted by ``x``."""
 
     group: Any                 # the group field's value (None: no grouping)
     x: np.ndarray
     y: np.ndarray
     fit: scaling.Fit
-    interval: dict | None      # {param: (low, high)} at ``level``, from the bootstrap
+    interval: dict | None      # {param: (low, high)} at ``level``, from the bootstrap; contains the estimate
     raw_samples: dict | None   # bootstrap raw parameters, for bands (Fit.predict(raw=...))
     level: float
     holdout_are: float | None  # ARE at the largest x of a fit without it (None: too few x values)
     label: str = "y"
+    bounds: tuple = (0.0, None)  # the target's range (an error rate: (0, 1)); curves and bands are clipped to it
+    widened: tuple = ()        # parameters whose percentile interval missed the estimate and was widened to it
+
+    def predict(self, x) -> np.ndarray:
+        """The fitted curve at ``x``, clipped to ``bounds``."""
+        return np.clip(self.fit.predict({"x": np.asarray(x, np.float64)}), *self.bounds)
 
     def band(self, x, level: float | None = None):
-        """``(low, high)`` pointwise percentile band of the bootstrap predictions at ``x``."""
+        """``(low, high)`` pointwise percentile band of the bootstrap predictions at ``x``, clipped to ``bounds``."""
         if self.raw_samples is None:
             raise ValueError("GroupFit.band needs a bootstrap (fit_groups(..., n_bootstrap > 1))")
         level = self.level if level is None else level
         pred = self.fit.predict({"x": np.asarray(x, np.float64)}, raw=self.raw_samples)
         tail = (1 - level) / 2 * 100
-        return np.percentile(pred, tail, axis=0), np.percentile(pred, 100 - tail, axis=0)
+        lo, hi = np.percentile(pred, tail, axis=0), np.percentile(pred, 100 - tail, axis=0)
+        return np.clip(lo, *self.bounds), np.clip(hi, *self.bounds)
+
+    def warnings(self) -> list[str]:
+        """Reasons the data may not support this fit (for reports): replicates, point count, interval widths."""
+        out = []
+        distinct, n_params = len(np.unique(self.x)), len(self.fit.params)
+        if distinct == len(self.x):
+            out.append("one run per x (no seeds): seed noise cannot be told apart from the trend")
+        if distinct < n_params + 3:
+            out.append(f"{distinct} distinct x for {n_params} parameters: little is left to test the law")
+        for k, (lo, hi) in (self.interval or {}).items():
+            est = self.fit.params[k]
+            if est != 0 and hi - lo > abs(est):
+                out.append(f"the {int(self.level * 100)}% interval of {k} [{lo:.3g}, {hi:.3g}] is wider than "
+                           f"its estimate {est:.3g}")
+        if self.widened:
+            out.append(f"the percentile interval of {', '.join(self.widened)} did not contain the estimate (the "
+                       f"refits pile up at a boundary, e.g. E -> 0) and was widened to include it")
+        return out
 
     def to_json(self) -> dict:
-        """A JSON-ready summary: params, interval, objective, points, holdout ARE."""
+        """A JSON-ready summary: params, interval, objective, points (sorted by x), holdout ARE, warnings."""
         return {"group": _plain(self.group), "target": self.label, "params": self.fit.params,
                 "interval": None if self.interval is None else {k: list(v) for k, v in self.interval.items()},
                 "level": self.level, "objective": self.fit.objective, "num_points": int(len(self.x)),
-                "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are}
+                "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are,
+                "warnings": self.warnings()}
 
 
 def _plain(v):
@@ -189,7 +215,8 @@ def _plain(v):
 
 
 def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "power", complement: bool = False,
-               n_bootstrap: int = 200, level: float = 0.95, seed: int = 0, holdout: bool = True) -> list[GroupFit]:
+               n_bootstrap: int = 200, level: float = 0.95, seed: int = 0, holdout: bool = True,
+               bounds: tuple | None = None) -> list[GroupFit]:
     """Fit ``law`` (a one-variable law of :mod:`jaxneg.scaling`, default ``"power"``:
     ``t = E + A · x^{-alpha}``) to ``t = y`` or ``t = 1 - y`` (``complement``) per ``group``.
 
@@ -202,6 +229,12 @@ def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "powe
       n_bootstrap: refits on resampled points for the ``level`` intervals and bands (0: none).
       holdout: also fit without the largest ``x`` and report the ARE of its prediction there
         (needs at least 4 other distinct ``x`` values).
+      bounds: ``(low, high)`` range of the target, for clipping curves and bands (default
+        ``(0, 1)`` with ``complement``, an error rate; else ``(0, None)``).
+
+    Intervals are percentile intervals of the bootstrap refits; where one misses the point
+    estimate (refits piling up at a boundary) it is widened to contain it and the parameter
+    is listed in ``GroupFit.widened``.
 
     Returns:
       one :class:`GroupFit` per group, in sorted group order.
@@ -233,28 +266,52 @@ def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "powe
         if np.any(t <= 0):
             raise ValueError(f"{fn}: the target {label} must be > 0 (fitted in log space); group {g!r} has "
                              f"{t.min()}")
+        order = np.argsort(xs, kind="stable")
+        xs, t = xs[order], t[order]
         f = scaling.fit(law, {"x": xs}, t)
         interval = raw = None
+        widened = []
         if n_bootstrap:
             boot = f.bootstrap(int(n_bootstrap), jax.random.key(seed + i), level=level)
-            interval = {k: v for k, v in boot.items() if k not in ("samples", "raw_samples")}
+            interval = {}
+            for k, (lo, hi) in ((k, v) for k, v in boot.items() if k not in ("samples", "raw_samples")):
+                est = f.params[k]
+                if not lo <= est <= hi:
+                    widened.append(k)
+                interval[k] = (float(min(lo, est)), float(max(hi, est)))
             raw = boot["raw_samples"]
         are = None
         top = xs.max()
         if holdout and len(np.unique(xs[xs < top])) >= 4:
             small = scaling.fit(law, {"x": xs[xs < top]}, t[xs < top])
             are = small.are({"x": xs[xs == top]}, t[xs == top])
-        out.append(GroupFit(g, xs, t, f, interval, raw, level, are, label))
+        lim = tuple(bounds) if bounds is not None else ((0.0, 1.0) if complement else (0.0, None))
+        out.append(GroupFit(g, xs, t, f, interval, raw, level, are, label, lim, tuple(widened)))
     return out
+
+
+def law_text(fit: scaling.Fit, xname: str = "x") -> str:
+    """The fitted law as text with the swept variable's name, e.g. ``0.21 + 3.1·batch_size^-0.27``."""
+    p = fit.params
+    if {"E", "A", "alpha"} == set(p):
+        return f"{p['E']:.3g} + {p['A']:.3g}·{xname}^-{p['alpha']:.2f}"
+    if {"A", "alpha"} == set(p):
+        return f"{p['A']:.3g}·{xname}^-{p['alpha']:.2f}"
+    return ", ".join(f"{k}={v:.3g}" for k, v in p.items())
 
 
 def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None = None, group_label: str = "",
               extrapolate: float = 2.0, ax=None, title: str | None = None):
     """Data points, fitted curve and bootstrap band per group, on a log ``x`` axis.
 
-    The curve continues (dashed) to ``extrapolate ×`` the largest ``x``. Returns the
-    matplotlib ``Figure`` (a new one, without pyplot, unless ``ax`` is given).
+    The curve continues (dashed) to ``extrapolate ×`` the largest ``x``; curves and bands are
+    clipped to each fit's ``bounds``. The legend names the swept variable (``xlabel``) in the
+    law and explains the dashed line and the band. Returns the matplotlib ``Figure`` (a new
+    one, without pyplot, unless ``ax`` is given).
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     if not fits:
         raise ValueError("results.plot_fits: fits is empty")
     if ax is None:
@@ -264,31 +321,75 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         ax = fig.add_subplot()
     else:
         fig = ax.figure
+    xname = xlabel.split(".")[-1].replace(" ", "_")
     colors = [f"C{i}" for i in range(10)]
     for i, gf in enumerate(fits):
         c = colors[i % 10]
         name = "fit" if gf.group is None else f"{group_label or 'group'}={_plain(gf.group)}"
-        p = gf.fit.params
-        law_txt = f"{p['E']:.3g} + {p['A']:.3g}·x^-{p['alpha']:.2f}" if {"E", "A", "alpha"} <= set(p) else ""
         ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
         lo, hi = gf.x.min(), gf.x.max()
         grid_in = np.geomspace(lo, hi, 100)
         grid_out = np.geomspace(hi, hi * extrapolate, 30)
-        ax.plot(grid_in, gf.fit.predict({"x": grid_in}), color=c, label=f"{name}: {law_txt}")
+        ax.plot(grid_in, gf.predict(grid_in), color=c, label=f"{name}: {law_text(gf.fit, xname)}")
         if extrapolate > 1:
-            ax.plot(grid_out, gf.fit.predict({"x": grid_out}), color=c, ls="--")
+            ax.plot(grid_out, gf.predict(grid_out), color=c, ls="--")
         if gf.raw_samples is not None:
             both = np.concatenate([grid_in, grid_out[1:]]) if extrapolate > 1 else grid_in
             low, high = gf.band(both)
             ax.fill_between(both, low, high, color=c, alpha=0.15, lw=0)
+    handles, labels = ax.get_legend_handles_labels()
+    if extrapolate > 1:
+        handles.append(Line2D([], [], color="gray", ls="--"))
+        labels.append(f"extrapolation to {extrapolate:g}× the largest {xname}")
+    if any(gf.raw_samples is not None for gf in fits):
+        handles.append(Patch(color="gray", alpha=0.15, lw=0))
+        labels.append(f"{int(fits[0].level * 100)}% bootstrap band")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or fits[0].label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(handles, labels, fontsize="small")
     if title:
         ax.set_title(title, fontsize="medium")
     return fig
 
 
-__all__ = ["GroupFit", "fit_groups", "history", "load", "plot_fits", "runs", "varying"]
+def fit_report(fits: Sequence[GroupFit], *, x: str, group: str | None, law: str, n_bootstrap: int) -> str:
+    """A markdown section for the fits: every parameter with its interval, points, holdout ARE, warnings.
+
+    Works for any law (the columns are the law's parameters).
+    """
+    if not fits:
+        raise ValueError("results.fit_report: fits is empty")
+    pct = int(fits[0].level * 100)
+    names = list(fits[0].fit.params)
+    head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + ["runs (distinct x)", "holdout ARE"]
+    rows, notes = [], []
+    for gf in fits:
+        cells = [_plain(gf.group)]
+        for k in names:
+            v, iv = gf.fit.params[k], (gf.interval or {}).get(k)
+            star = "*" if k in gf.widened else ""
+            cells.append(f"{v:.4g}" + ("" if iv is None else f" [{iv[0]:.3g}, {iv[1]:.3g}]{star}"))
+        cells += [f"{len(gf.x)} ({len(np.unique(gf.x))})", "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
+        rows.append(cells)
+        notes += [f"- {group or 'group'}={_plain(gf.group)}: {w}" for w in gf.warnings()]
+    law_obj = scaling.LAWS.get(law)
+    formula = {"power": f"{fits[0].label} = E + A * {x}^-alpha",
+               "pure_power": f"{fits[0].label} = A * {x}^-alpha"}.get(law, f"{law} law of {law_obj.variables}")
+    text = (f"`{formula}` ({law} law, Huber on log residuals, L-BFGS from a grid of starts; "
+            f"{pct}% percentile intervals from {n_bootstrap} bootstrap refits, widened where marked * to contain "
+            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs).\n\n")
+    text += _markdown_rows(head, rows)
+    if notes:
+        text += "\n\n**What the data can and cannot support:**\n\n" + "\n".join(notes)
+    return text
+
+
+def _markdown_rows(head, rows) -> str:
+    out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+__all__ = ["GroupFit", "fit_groups", "fit_report", "history", "law_text", "load", "plot_fits", "runs", "varying"]

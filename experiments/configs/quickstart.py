@@ -23,31 +23,27 @@ with bootstrap intervals (:func:`jaxneg.results.fit_groups`). Writes ``results.c
 Runs in about 6.5 minutes on 2 CPU cores with ``--workers 2`` (``BENCHMARKS.md``).
 """
 
-from experiments.config_lib import apply_arg
+from experiments.config_lib import apply_arg, arg_options, number, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.sweep import Analysis, Sweep
 
 NUM_TRAIN = 4000  # MNIST-1D, num_samples=5000: 80% train
 
 
-def _floats(text):
-    return tuple(float(v) for v in text.split("-"))
-
-
 def get_config(arg=None):
-    opts = dict(kv.split("=", 1) for kv in filter(None, (arg or "").split(",")))
+    opts = arg_options(arg, "quickstart")
     budget = opts.pop("budget", "steps")
     if budget not in ("steps", "epochs"):
         raise ValueError(f"quickstart: budget must be 'steps' or 'epochs', got {budget!r}")
-    batches = tuple(int(b) for b in opts.pop("batches", "16-32-64-128-256-512").split("-"))
-    temperatures = _floats(opts.pop("temperatures", "0.05-0.1-0.5"))
-    seeds = int(opts.pop("seeds", 1))
-    steps = int(opts.pop("steps", 400))
-    epochs = float(opts.pop("epochs", 40))
+    batches = number_list("batches", opts.pop("batches", "16-32-64-128-256-512"), int, "quickstart")
+    temperatures = number_list("temperatures", opts.pop("temperatures", "0.05-0.1-0.5"), float, "quickstart")
+    seeds = number("seeds", opts.pop("seeds", "1"), int, "quickstart")
+    steps = number("steps", opts.pop("steps", "400"), int, "quickstart")
+    epochs = number("epochs", opts.pop("epochs", "40"), float, "quickstart")
 
     base = simclr_mnist1d.get_config()
     base.eval.at_init = False
-    base.checkpoint_every = 10_000   # the last step is always saved; a rerun resumes at run granularity
+    base.checkpoint_every = 100      # a relaunch resumes an interrupted run from its last multiple of 100 steps
     base.log_every = 50
     base.optimizer.warmup_steps = 20
     base = apply_arg(base, ",".join(f"{k}={v}" for k, v in opts.items()))

@@ -13,7 +13,7 @@ kNN and linear-probe accuracy.
 ``arg``: ``batches=32-64-128-256``, ``tau_plus=0.1``, ``steps=400``, ``seeds=1``, plus overrides.
 """
 
-from experiments.config_lib import apply_arg
+from experiments.config_lib import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, table
 from experiments.sweep import Sweep
@@ -21,7 +21,7 @@ from experiments.sweep import Sweep
 
 def get_config(arg=None):
     opts = dict(kv.split("=", 1) for kv in filter(None, (arg or "").split(",")))
-    batches = tuple(int(b) for b in opts.pop("batches", "32-64-128-256").split("-"))
+    batches = number_list("batches", opts.pop("batches", "32-64-128-256"), int, "debiased_small_batch")
     tau_plus = float(opts.pop("tau_plus", 0.1))
     seeds = int(opts.pop("seeds", 1))
     base = simclr_mnist1d.get_config()

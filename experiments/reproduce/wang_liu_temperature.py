@@ -14,7 +14,7 @@ test embeddings with the class labels (``jaxneg.metrics.tolerance``), kNN accura
 ``arg``: ``temperatures=0.05-0.1-0.2-0.5-1.0``, ``steps=400``, plus base-config overrides.
 """
 
-from experiments.config_lib import apply_arg
+from experiments.config_lib import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, spearman, table
 from experiments.sweep import Sweep
@@ -22,7 +22,7 @@ from experiments.sweep import Sweep
 
 def get_config(arg=None):
     opts = dict(kv.split("=", 1) for kv in filter(None, (arg or "").split(",")))
-    temps = tuple(float(t) for t in opts.pop("temperatures", "0.05-0.1-0.2-0.5-1.0").split("-"))
+    temps = number_list("temperatures", opts.pop("temperatures", "0.05-0.1-0.2-0.5-1.0"), float, "wang_liu_temperature")
     base = simclr_mnist1d.get_config()
     base.steps = int(opts.pop("steps", 400))
     base.eval.at_init = False

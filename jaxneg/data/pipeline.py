@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -37,11 +38,51 @@ class Data:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
-def default_data_dir() -> str:
-    """``$JAXNEG_DATA_DIR``, else tfds' default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+def default_data_dir(name: str | None = None) -> str:
+    """Where prepared datasets live.
+
+    ``$JAXNEG_DATA_DIR`` when set. Otherwise the embedded (locally generated) datasets go to
+    ``$XDG_CACHE_HOME/jaxneg/datasets`` (``~/.cache/jaxneg/datasets``), apart from any real
+    tfds data, and every other tfds dataset (``name`` not embedded, or ``None``) to tfds'
+    own default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), where a user's downloads are.
+    """
+    if os.environ.get("JAXNEG_DATA_DIR"):
+        return os.environ["JAXNEG_DATA_DIR"]
+    if name is not None and name.split("/")[0].split(":")[0] in BUILDERS:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(cache, "jaxneg", "datasets")
     import tensorflow_datasets as tfds
 
-    return os.environ.get("JAXNEG_DATA_DIR") or tfds.core.constants.DATA_DIR
+    return tfds.core.constants.DATA_DIR
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds' absl warnings about our own builder configs say nothing a user can act on: hide them."""
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
+
+
+def _generate(builder, name: str, config) -> None:
+    """Prepare an embedded dataset, saying so in one line instead of tfds' "Downloading and preparing"."""
+    import io
+    import sys
+
+    what = f"{name}" + (f" ({', '.join(f'{k}={v}' for k, v in sorted(dict(config).items()))})" if config else "")
+    print(f"generating {what} locally into {builder.data_dir} (once; no download)", file=sys.stderr, flush=True)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            builder.download_and_prepare()
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
 
 
 def dataset_names() -> list[str]:
@@ -91,7 +132,7 @@ def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping 
         or any tensorflow-datasets name (``cifar10``, ``stl10``, ...; downloaded by tfds on
         first use, as tfds always does for them).
       split: a tfds split (``"train"``, ``"test"``, ``"corpus"``, ``"train[:10%]"``, ...).
-      data_dir: where the prepared files live (default :func:`default_data_dir`).
+      data_dir: where the prepared files live (default :func:`default_data_dir` of ``name``).
       config: builder-config overrides of an embedded dataset, e.g. ``{"num_samples": 20000}``.
       max_examples: keep only the first ``max_examples`` examples.
 
@@ -101,17 +142,18 @@ def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping 
     import tensorflow_datasets as tfds
 
     check_name(name)
-    data_dir = data_dir or default_data_dir()
+    data_dir = data_dir or default_data_dir(name)
     kwargs = {"file_format": "array_record"}
     if name in BUILDERS:
         cls, _ = BUILDERS[name]
         cfg = builder_config(name, config)
-        builder = cls(data_dir=data_dir, config=cfg, file_format="array_record") if cfg else cls(
-            data_dir=data_dir, file_format="array_record")
-        if not builder.is_prepared():
-            builder.download_and_prepare()
-        source = builder.as_data_source(split=split)
-        info = builder.info
+        with _quiet_tfds():  # "Using custom data configuration", "Variant folder ... has no dataset_info.json"
+            builder = cls(data_dir=data_dir, config=cfg, file_format="array_record") if cfg else cls(
+                data_dir=data_dir, file_format="array_record")
+            if not builder.is_prepared():
+                _generate(builder, name, config)
+            source = builder.as_data_source(split=split)
+            info = builder.info
     else:
         if config:
             kwargs["config"] = config

@@ -1,5 +1,7 @@
 """Embedded tfds builders, the mock_data path for real tfds names, the resumable order and views."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +114,22 @@ def test_views_are_keyed_and_the_neutral_signal_view_is_the_identity():
     assert float(err.max()) < 0.05
     with pytest.raises(ValueError, match="'image', 'signal'"):
         data.two_views(jax.random.key(0), x, "sigmal")
+
+
+def test_embedded_data_is_generated_under_a_documented_directory(tmp_path, monkeypatch, capfd):
+    """No "Downloading and preparing" for locally generated data, and nothing in ~/tensorflow_datasets."""
+    import tensorflow_datasets as tfds
+
+    monkeypatch.delenv("JAXNEG_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    where = str(tmp_path / "cache" / "jaxneg" / "datasets")
+    assert data.default_data_dir("sklearn_digits") == where
+    assert data.default_data_dir("cifar10") == tfds.core.constants.DATA_DIR  # real tfds data stays where tfds keeps it
+    capfd.readouterr()
+    d = data.load("sklearn_digits", "test")
+    out = capfd.readouterr()
+    assert len(d) == 360 and os.path.isdir(os.path.join(where, "sklearn_digits"))
+    assert f"generating sklearn_digits locally into {where}" in out.err
+    assert "Downloading and preparing" not in out.out + out.err and "custom data configuration" not in out.err
+    data.load("sklearn_digits", "train")  # prepared once: silent the second time
+    assert "generating" not in capfd.readouterr().err

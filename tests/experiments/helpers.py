@@ -6,17 +6,15 @@ import os
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments.config_lib import set_field
+
 
 def config(name, arg=None, **overrides):
     c = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     small = {"num_devices": 1, "steps": 4, "batch_size": 32, "log_every": 2, "checkpoint_every": 2, "progress": False,
              "eval.max_examples": 200, "eval.probe_steps": 20, "eval.num_candidates": 8}
     for field, value in {**small, **overrides}.items():
-        node = c
-        *parents, leaf = field.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_field(c, field, value, "test config")
     return c
 
 

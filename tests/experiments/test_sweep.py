@@ -63,7 +63,7 @@ def test_a_sweep_writes_every_run_and_the_analysis(finished_sweep):
     assert summary["failed"] == {} and len(summary["finished"]) == 6 and summary["skipped"] == []
     for name in summary["finished"]:
         assert os.path.exists(os.path.join(d, "runs", name, "result.json"))
-    for f in ("results.csv", "fits.json", "report.md", "sweep.json", "summary.json", "1-eval_knn_accuracy.png"):
+    for f in ("results.csv", "fits.json", "report.md", "sweep.json", "summary.json", "knn_accuracy_error_vs_batch_size.png"):
         assert os.path.getsize(os.path.join(d, f)) > 0, f
     fits = json.load(open(os.path.join(d, "fits.json")))
     assert [f["group"] for f in fits] == [0.1, 0.5]
@@ -74,7 +74,8 @@ def test_a_sweep_writes_every_run_and_the_analysis(finished_sweep):
             assert err == pytest.approx(1 - res["eval"]["knn_accuracy"], abs=1e-12)
         assert set(f["params"]) == {"E", "A", "alpha"} and f["interval"]["alpha"][0] <= f["interval"]["alpha"][1]
     report = open(os.path.join(d, "report.md")).read()
-    assert "6 of 6 runs finished" in report and "a test sweep" in report and "![eval/knn_accuracy]" in report
+    assert "6 of 6 runs finished" in report and "a test sweep" in report
+    assert "![1 - eval/knn_accuracy vs batch_size](knn_accuracy_error_vs_batch_size.png)" in report
     csv = pd.read_csv(os.path.join(d, "results.csv"))
     assert len(csv) == len(results.load(os.path.join(d, "runs")))
 
@@ -148,7 +149,10 @@ def test_a_changed_base_config_is_refused_before_any_run(finished_sweep, tmp_pat
     shutil.copytree(src, d)
     sw = small_sweep()
     sw.base.optimizer.learning_rate = 0.5
-    with pytest.raises(ValueError, match="holds a run of a different config"):
+    with pytest.raises(ValueError, match="holds a sweep of another base config"):
+        S.run(sw, d, progress=False)
+    os.remove(os.path.join(d, "sweep.json"))  # without the sweep's record, each run directory is still checked
+    with pytest.raises(ValueError, match=r"holds a run of a different config \(fields \['optimizer.learning_rate'\]"):
         S.run(sw, d, progress=False)
 
 
@@ -232,3 +236,83 @@ def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     if arg == "table=simclr_batch":  # Table B.1: lr = B / 256 with LARS, 100 epochs of 50,000 images
         assert [(p.config.batch_size, p.config.optimizer.learning_rate) for p in points][-1] == (8192, 32.0)
         assert all(p.config.steps == 100 * 50_000 // p.config.batch_size for p in points)
+
+
+def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_cannot_support(finished_sweep):
+    d, _ = finished_sweep
+    report = open(os.path.join(d, "report.md")).read()
+    for p in ("E", "A", "alpha"):
+        assert f"| {p} [95% interval] |" in report or f" {p} [95% interval] |" in report
+    assert "one run per x (no seeds)" in report and "3 distinct x for 3 parameters" in report
+    runs_table = report.split("## Runs", 1)[1].split("## Fits", 1)[0]
+    assert "final_loss" not in runs_table  # not comparable across batch sizes
+    for f in json.load(open(os.path.join(d, "fits.json"))):
+        assert f["x"] == sorted(f["x"])  # numeric order, not the run names' string order
+        for k, (lo, hi) in f["interval"].items():
+            assert lo <= f["params"][k] <= hi, (k, lo, f["params"][k], hi)
+        assert f["warnings"]
+
+
+def test_intervals_contain_the_estimate_and_bands_stay_in_range(monkeypatch):
+    rows = [{"run": str(b), "metric": "eval/acc", "value": 1 - (0.1 + 2.0 * b ** -0.5), "step": 1, "batch_size": b}
+            for b in (8, 16, 32, 64, 128)]
+    real = results.scaling.Fit.bootstrap
+
+    def off_by_a_bit(self, n, key, level=0.95):  # refits that pile up just below the estimate of E
+        out = real(self, n, key, level=level)
+        out["E"] = (self.params["E"] * 0.5, self.params["E"] * 0.9)
+        return out
+
+    monkeypatch.setattr(results.scaling.Fit, "bootstrap", off_by_a_bit)
+    (gf,) = results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", complement=True, n_bootstrap=8)
+    assert gf.widened == ("E",) and gf.interval["E"][1] == gf.fit.params["E"]
+    assert any("did not contain the estimate" in w for w in gf.warnings())
+    lo, hi = gf.band(np.geomspace(0.01, 1e6, 50))
+    assert lo.min() >= 0 and hi.max() <= 1  # an error rate stays in [0, 1]
+    assert gf.predict([1e-4]).max() <= 1
+    fig = results.plot_fits([gf], xlabel="batch_size")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("batch_size^-" in t for t in labels) and any("extrapolation" in t for t in labels)
+    assert any("bootstrap band" in t for t in labels)
+
+
+def test_a_relaunch_with_another_grid_is_refused_and_extend_adds_points(finished_sweep, tmp_path):
+    src, _ = finished_sweep
+    d = str(tmp_path / "copy")
+    shutil.copytree(src, d)
+    before = open(os.path.join(d, "sweep.json")).read()
+    fewer = small_sweep(zip={"batch_size": (8,), "steps": (4,)})
+    with pytest.raises(ValueError, match=r"holds a sweep of 6 points and this config has 2; it lacks 4: "
+                                         r"temperature=0.1,batch_size=16,steps=4"):
+        S.run(fewer, d, progress=False)
+    more = small_sweep(grid={"loss.temperature": (0.1, 0.5, 0.9)})
+    with pytest.raises(ValueError, match=r"it adds 3: temperature=0.9,batch_size=8,steps=4.*pass --extend"):
+        S.run(more, d, progress=False)
+    other = small_sweep()
+    other.base.optimizer.learning_rate = 0.5
+    with pytest.raises(ValueError, match=r"another base config \(fields \['optimizer.learning_rate'\]"):
+        S.run(other, d, progress=False)
+    assert open(os.path.join(d, "sweep.json")).read() == before  # nothing was overwritten
+    added = small_sweep(grid={"loss.temperature": (0.9,)}, zip={"batch_size": (8,), "steps": (4,)})
+    summary = S.run(added, d, progress=False, extend=True)
+    assert summary["finished"] == ["temperature=0.9,batch_size=8,steps=4"]
+    assert len(json.load(open(os.path.join(d, "sweep.json")))["points"]) == 7
+    assert "7 of 7 runs finished" in open(os.path.join(d, "report.md")).read()
+
+
+def test_progress_runs_logs_and_resume_messages(finished_sweep, tmp_path, capfd):
+    src, _ = finished_sweep
+    d = str(tmp_path / "copy")
+    shutil.copytree(src, d)
+    name = "temperature=0.1,batch_size=32,steps=2"
+    os.remove(os.path.join(d, "runs", name, "result.json"))  # interrupted after its last checkpoint
+    S.run(small_sweep(), d, progress=True)
+    err = capfd.readouterr().err
+    assert "sweep: 5 of 6 runs finished earlier, skipped: temperature=0.1,batch_size=8,steps=4" in err
+    assert f"1 resume from a checkpoint: {name} at step 2" in err
+    assert "analysis 1/1: fitting 1 - eval/knn_accuracy vs batch_size" in err
+    assert "20/20" in err  # the bar counts steps over every run (4 + 4 + 2 per temperature)
+    log = open(os.path.join(d, "runs", name, "log.txt")).read()
+    assert "resuming from the checkpoint of step 2 of 2" in log and "finished: " in log
+    first = open(os.path.join(src, "runs", "temperature=0.5,batch_size=8,steps=4", "log.txt")).read()
+    assert "starting, 4 steps" in first and "step 4/4  loss" in first

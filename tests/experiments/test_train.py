@@ -39,7 +39,7 @@ def test_unknown_fields_and_the_config_argument_are_checked(tmp_path):
     c.loss.temprature = 0.2
     with pytest.raises(ValueError, match=r"loss.temprature \(valid: bias, gather"):
         T.train(c, str(tmp_path))
-    with pytest.raises(ValueError, match="unknown field 'stepz'"):
+    with pytest.raises(ValueError, match="unknown config field 'stepz'; did you mean 'steps'"):
         config("simclr_mnist1d", "stepz=3")
     assert config("simclr_mnist1d", "loss.temperature=0.3,steps=7", steps=7).loss.temperature == 0.3
 
