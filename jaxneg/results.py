@@ -168,17 +168,28 @@ class GroupFit:
     label: str = "y"
     bounds: tuple = (0.0, None)  # the target's range (an error rate: (0, 1)); curves and bands are clipped to it
     widened: tuple = ()        # parameters whose percentile interval missed the estimate and was widened to it
+    candidates: tuple | None = None  # (x, y) of every run before the frontier filter (None: no filter)
+
+    def _data(self, x) -> dict:
+        """``x`` ([m] for a one-variable law, [m, V] or a mapping otherwise) as the law's variables."""
+        names = self.fit.law.variables
+        if isinstance(x, dict) or hasattr(x, "columns"):
+            return x
+        x = np.asarray(x, np.float64)
+        if len(names) == 1:
+            return {names[0]: x.reshape(-1)}
+        return {v: x[:, i] for i, v in enumerate(names)}
 
     def predict(self, x) -> np.ndarray:
         """The fitted curve at ``x``, clipped to ``bounds``."""
-        return np.clip(self.fit.predict({"x": np.asarray(x, np.float64)}), *self.bounds)
+        return np.clip(self.fit.predict(self._data(x)), *self.bounds)
 
     def band(self, x, level: float | None = None):
         """``(low, high)`` pointwise percentile band of the bootstrap predictions at ``x``, clipped to ``bounds``."""
         if self.raw_samples is None:
             raise ValueError("GroupFit.band needs a bootstrap (fit_groups(..., n_bootstrap > 1))")
         level = self.level if level is None else level
-        pred = self.fit.predict({"x": np.asarray(x, np.float64)}, raw=self.raw_samples)
+        pred = self.fit.predict(self._data(x), raw=self.raw_samples)
         tail = (1 - level) / 2 * 100
         lo, hi = np.percentile(pred, tail, axis=0), np.percentile(pred, 100 - tail, axis=0)
         return np.clip(lo, *self.bounds), np.clip(hi, *self.bounds)
@@ -186,7 +197,7 @@ class GroupFit:
     def warnings(self) -> list[str]:
         """Reasons the data may not support this fit (for reports): replicates, point count, interval widths."""
         out = []
-        distinct, n_params = len(np.unique(self.x)), len(self.fit.params)
+        distinct, n_params = len(np.unique(self.x, axis=0)), len(self.fit.params)
         if distinct == len(self.x):
             out.append("one run per x (no seeds): seed noise cannot be told apart from the trend")
         if distinct < n_params + 3:
@@ -207,68 +218,86 @@ class GroupFit:
                 "interval": None if self.interval is None else {k: list(v) for k, v in self.interval.items()},
                 "level": self.level, "objective": self.fit.objective, "num_points": int(len(self.x)),
                 "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are,
-                "warnings": self.warnings()}
+                "warnings": self.warnings(), "variables": list(self.fit.law.variables),
+                "candidates": None if self.candidates is None else int(len(self.candidates[1]))}
 
 
 def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "power", complement: bool = False,
+def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", complement: bool = False,
                n_bootstrap: int = 200, level: float = 0.95, seed: int = 0, holdout: bool = True,
-               bounds: tuple | None = None) -> list[GroupFit]:
-    """Fit ``law`` (a one-variable law of :mod:`jaxneg.scaling`, default ``"power"``:
-    ``t = E + A · x^{-alpha}``) to ``t = y`` or ``t = 1 - y`` (``complement``) per ``group``.
+               bounds: tuple | None = None, loss: str = "huber_log", frontier: int | None = None) -> list[GroupFit]:
+    """Fit a law of :mod:`jaxneg.scaling` (default ``"power"``: ``t = E + A · x^{-alpha}``) to
+    ``t = y`` or ``t = 1 - y`` (``complement``) per ``group``.
 
     Args:
-      df: a tidy table from :func:`load` (rows with ``metric == y``).
-      x: a numeric config column, the scale variable (``batch_size``, ``sampler.num_negatives``).
+      df: a tidy table from :func:`load` (rows with ``metric == y``; any table with a ``metric``
+        and a ``value`` column).
+      x: a numeric column, the scale variable (``batch_size``, ``sampler.num_negatives``), or one
+        column per variable of the law, in its order (``["N", "D"]`` for ``"chinchilla"``).
       y: a metric name (``eval/knn_accuracy``, ``final_loss``).
-      group: a config column; one fit per value (``None``: one fit over every run).
+      group: a column; one fit per value (``None``: one fit over every run).
+      law: a registered law name.
       complement: fit the error ``1 - y`` of an accuracy (a power law decays towards ``E``).
       n_bootstrap: refits on resampled points for the ``level`` intervals and bands (0: none).
-      holdout: also fit without the largest ``x`` and report the ARE of its prediction there
-        (needs at least 4 other distinct ``x`` values).
+      holdout: also fit without the largest (first) ``x`` and report the ARE of its prediction
+        there (needs at least 4 other distinct values).
       bounds: ``(low, high)`` range of the target, for clipping curves and bands (default
         ``(0, 1)`` with ``complement``, an error rate; else ``(0, None)``).
+      loss: ``"huber_log"`` or ``"mse_log"`` (:func:`jaxneg.scaling.fit`).
+      frontier: fit only the compute-efficient frontier of each group
+        (:func:`jaxneg.scaling.frontier` of the first ``x`` against the target): ``0`` the Pareto
+        set, ``k > 0`` the best run in each of ``k`` log-spaced bins; ``None`` every run.
 
     Intervals are percentile intervals of the bootstrap refits; where one misses the point
     estimate (refits piling up at a boundary) it is widened to contain it and the parameter
     is listed in ``GroupFit.widened``.
 
     Returns:
-      one :class:`GroupFit` per group, in sorted group order.
+      one :class:`GroupFit` per group, in sorted group order, points sorted by ``x``.
     """
     import jax
 
     fn = "results.fit_groups"
-    for name, col in (("x", x), ("group", group)):
+    xcols = [x] if isinstance(x, str) else list(x)
+    law_obj = scaling.LAWS.get(law)
+    if len(xcols) != len(law_obj.variables):
+        raise ValueError(f"{fn}: law {law!r} has variables {law_obj.variables}; give one x column for each, "
+                         f"got {xcols}")
+    for name, col in [("x", c) for c in xcols] + [("group", group)]:
         if col is not None and col not in df.columns:
-            raise ValueError(f"{fn}: {name}={col!r} is not a column; config columns: {sorted(set(df.columns) - {'metric', 'value', 'step', 'run'})}")
+            raise ValueError(f"{fn}: {name}={col!r} is not a column; columns: "
+                             f"{sorted(set(df.columns) - {'metric', 'value', 'step', 'run'})}")
     if "metric" not in df.columns:
         raise ValueError(f"{fn}: df must be a tidy table from results.load (with a 'metric' column)")
     rows = df[df.metric == y]
     if rows.empty:
         raise ValueError(f"{fn}: no rows with metric {y!r}; metrics present: {sorted(df.metric.unique())}")
-    law_obj = scaling.LAWS.get(law)
-    if law_obj.variables != ("x",):
-        raise ValueError(f"{fn}: law {law!r} has variables {law_obj.variables}; fit_groups fits one-variable laws")
     label = f"1 - {y}" if complement else y
     out = []
     groups = [(None, rows)] if group is None else sorted(rows.groupby(group), key=lambda kv: kv[0])
     for i, (g, part) in enumerate(groups):
-        xs = part[x].to_numpy(np.float64)
+        xs = part[xcols].to_numpy(np.float64)
         t = part.value.to_numpy(np.float64)
         t = 1.0 - t if complement else t
-        if len(np.unique(xs)) < 3:
-            raise ValueError(f"{fn}: group {group}={g!r} has {len(np.unique(xs))} distinct {x} values; a "
-                             f"{law} law needs at least 3")
-        if np.any(t <= 0):
-            raise ValueError(f"{fn}: the target {label} must be > 0 (fitted in log space); group {g!r} has "
-                             f"{t.min()}")
-        order = np.argsort(xs, kind="stable")
+        where = "" if group is None else f" group {group}={_plain(g)!r}:"
+        if np.any(t <= 0) or not np.all(np.isfinite(t)):
+            raise ValueError(f"{fn}:{where} the target {label} must be finite and > 0 (fitted in log space); "
+                             f"its minimum is {np.nanmin(t)}")
+        order = np.lexsort(xs.T[::-1])
         xs, t = xs[order], t[order]
-        f = scaling.fit(law, {"x": xs}, t)
+        candidates = None
+        if frontier is not None:
+            keep = scaling.frontier(xs[:, 0], t, bins=frontier or None)
+            candidates = (xs[:, 0] if xs.shape[1] == 1 else xs, t)
+            xs, t = xs[keep], t[keep]
+        data = {v: xs[:, j] for j, v in enumerate(law_obj.variables)}
+        try:
+            f = scaling.fit(law, data, t, loss=loss)
+        except ValueError as e:
+            raise ValueError(f"{fn}:{where} {e}") from None
         interval = raw = None
         widened = []
         if n_bootstrap:
@@ -281,12 +310,15 @@ def fit_groups(df, *, x: str, y: str, group: str | None = None, law: str = "powe
                 interval[k] = (float(min(lo, est)), float(max(hi, est)))
             raw = boot["raw_samples"]
         are = None
-        top = xs.max()
-        if holdout and len(np.unique(xs[xs < top])) >= 4:
-            small = scaling.fit(law, {"x": xs[xs < top]}, t[xs < top])
-            are = small.are({"x": xs[xs == top]}, t[xs == top])
+        first = xs[:, 0]
+        top = first.max()
+        small = first < top
+        if holdout and len(np.unique(xs[small], axis=0)) >= max(4, len(f.params) + 1):
+            part_fit = scaling.fit(law, {v: c[small] for v, c in data.items()}, t[small], loss=loss)
+            are = part_fit.are({v: c[~small] for v, c in data.items()}, t[~small])
         lim = tuple(bounds) if bounds is not None else ((0.0, 1.0) if complement else (0.0, None))
-        out.append(GroupFit(g, xs, t, f, interval, raw, level, are, label, lim, tuple(widened)))
+        out.append(GroupFit(g, xs[:, 0] if xs.shape[1] == 1 else xs, t, f, interval, raw, level, are, label, lim,
+                            tuple(widened), candidates))
     return out
 
 
@@ -323,9 +355,28 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         fig = ax.figure
     xname = xlabel.split(".")[-1].replace(" ", "_")
     colors = [f"C{i}" for i in range(10)]
+    if fits[0].x.ndim == 2:  # a law of several variables: observed against predicted
+        lo = min(min(gf.y.min(), gf.predict(gf.x).min()) for gf in fits)
+        hi = max(max(gf.y.max(), gf.predict(gf.x).max()) for gf in fits)
+        for i, gf in enumerate(fits):
+            name = "fit" if gf.group is None else f"{group_label or 'group'}={_plain(gf.group)}"
+            ax.scatter(gf.predict(gf.x), gf.y, color=colors[i % 10], s=14, label=f"{name}: {law_text(gf.fit)}")
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=1, label="observed = predicted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"predicted {fits[0].label} ({', '.join(fits[0].fit.law.variables)})")
+        ax.set_ylabel(ylabel or f"observed {fits[0].label}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+        if title:
+            ax.set_title(title, fontsize="medium")
+        return fig
     for i, gf in enumerate(fits):
         c = colors[i % 10]
         name = "fit" if gf.group is None else f"{group_label or 'group'}={_plain(gf.group)}"
+        if gf.candidates is not None:  # every run, the frontier's ones ringed
+            ax.scatter(*gf.candidates, color=c, s=10, alpha=0.3, zorder=2)
+            ax.scatter(gf.x, gf.y, facecolor="none", edgecolor="black", s=40, zorder=4)
         ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
         lo, hi = gf.x.min(), gf.x.max()
         grid_in = np.geomspace(lo, hi, 100)
@@ -344,6 +395,9 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if any(gf.raw_samples is not None for gf in fits):
         handles.append(Patch(color="gray", alpha=0.15, lw=0))
         labels.append(f"{int(fits[0].level * 100)}% bootstrap band")
+    if any(gf.candidates is not None for gf in fits):
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black"))
+        labels.append("frontier runs (fitted); faint: the others")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or fits[0].label)
@@ -354,13 +408,14 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     return fig
 
 
-def fit_report(fits: Sequence[GroupFit], *, x: str, group: str | None, law: str, n_bootstrap: int) -> str:
+def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bootstrap: int) -> str:
     """A markdown section for the fits: every parameter with its interval, points, holdout ARE, warnings.
 
     Works for any law (the columns are the law's parameters).
     """
     if not fits:
         raise ValueError("results.fit_report: fits is empty")
+    x = x if isinstance(x, str) else ", ".join(x)
     pct = int(fits[0].level * 100)
     names = list(fits[0].fit.params)
     head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + ["runs (distinct x)", "holdout ARE"]
@@ -371,13 +426,17 @@ def fit_report(fits: Sequence[GroupFit], *, x: str, group: str | None, law: str,
             v, iv = gf.fit.params[k], (gf.interval or {}).get(k)
             star = "*" if k in gf.widened else ""
             cells.append(f"{v:.4g}" + ("" if iv is None else f" [{iv[0]:.3g}, {iv[1]:.3g}]{star}"))
-        cells += [f"{len(gf.x)} ({len(np.unique(gf.x))})", "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
+        cells += [f"{len(gf.x)} ({len(np.unique(gf.x, axis=0))})",
+                  "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
         rows.append(cells)
         notes += [f"- {group or 'group'}={_plain(gf.group)}: {w}" for w in gf.warnings()]
     law_obj = scaling.LAWS.get(law)
     formula = {"power": f"{fits[0].label} = E + A * {x}^-alpha",
-               "pure_power": f"{fits[0].label} = A * {x}^-alpha"}.get(law, f"{law} law of {law_obj.variables}")
-    text = (f"`{formula}` ({law} law, Huber on log residuals, L-BFGS from a grid of starts; "
+               "pure_power": f"{fits[0].label} = A * {x}^-alpha",
+               "chinchilla": f"{fits[0].label} = E + A / N^alpha + B / D^beta"}.get(
+        law, f"{law} law of {law_obj.variables}")
+    objective = "least squares on log residuals" if fits[0].fit.delta is None else "Huber on log residuals"
+    text = (f"`{formula}` ({law} law, {objective}, L-BFGS from a grid of starts; "
             f"{pct}% percentile intervals from {n_bootstrap} bootstrap refits, widened where marked * to contain "
             f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs).\n\n")
     text += _markdown_rows(head, rows)

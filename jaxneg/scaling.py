@@ -3,18 +3,27 @@ r"""Scaling-law fits in the style of Chinchilla's approach 3 (Hoffmann et al. 20
 A law predicts a target ``y`` (a loss, an error rate) from scale variables. Registered laws:
 
 * ``"power"``:      ``y = E + A · x^{-alpha}``                          (variable ``x``)
+* ``"pure_power"``: ``y = A · x^{-alpha}``                              (variable ``x``)
 * ``"chinchilla"``: ``y = E + A / N^{alpha} + B / D^{beta}``            (variables ``N``, ``D``)
 
 Each is fitted in a log-sum-exp parameterisation (``E = exp(e)``, ``A = exp(a)``, ``B = exp(b)``),
 ``log ŷ = LSE(e, a - alpha log N, b - beta log D)``, by minimising the Huber loss of the log
 residuals, ``sum_i huber_delta(log ŷ_i - log y_i)`` (``delta = 1e-3``), with L-BFGS from every
 point of a grid of starts (4,500 for chinchilla, the paper's grid), all run in parallel with
-``jax.vmap`` in float64; the best start is kept.
+``jax.vmap`` in float64; the best start is kept (``loss="mse_log"``: least squares on the log
+residuals instead). Beside these parametric fits (Hoffmann et al.'s approach 3):
+
+* :func:`frontier`: the compute-efficient frontier (approach 1; Cherti et al. 2023 for CLIP);
+* :func:`isoflop`: IsoFLOP profiles, a parabola in ``log N`` per compute budget (approach 2);
+* :func:`compute_optimal`: the loss-optimal ``N``, ``D`` per budget implied by a chinchilla fit.
+
+``python -m jaxneg.scaling --csv FILE --x COL --y COL --law LAW --out DIR`` fits any table.
 
 References:
   Hoffmann et al., *Training Compute-Optimal Large Language Models*, 2022 (approach 3).
   Besiroglu et al., *Chinchilla Scaling: A replication attempt*, 2024 (refit; the start grid).
   Choshen, Zhang & Andreas, *A Hitchhiker's Guide to Scaling Law Estimation*, 2024 (ARE).
+  Cherti et al., *Reproducible scaling laws for contrastive language-image learning*, 2023.
 """
 
 from __future__ import annotations
@@ -65,11 +74,22 @@ CHINCHILLA = Law(
     public=lambda p: {"E": jnp.exp(p["e"]), "A": jnp.exp(p["a"]), "alpha": p["alpha"], "B": jnp.exp(p["b"]),
                       "beta": p["beta"]},
 )
+PURE_POWER = Law(
+    variables=("x",),
+    grid={"a": tuple(np.linspace(-4.0, 8.0, 13)), "alpha": tuple(np.linspace(-1.0, 2.0, 13))},
+    log_predict=lambda p, d: p["a"] - p["alpha"] * jnp.log(d["x"]),
+    public=lambda p: {"A": jnp.exp(p["a"]), "alpha": p["alpha"]},
+)
 LAWS.register("power")(POWER)
+LAWS.register("pure_power")(PURE_POWER)
 LAWS.register("chinchilla")(CHINCHILLA)
+LOSSES = ("huber_log", "mse_log")
 
 
 def _huber(r, delta):
+    """Huber of the log residual ``r``; ``delta=None``: ``r^2 / 2`` (least squares in log space)."""
+    if delta is None:
+        return 0.5 * r * r
     a = jnp.abs(r)
     return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
@@ -160,7 +180,7 @@ class Fit:
     objective: float
     data: dict
     target: np.ndarray
-    delta: float
+    delta: float | None   # None: least squares on log residuals (loss="mse_log")
     steps: int
 
     def predict(self, data, raw: Mapping | None = None) -> np.ndarray:
@@ -231,8 +251,10 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
         the reported ``params`` are the raw ones).
       data: mapping / DataFrame with the law's variables (``x``; ``N`` and ``D``), each ``[n] > 0``.
       target: ``[n]`` observed values ``> 0``.
-      loss: ``"huber_log"`` (the only one: Huber of ``log ŷ - log y``).
-      delta: Huber threshold (``1e-3`` as in Hoffmann et al.).
+      loss: ``"huber_log"`` (default: Huber of ``log ŷ - log y``, robust to outlying runs) or
+        ``"mse_log"`` (``sum (log ŷ - log y)^2 / 2``: for ``"pure_power"`` this is the log-log
+        linear regression of the CLIP scaling papers, e.g. Cherti et al. 2023).
+      delta: Huber threshold (``1e-3`` as in Hoffmann et al.; unused with ``"mse_log"``).
       starts: ``{raw_name: sequence}`` grid axes (their Cartesian product is the start set),
         default the law's grid (4,500 starts for chinchilla, 567 for power).
       steps: L-BFGS iterations per start.
@@ -245,8 +267,8 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
       :class:`Fit`.
     """
     fn = "scaling.fit"
-    if loss != "huber_log":
-        raise ValueError(f"{fn}: loss must be 'huber_log', got {loss!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"{fn}: loss must be one of {LOSSES}, got {loss!r}")
     if isinstance(law, str):
         law = LAWS.get(law)
     elif callable(law) and not isinstance(law, Law):
@@ -271,7 +293,8 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
     _identifiable(fn, d, len(grid))
     s = _grid(grid)
     with jax.enable_x64(True):
-        solve = _solver(law.log_predict, float(delta), steps)
+        huber = float(delta) if loss == "huber_log" else None
+        solve = _solver(law.log_predict, huber, steps)
         args = ({k: jnp.asarray(v) for k, v in d.items()}, jnp.log(y), jnp.ones_like(jnp.asarray(y)))
         p = {k: jnp.asarray(v) for k, v in s.items()}
         if screen is not None and screen[0] < steps and screen[1] < len(next(iter(s.values()))):
@@ -286,7 +309,344 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
         best = int(np.argmin(obj))
         raw = {k: float(v[best]) for k, v in p.items()}
         public = {k: float(v) for k, v in law.public({k: jnp.asarray(v) for k, v in raw.items()}).items()}
-    return Fit(law, public, raw, float(obj[best]), d, y, float(delta), steps)
+    return Fit(law, public, raw, float(obj[best]), d, y, huber, steps)
 
 
-__all__ = ["CHINCHILLA", "Fit", "LAWS", "Law", "POWER", "fit"]
+# ----------------------------------------------------------------------------- approaches 1 and 2
+
+
+def frontier(x, y, *, bins: int | None = None) -> np.ndarray:
+    """The compute-efficient frontier of runs ``(x [n], y [n])`` as a bool mask ``[n]``.
+
+    * ``bins=None``: the Pareto set, every run whose ``y`` is lower than that of every run with
+      a smaller ``x`` (``y_i < min_{j: x_j < x_i} y_j``; the smallest ``x`` is always on it).
+      Hoffmann et al.'s approach 1 reads the envelope of the training curves this way.
+    * ``bins=k``: ``k`` equal-width bins of ``log x`` between its minimum and maximum; in each
+      non-empty bin the run with the lowest ``y`` (the first on ties). This is the procedure of
+      Cherti et al. 2023 for the CLIP frontier.
+
+    A power law fitted to the frontier points (``fit("pure_power", ..., loss="mse_log")`` or
+    ``"power"``) is the frontier's scaling law.
+    """
+    fn = "scaling.frontier"
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.ndim != 1 or y.shape != x.shape or len(x) == 0:
+        raise ValueError(f"{fn}: x and y must be 1-D of the same length >= 1, got shapes {list(x.shape)}, "
+                         f"{list(y.shape)}")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise ValueError(f"{fn}: x must be finite and > 0")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{fn}: y must be finite")
+    keep = np.zeros(len(x), bool)
+    if bins is None:
+        order = np.argsort(x, kind="stable")
+        best = np.inf
+        i = 0
+        while i < len(order):  # runs with equal x are compared with the smaller x only
+            j = i
+            while j < len(order) and x[order[j]] == x[order[i]]:
+                j += 1
+            same = order[i:j]
+            keep[same] = y[same] < best
+            best = min(best, y[same].min())
+            i = j
+        return keep
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"{fn}: bins must be None or an integer >= 1, got {bins!r}")
+    lx = np.log(x)
+    edges = np.linspace(lx.min(), lx.max(), int(bins) + 1)
+    which = np.clip(np.searchsorted(edges, lx, side="right") - 1, 0, int(bins) - 1)
+    for b in np.unique(which):
+        idx = np.flatnonzero(which == b)
+        keep[idx[np.argmin(y[idx])]] = True
+    return keep
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFlop:
+    """IsoFLOP profiles (Hoffmann et al. 2022, approach 2).
+
+    Per budget ``C [m]``: ``N_opt``, ``D_opt = C / (k N_opt)``, ``loss`` at the optimum, and the
+    parabola ``loss = c0 + c1 log N + c2 (log N)^2`` (``coef [m, 3]``, natural log). Exponents of
+    ``N_opt ~ C^a`` and ``D_opt ~ C^b`` (least squares in log-log), with percentile bootstrap
+    ``intervals`` (``{"a": (lo, hi), "b": (lo, hi)}``) when asked.
+    """
+
+    budgets: np.ndarray
+    N_opt: np.ndarray
+    D_opt: np.ndarray
+    loss: np.ndarray
+    coef: np.ndarray
+    a: float
+    b: float
+    counts: np.ndarray
+    intervals: dict | None = None
+
+
+def _budget_groups(C, tolerance):
+    """Group sorted ``log10 C`` into budgets: a new budget starts where the gap exceeds ``tolerance``."""
+    order = np.argsort(C, kind="stable")
+    lc = np.log10(C[order])
+    group = np.concatenate([[0], np.cumsum(np.diff(lc) > tolerance)])
+    out = np.empty(len(C), int)
+    out[order] = group
+    return out
+
+
+def _isoflop_core(fn, logN, loss, group, budgets, k):
+    """Per-budget parabola minima and the exponents; raises on a degenerate budget."""
+    m = len(budgets)
+    coef = np.empty((m, 3))
+    n_opt, l_opt = np.empty(m), np.empty(m)
+    for g in range(m):
+        sel = group == g
+        if len(np.unique(logN[sel])) < 3:
+            raise ValueError(f"{fn}: budget {budgets[g]:.3g} has {len(np.unique(logN[sel]))} distinct model sizes; "
+                             f"a parabola needs at least 3")
+        c2, c1, c0 = np.polyfit(logN[sel], loss[sel], 2)
+        if not c2 > 0:
+            raise ValueError(f"{fn}: the IsoFLOP profile at budget {budgets[g]:.3g} is not convex (curvature "
+                             f"{c2:.3g}): its runs do not bracket a minimum")
+        coef[g] = (c0, c1, c2)
+        n_opt[g] = -c1 / (2 * c2)
+        l_opt[g] = c0 - c1 * c1 / (4 * c2)
+    N = np.exp(n_opt)
+    D = budgets / (k * N)
+    a = np.polyfit(np.log(budgets), np.log(N), 1)[0]
+    b = np.polyfit(np.log(budgets), np.log(D), 1)[0]
+    return N, D, l_opt, coef, a, b
+
+
+def isoflop(N, D, loss, *, flops=None, flops_per_param_token: float = 6.0, tolerance: float = 0.05,
+            n_bootstrap: int = 0, level: float = 0.95, seed: int = 0) -> IsoFlop:
+    """IsoFLOP profiles: fit a parabola in ``log N`` per compute budget and read off its minimum.
+
+    Runs are grouped by budget: ``flops [n]`` when given (runs with equal values share a
+    budget), else ``C = flops_per_param_token · N · D`` grouped by proximity (a new budget
+    starts where sorted ``log10 C`` jumps by more than ``tolerance``, default 0.05, about 12%);
+    a budget's value is the geometric mean of its runs' ``C``. Per budget the loss is fitted by
+    least squares as ``c0 + c1 log N + c2 (log N)^2``, its minimum gives ``N_opt = exp(-c1 / 2 c2)``,
+    ``D_opt = C / (k N_opt)``; then ``log N_opt = a log C + const`` and ``log D_opt = b log C + const``
+    by least squares (``a + b = 1`` by construction). ``n_bootstrap > 1`` resamples runs within each
+    budget and refits everything for percentile intervals of ``a`` and ``b``.
+
+    Args:
+      N: ``[n]`` parameters per run; D: ``[n]`` training tokens (or examples); loss: ``[n]``.
+      flops: optional ``[n]`` compute budget of each run (e.g. the IsoFLOP slice it was trained for).
+
+    Raises ``ValueError`` with fewer than 2 budgets, fewer than 3 distinct ``N`` in a budget, or
+    a budget whose profile is not convex.
+
+    Reference: Hoffmann et al. 2022, Section 3.2 and Figure 3.
+    """
+    fn = "scaling.isoflop"
+    cols = _columns(fn, {"N": N, "D": D}, ("N", "D"))
+    n = len(cols["N"])
+    if len(cols["D"]) != n:
+        raise ValueError(f"{fn}: N and D must have the same length, got {n} and {len(cols['D'])}")
+    loss = np.asarray(loss, np.float64)
+    if loss.shape != (n,) or not np.all(np.isfinite(loss)):
+        raise ValueError(f"{fn}: loss must be finite with shape [{n}], got shape {list(loss.shape)}")
+    if not flops_per_param_token > 0:
+        raise ValueError(f"{fn}: flops_per_param_token must be > 0, got {flops_per_param_token}")
+    if flops is None:
+        C = flops_per_param_token * cols["N"] * cols["D"]
+        group = _budget_groups(C, tolerance)
+    else:
+        C = _columns(fn, {"flops": flops}, ("flops",), n)["flops"]
+        _, group = np.unique(C, return_inverse=True)
+    m = int(group.max()) + 1
+    if m < 2:
+        raise ValueError(f"{fn}: all {n} runs fall into one compute budget; exponents need at least 2 budgets")
+    budgets = np.array([np.exp(np.mean(np.log(C[group == g]))) for g in range(m)])
+    logN = np.log(cols["N"])
+    Nopt, Dopt, lopt, coef, a, b = _isoflop_core(fn, logN, loss, group, budgets, flops_per_param_token)
+    intervals = None
+    if n_bootstrap:
+        if not isinstance(n_bootstrap, int) or n_bootstrap < 2:
+            raise ValueError(f"{fn}: n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
+        rng = np.random.default_rng(seed)
+        members = [np.flatnonzero(group == g) for g in range(m)]
+        sa, sb = [], []
+        for _ in range(n_bootstrap):
+            idx = np.concatenate([rng.choice(ix, len(ix)) for ix in members])
+            try:
+                *_, ai, bi = _isoflop_core(fn, logN[idx], loss[idx], group[idx], budgets, flops_per_param_token)
+            except ValueError:  # a resample with too few distinct sizes, or not convex: skip it
+                continue
+            sa.append(ai)
+            sb.append(bi)
+        if len(sa) < 2:
+            raise ValueError(f"{fn}: fewer than 2 of {n_bootstrap} bootstrap resamples could be fitted")
+        tail = (1 - level) / 2 * 100
+        intervals = {"a": tuple(np.percentile(sa, [tail, 100 - tail])), "b": tuple(np.percentile(sb, [tail, 100 - tail])),
+                     "resamples": len(sa)}
+    counts = np.bincount(group, minlength=m)
+    return IsoFlop(budgets, Nopt, Dopt, lopt, coef, float(a), float(b), counts, intervals)
+
+
+# ----------------------------------------------------------------------------- approach 3: allocation
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """Compute-optimal allocation from a chinchilla fit: for each ``flops [m]`` the ``N``, ``D``
+    (``k N D = C``) minimising the fitted loss, the ``loss`` there, the exponents ``a``, ``b`` of
+    ``N ~ C^a`` and ``D ~ C^b``, and percentile ``intervals`` (``{"N": ([m], [m]), "a": (lo, hi), ...}``)."""
+
+    flops: np.ndarray
+    N: np.ndarray
+    D: np.ndarray
+    loss: np.ndarray
+    a: float
+    b: float
+    intervals: dict | None = None
+
+
+def _allocate(raw, C, k):
+    """Closed form (Hoffmann et al. 2022, Eq. 4): ``N_opt = G (C/k)^a``, ``D_opt = G^-1 (C/k)^b`` with
+    ``a = beta/(alpha+beta)``, ``b = alpha/(alpha+beta)``, ``G = (alpha A / (beta B))^(1/(alpha+beta))``."""
+    alpha, beta = np.asarray(raw["alpha"], np.float64), np.asarray(raw["beta"], np.float64)
+    log_g = (np.log(alpha) + np.asarray(raw["a"]) - np.log(beta) - np.asarray(raw["b"])) / (alpha + beta)
+    a, b = beta / (alpha + beta), alpha / (alpha + beta)
+    lc = np.log(C / k)
+    logN = np.expand_dims(log_g, -1) + np.expand_dims(a, -1) * lc
+    logD = -np.expand_dims(log_g, -1) + np.expand_dims(b, -1) * lc
+    return np.exp(logN), np.exp(logD), a, b
+
+
+def compute_optimal(fit: Fit, flops, *, flops_per_param_token: float = 6.0, bootstrap: dict | None = None,
+                    level: float = 0.95) -> Allocation:
+    """The loss-optimal model size and data for compute budgets ``flops [m]`` under a chinchilla fit.
+
+    Minimising ``E + A N^-alpha + B D^-beta`` subject to ``k N D = C`` gives
+    ``N_opt = G (C/k)^a``, ``D_opt = G^-1 (C/k)^b``, ``a = beta/(alpha+beta)``,
+    ``b = alpha/(alpha+beta)``, ``G = (alpha A / (beta B))^(1/(alpha+beta))`` (Hoffmann et al.
+    2022, Eq. 4). ``loss`` equals ``fit.predict`` there. ``bootstrap``: the result of
+    ``fit.bootstrap(n, key)``; its raw samples give percentile intervals for ``N``, ``D``, ``loss``,
+    ``a`` and ``b``.
+    """
+    fn = "scaling.compute_optimal"
+    if not isinstance(fit, Fit) or set(fit.law.variables) != {"N", "D"} or not {"alpha", "beta", "a", "b"} <= set(fit.raw):
+        raise ValueError(f"{fn}: needs a fit of the 'chinchilla' law (variables N, D), got "
+                         f"{getattr(getattr(fit, 'law', None), 'variables', type(fit).__name__)}")
+    if not flops_per_param_token > 0:
+        raise ValueError(f"{fn}: flops_per_param_token must be > 0, got {flops_per_param_token}")
+    C = _columns(fn, {"flops": np.atleast_1d(flops)}, ("flops",))["flops"]
+    if fit.raw["alpha"] <= 0 or fit.raw["beta"] <= 0:
+        raise ValueError(f"{fn}: the fit has alpha={fit.raw['alpha']:.3g}, beta={fit.raw['beta']:.3g}; an optimum "
+                         f"exists only for alpha, beta > 0")
+    k = float(flops_per_param_token)
+    N, D, a, b = _allocate(fit.raw, C, k)
+    loss = fit.predict({"N": N, "D": D})
+    intervals = None
+    if bootstrap is not None:
+        raw = bootstrap.get("raw_samples") if isinstance(bootstrap, Mapping) else None
+        if raw is None:
+            raise ValueError(f"{fn}: bootstrap must be the dict returned by fit.bootstrap(n, key)")
+        ok = (np.asarray(raw["alpha"]) > 0) & (np.asarray(raw["beta"]) > 0)
+        raw = {kk: np.asarray(v)[ok] for kk, v in raw.items()}
+        Ns, Ds, As, Bs = _allocate(raw, C, k)
+        Ls = fit.predict({"N": N, "D": D}, raw=raw)  # loss at the point estimate's allocation, per sample
+        tail = (1 - level) / 2 * 100
+        pct = lambda v, axis=0: tuple(np.percentile(v, [tail, 100 - tail], axis=axis))
+        intervals = {"N": pct(Ns), "D": pct(Ds), "loss": pct(Ls), "a": pct(As), "b": pct(Bs), "samples": int(ok.sum())}
+    return Allocation(C, N, D, loss, float(a), float(b), intervals)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv=None) -> int:
+    """``python -m jaxneg.scaling --csv FILE --x COL [--x COL2] --y COL --law LAW --out DIR``.
+
+    Fits any table (one row per run) with the code path of the sweep reports
+    (:func:`jaxneg.results.fit_groups`, ``plot_fits``, ``fit_report``): writes ``fits.json``, one
+    PNG per group (data, frontier runs ringed, fit, bootstrap band, dashed extrapolation; for a
+    law of several variables, observed against predicted) and ``report.md``.
+    """
+    import argparse
+    import json
+    import os
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m jaxneg.scaling", description=main.__doc__.split("\n\n")[1])
+    ap.add_argument("--csv", required=True, help="the table: one row per run")
+    ap.add_argument("--x", action="append", required=True,
+                    help="scale column(s), one per variable of the law, in its order (chinchilla: --x N --x D)")
+    ap.add_argument("--y", required=True, help="the target column (loss, error, accuracy with --complement)")
+    ap.add_argument("--law", default="power", help=f"one of {', '.join(LAWS.names())} (default power)")
+    ap.add_argument("--group", help="fit one law per value of this column")
+    ap.add_argument("--where", help="keep the rows matching this pandas query, e.g. \"dataset == 'cifar10'\"")
+    ap.add_argument("--frontier", nargs="?", type=int, const=0, default=None, metavar="BINS",
+                    help="fit the compute-efficient frontier only: the Pareto set, or the best run per BINS "
+                         "log-spaced bins of the first x (Cherti et al. 2023)")
+    ap.add_argument("--complement", action="store_true", help="fit 1 - y (an error rate from an accuracy)")
+    ap.add_argument("--loss", default="huber_log", choices=LOSSES, help="fit objective (default huber_log)")
+    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for intervals and bands (0: none)")
+    ap.add_argument("--holdout", action="store_true", help="report the ARE at the largest x of a fit without it")
+    ap.add_argument("--out", required=True, help="output directory (created)")
+    args = ap.parse_args(argv)
+    from jaxneg import results
+
+    try:
+        import pandas as pd
+
+        if not os.path.isfile(args.csv):
+            raise ValueError(f"--csv: file {args.csv!r} does not exist")
+        df = pd.read_csv(args.csv)
+        if args.where:
+            try:
+                df = df.query(args.where)
+            except Exception as e:  # noqa: BLE001 - pandas raises many kinds for a bad expression
+                raise ValueError(f"--where {args.where!r}: {type(e).__name__}: {e}") from None
+        if args.y not in df.columns:
+            raise ValueError(f"--y {args.y!r} is not a column; columns: {', '.join(df.columns)}")
+        tidy = df.assign(metric=args.y, value=df[args.y])
+        fits = results.fit_groups(tidy, x=args.x, y=args.y, group=args.group, law=args.law,
+                                  complement=args.complement, n_bootstrap=args.bootstrap, holdout=args.holdout,
+                                  loss=args.loss, frontier=args.frontier)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    xname = args.x[0] if len(args.x) == 1 else ", ".join(args.x)
+    sections = []
+    for gf in fits:
+        stem = "fit" if gf.group is None else "fit_" + "".join(c if c.isalnum() or c in "._-" else "-"
+                                                              for c in f"{args.group}={results._plain(gf.group)}")
+        fig = results.plot_fits([gf], xlabel=xname, group_label=args.group or "",
+                                title=f"{gf.label}: {args.law} law" + (" (frontier)" if args.frontier is not None else ""))
+        fig.savefig(os.path.join(args.out, stem + ".png"), dpi=120)
+        sections.append(f"![{stem}]({stem}.png)")
+    with open(os.path.join(args.out, "fits.json"), "w") as f:
+        json.dump([{"x": args.x, "y": args.y, "law": args.law, "complement": args.complement,
+                    "frontier": args.frontier, "group_field": args.group, **gf.to_json()} for gf in fits],
+                  f, indent=2, default=float)
+    what = f"{len(df)} rows of `{args.csv}`" + (f" where `{args.where}`" if args.where else "")
+    if args.frontier is not None:
+        what += ("; fitted on the Pareto frontier" if args.frontier == 0 else
+                 f"; fitted on the best run of each of {args.frontier} log-spaced bins of {args.x[0]}")
+    report = [f"# Scaling fit: {('1 - ' if args.complement else '') + args.y} vs {xname}", "", what + ".", "",
+              results.fit_report(fits, x=args.x, group=args.group, law=args.law, n_bootstrap=args.bootstrap), "",
+              *sections, ""]
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write("\n".join(report))
+    for gf in fits:
+        print(json.dumps({"group": results._plain(gf.group), **gf.fit.params,
+                          **({"holdout_are": gf.holdout_are} if gf.holdout_are is not None else {})}, default=float))
+    print(f"wrote {os.path.join(args.out, 'report.md')}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["CHINCHILLA", "Allocation", "Fit", "IsoFlop", "LAWS", "Law", "POWER", "PURE_POWER", "compute_optimal",
+           "fit", "frontier", "isoflop"]
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    from jaxneg.scaling import main as _main  # the importable module's copy, which jaxneg.results uses
+
+    _sys.exit(_main())

@@ -43,6 +43,7 @@ def test_scaling_analysis_runs_on_a_small_sweep(finished_sweep, monkeypatch):
     assert "6 finished runs; swept fields: ['batch_size', 'loss.temperature', 'steps']" in out
     assert "alpha_low" in out and out.count("<Figure") >= 3
     assert "best loss.temperature per batch_size" in out
+    assert "45 runs, 5 budgets; true a = 0.452" in out and "3 parametric" in out  # the three approaches
 
 
 def test_losses_tour_runs():

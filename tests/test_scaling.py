@@ -94,3 +94,166 @@ def test_unidentifiable_data_is_refused():
     # three distinct x (repeated seeds) are enough for three parameters
     f = scaling.fit("power", {"x": [16.0, 16.0, 64.0, 64.0, 256.0, 256.0]}, [0.6, 0.61, 0.45, 0.44, 0.37, 0.38])
     assert np.isfinite(f.objective)
+
+
+# ----------------------------------------------------------------------------- issue 13: the three approaches
+
+
+def _brute_frontier(x, y):
+    return np.array([all(y[i] < y[j] for j in range(len(x)) if x[j] < x[i]) for i in range(len(x))])
+
+
+def test_frontier_pareto_and_bins_against_brute_force():
+    rng = np.random.default_rng(0)
+    x = np.round(np.exp(rng.uniform(0, 8, 60)), 1)
+    x[5] = x[6]  # a tie in x
+    y = 1.0 / np.log(x + 2) + 0.05 * rng.standard_normal(60)
+    np.testing.assert_array_equal(scaling.frontier(x, y), _brute_frontier(x, y))
+    assert scaling.frontier(x, y)[np.argmin(x)]
+    mask = scaling.frontier(x, y, bins=6)
+    edges = np.linspace(np.log(x).min(), np.log(x).max(), 7)
+    for b in range(6):
+        inside = (np.log(x) >= edges[b]) & ((np.log(x) < edges[b + 1]) if b < 5 else True)
+        if inside.any():
+            assert mask[inside].sum() == 1 and y[mask & inside][0] == y[inside].min()
+    assert mask.sum() <= 6
+    with pytest.raises(ValueError, match="bins must be None or an integer >= 1"):
+        scaling.frontier(x, y, bins=0)
+    with pytest.raises(ValueError, match="x must be finite and > 0"):
+        scaling.frontier(-x, y)
+
+
+def test_pure_power_with_log_least_squares_is_the_log_log_regression():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(1e6, 1e10, 12)
+    y = 30.0 * x ** -0.12 * np.exp(0.02 * rng.standard_normal(12))
+    f = scaling.fit("pure_power", {"x": x}, y, loss="mse_log")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    assert f.params["alpha"] == pytest.approx(-slope, rel=1e-6)
+    assert f.params["A"] == pytest.approx(np.exp(intercept), rel=1e-5)
+    assert set(f.params) == {"A", "alpha"} and f.delta is None
+    with pytest.raises(ValueError, match=r"loss must be one of \('huber_log', 'mse_log'\)"):
+        scaling.fit("pure_power", {"x": x}, y, loss="l1")
+
+
+TRUTH = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}
+
+
+def _chinchilla_loss(N, D, t=TRUTH):
+    return t["E"] + t["A"] / N ** t["alpha"] + t["B"] / D ** t["beta"]
+
+
+def _isoflop_runs(noise, seed=0, budgets=np.geomspace(1e18, 1e22, 6)):
+    rng = np.random.default_rng(seed)
+    N, D, C = [], [], []
+    for c in budgets:
+        n_opt = ((TRUTH["alpha"] * TRUTH["A"]) / (TRUTH["beta"] * TRUTH["B"])) ** (
+            1 / (TRUTH["alpha"] + TRUTH["beta"])) * (c / 6) ** (TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"]))
+        for n in n_opt * np.geomspace(0.1, 10, 9):
+            N.append(n), D.append(c / (6 * n)), C.append(c)
+    N, D, C = map(np.array, (N, D, C))
+    return N, D, C, _chinchilla_loss(N, D) * np.exp(noise * rng.standard_normal(len(N)))
+
+
+def test_isoflop_parabolas_against_a_brute_force_fit_and_recovered_exponents():
+    N, D, C, L = _isoflop_runs(0.01)
+    iso = scaling.isoflop(N, D, L, n_bootstrap=100)
+    assert len(iso.budgets) == 6 and list(iso.counts) == [9] * 6
+    np.testing.assert_allclose(iso.budgets, np.unique(C), rtol=1e-9)
+    for g, c in enumerate(np.unique(C)):  # normal equations, then the minimum by a dense grid search
+        sel = C == c
+        X = np.stack([np.ones(sel.sum()), np.log(N[sel]), np.log(N[sel]) ** 2], 1)
+        coef = np.linalg.solve(X.T @ X, X.T @ L[sel])
+        np.testing.assert_allclose(iso.coef[g], coef, rtol=1e-6, atol=1e-9)
+        grid = np.linspace(np.log(N[sel]).min() - 3, np.log(N[sel]).max() + 3, 200_001)
+        best = grid[np.argmin(coef[0] + coef[1] * grid + coef[2] * grid ** 2)]
+        assert np.log(iso.N_opt[g]) == pytest.approx(best, abs=1e-4)
+    np.testing.assert_allclose(6 * iso.N_opt * iso.D_opt, iso.budgets, rtol=1e-9)
+    a_true = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
+    lo, hi = iso.intervals["a"]
+    assert lo <= a_true <= hi, (lo, a_true, hi)
+    assert iso.a == pytest.approx(a_true, abs=0.02)
+    assert iso.a + iso.b == pytest.approx(1.0, abs=1e-9)
+    # budgets given explicitly group the same way
+    assert scaling.isoflop(N, D, L, flops=C).a == pytest.approx(iso.a)
+
+
+def test_isoflop_refuses_degenerate_input():
+    N, D, C, L = _isoflop_runs(0.0)
+    one = C == C.min()
+    with pytest.raises(ValueError, match="one compute budget; exponents need at least 2 budgets"):
+        scaling.isoflop(N[one], D[one], L[one])
+    keep = ~((C == C.max()) & (np.arange(len(C)) % 9 > 1))  # 2 sizes left in the largest budget
+    with pytest.raises(ValueError, match="has 2 distinct model sizes; a parabola needs at least 3"):
+        scaling.isoflop(N[keep], D[keep], L[keep])
+    with pytest.raises(ValueError, match="is not convex"):
+        scaling.isoflop(N, D, -L + 10)
+    with pytest.raises(ValueError, match=r"loss must be finite with shape \[54\]"):
+        scaling.isoflop(N, D, L[:-1])
+
+
+def test_compute_optimal_matches_the_closed_form_and_a_brute_force_search():
+    N, D, _, L = _isoflop_runs(0.003, seed=2)
+    f = scaling.fit("chinchilla", {"N": N, "D": D}, L)
+    C = np.array([1e19, 1e21, 1e23])
+    al = scaling.compute_optimal(f, C)
+    p = f.params
+    a, b = p["beta"] / (p["alpha"] + p["beta"]), p["alpha"] / (p["alpha"] + p["beta"])
+    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    np.testing.assert_allclose(al.N, G * (C / 6) ** a, rtol=1e-9)
+    np.testing.assert_allclose(al.D, (C / 6) ** b / G, rtol=1e-9)
+    np.testing.assert_allclose(6 * al.N * al.D, C, rtol=1e-9)
+    assert (al.a, al.b) == pytest.approx((a, b))
+    np.testing.assert_allclose(al.loss, f.predict({"N": al.N, "D": al.D}), rtol=1e-12)
+    for c, n_opt in zip(C, al.N):  # the fitted loss along k N D = C is lowest there
+        n = n_opt * np.geomspace(0.5, 2, 2001)
+        assert n[np.argmin(f.predict({"N": n, "D": c / (6 * n)}))] == pytest.approx(n_opt, rel=2e-3)
+    boot = f.bootstrap(16, jax.random.key(0))
+    ci = scaling.compute_optimal(f, C, bootstrap=boot).intervals
+    assert ci["a"][0] <= a <= ci["a"][1] and np.all(ci["N"][0] <= ci["N"][1])
+    with pytest.raises(ValueError, match="needs a fit of the 'chinchilla' law"):
+        scaling.compute_optimal(scaling.fit("power", {"x": N[:9]}, L[:9]), C)
+
+
+@pytest.mark.slow
+def test_chinchilla_exponents_are_recovered_within_their_bootstrap_intervals():
+    N, D, _, L = _isoflop_runs(0.01, seed=3)
+    f = scaling.fit("chinchilla", {"N": N, "D": D}, L)
+    ci = f.bootstrap(30, jax.random.key(1), level=0.99)
+    for k in ("alpha", "beta"):
+        assert ci[k][0] <= TRUTH[k] <= ci[k][1], (k, ci[k])
+
+
+def test_the_command_line_fits_any_table(tmp_path):
+    import json
+
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for task, (E, A, alpha) in {"a": (0.2, 3.0, 0.5), "b": (0.1, 2.0, 0.3)}.items():
+        for c in np.geomspace(1e3, 1e7, 30):
+            for waste in (1.0, 1.5, 3.0):  # runs off the frontier are worse
+                rows.append({"task": task, "compute": c, "loss": (E + A * c ** -alpha) * waste
+                             * np.exp(0.01 * rng.standard_normal()), "keep": waste < 3})
+    path = tmp_path / "table.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    rc = scaling.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--group", "task", "--where", "keep",
+                       "--frontier", "--bootstrap", "8", "--holdout", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    fits = json.load(open(tmp_path / "out" / "fits.json"))
+    assert [f["group"] for f in fits] == ["a", "b"] and all(f["candidates"] == 60 for f in fits)
+    assert fits[0]["params"]["alpha"] == pytest.approx(0.5, rel=0.15)
+    assert all(f["holdout_are"] is not None for f in fits)
+    report = open(tmp_path / "out" / "report.md").read()
+    assert "fitted on the Pareto frontier" in report and "alpha [95% interval]" in report
+    assert (tmp_path / "out" / "fit_task-a.png").exists() and (tmp_path / "out" / "fit_task-b.png").exists()
+    # a law of two variables, and clear errors
+    N, D, _, L = _isoflop_runs(0.01)
+    pd.DataFrame({"N": N, "D": D, "loss": L}).to_csv(tmp_path / "c.csv", index=False)
+    assert scaling.main(["--csv", str(tmp_path / "c.csv"), "--x", "N", "--x", "D", "--y", "loss", "--law",
+                         "chinchilla", "--bootstrap", "0", "--out", str(tmp_path / "c")]) == 0
+    assert "E + A / N^alpha + B / D^beta" in open(tmp_path / "c" / "report.md").read()
+    assert scaling.main(["--csv", str(path), "--x", "compute", "--y", "los", "--out", str(tmp_path / "e")]) == 2
+    assert scaling.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--law", "chinchilla",
+                         "--out", str(tmp_path / "e")]) == 2

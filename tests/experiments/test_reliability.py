@@ -106,18 +106,20 @@ def test_a_truncated_manifest_falls_back_to_the_next_older_step(tmp_path):
     assert (tmp_path / "checkpoints" / "quarantine" / "30").is_dir()
 
 
-def test_a_run_whose_manifests_were_deleted_resumes_from_its_newest_checkpoint(tmp_path):
+def test_a_run_whose_manifests_were_deleted_resumes_from_its_newest_checkpoint(finished_sweep, tmp_path):
     """The issue's reproduction: delete manifests/ of an unfinished run and start it again."""
-    from experiments import train
-    from tests.experiments.helpers import config
+    from experiments import sweep, train
+    from tests.experiments.helpers import small_sweep
 
-    c = config("simclr_mnist1d", **{"data.config": {"num_samples": 600}})
-    train.train(c, str(tmp_path))
-    os.remove(tmp_path / "result.json")  # as if killed after the last checkpoint
-    shutil.rmtree(tmp_path / "manifests")
-    result = train.train(c, str(tmp_path))
-    assert result["resumed_from"] == c.steps  # not restarted from step 0
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    src, _ = finished_sweep
+    point = sweep.expand(small_sweep())[1]  # 4 steps, checkpoints at 2 and 4
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(src, "runs", point.name), run)
+    os.remove(run / "result.json")  # as if killed after the last checkpoint
+    shutil.rmtree(run / "manifests")
+    result = train.train(point.config, str(run))
+    assert result["resumed_from"] == point.config.steps  # not restarted from step 0
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]  # nothing deleted or quarantined
 
 
 def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
@@ -129,7 +131,7 @@ def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
     c = config("simclr_mnist1d", **{"data.config": {"num_samples": 600}, "steps": 40, "log_every": 20,
                                     "checkpoint_every": 10, "keep_checkpoints": 4, "batch_size": 16})
     straight = train.train(c, str(tmp_path / "straight"))
-    train.train(c, str(tmp_path / "resumed"))
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
     os.remove(tmp_path / "resumed" / "result.json")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "40")  # as if killed between the saves of 30 and 40
     resumed = train.train(c, str(tmp_path / "resumed"))
