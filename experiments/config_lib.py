@@ -372,6 +372,25 @@ def split_overrides(argv):
     return rest, out
 
 
+def flags_parser(store: list):
+    """An absl ``flags_parser`` that moves ``--config.<field>=<value>`` items into ``store`` (see
+    :func:`split_overrides`) and parses the rest; a malformed override prints one line and exits 2."""
+
+    def parse(argv):
+        import sys
+
+        from absl import app
+
+        try:
+            rest, store[:] = split_overrides(argv)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return app.parse_flags_with_usage(rest)
+
+    return parse
+
+
 def apply_overrides(config, overrides) -> ml_collections.ConfigDict:
     """Apply ``[(field, text)]`` from :func:`split_overrides` (values parsed by :func:`parse_value`)."""
     for field, text in overrides:

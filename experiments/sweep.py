@@ -602,18 +602,7 @@ def _literal_items(text: str) -> dict:
     return out
 
 
-_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>: overrides of the base run config
-
-
-def _parse_flags(argv):
-    from absl import app
-
-    try:
-        rest, _OVERRIDES[:] = config_lib.split_overrides(argv)
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return app.parse_flags_with_usage(rest)
+_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
 
 
 def main(argv):
@@ -674,4 +663,4 @@ if __name__ == "__main__":
 
     _module._flags()
     flags.adopt_module_key_flags(_module)  # so --help lists them
-    app.run(_module.main, flags_parser=_module._parse_flags)
+    app.run(_module.main, flags_parser=config_lib.flags_parser(_module._OVERRIDES))

@@ -652,18 +652,7 @@ def _progress(c, start):
 # ----------------------------------------------------------------------------- command line
 
 
-_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, taken out of argv before absl parses it
-
-
-def _parse_flags(argv):
-    from absl import app
-
-    try:
-        rest, _OVERRIDES[:] = config_lib.split_overrides(argv)
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return app.parse_flags_with_usage(rest)
+_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
 
 
 def main(argv):
@@ -700,4 +689,4 @@ if __name__ == "__main__":
 
     _flags()
     parallel.initialize()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=config_lib.flags_parser(_OVERRIDES))
