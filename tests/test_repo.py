@@ -47,3 +47,33 @@ def test_readme_sampler_example_runs():
     assert bool(jax.numpy.isfinite(env["loss"]))
     assert env["mined"].mask.all() and not jax.numpy.any(env["mined"].indices == env["pos_id"][:, None])
     assert "negatives_mask=mined.mask" in code, "the mining example must pass the padding mask on"
+
+
+def test_the_library_installs_and_imports_with_jax_numpy_and_optax_alone():
+    """`pip install jaxneg` pulls in jax, numpy and optax only; the experiment layer is an extra, and
+    the library modules import without it (a subprocess where flax, tfds, pandas ... cannot be imported)."""
+    import subprocess
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=\[ ]", d)[0].lower() for d in project["dependencies"]}
+    assert core == {"jax", "numpy", "optax"}
+    assert "jaxneg[experiments]" in project["optional-dependencies"]["test"]
+    blocked = ["flax", "orbax", "tensorflow_datasets", "ml_collections", "pandas", "matplotlib", "submitit",
+               "mnist1d", "sklearn", "tensorboardX", "tqdm"]  # (absl comes with optax)
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import jax.numpy as jnp
+import jaxneg
+from jaxneg import gradcache, losses, metrics, parallel, samplers, scaling
+q = jnp.ones((4, 3))
+print(float(losses.infonce(q, q)), len(losses.LOSSES), len(samplers.SAMPLERS))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
