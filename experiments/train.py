@@ -341,10 +341,9 @@ def make_step(setup: Setup, tx):
         lp = params.get("logit")
 
         if c.gradcache_chunk:  # (config_lib rules out shared negatives here)
-            # a fixed temperature passes no loss parameters: {} there means "none" to the objective
-            vg = gradcache.value_and_grad(encode, lambda reps, lp_: objective(reps, lp_ or None, extra),
+            vg = gradcache.value_and_grad(encode, lambda reps, lp_=None: objective(reps, lp_, extra),
                                           chunk_size=c.gradcache_chunk, axis_name=AXIS)
-            loss, (g_enc, g_lp) = vg(enc, inputs, k_enc, lp if lp is not None else {})
+            loss, (g_enc, g_lp) = vg(enc, inputs, k_enc, lp)
             grads = dict(g_enc, **({"logit": g_lp} if lp is not None else {}))
         else:
             def total(params):

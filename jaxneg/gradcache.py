@@ -102,11 +102,12 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
         (pass the same ``axis_name`` to the loss so it sees every device's representations).
 
     Returns:
-      ``f(params, inputs, rng=None, loss_params=None) -> (loss, grads)`` (``((loss, aux),
-      grads)`` with ``has_aux``), ``grads`` with the structure and dtypes of ``params``.
-      Parameters of the loss itself (a learnable temperature, SigLIP's bias) go in
-      ``loss_params``: then ``loss_fn(reps, loss_params)`` is called and ``grads`` is the
-      pair ``(encoder_grads, loss_param_grads)``.
+      ``f(params, inputs, rng=None, loss_params=None) -> (loss, (grads, loss_param_grads))``
+      (``((loss, aux), (...))`` with ``has_aux``), always of this structure: ``grads`` has the
+      structure and dtypes of ``params``. Parameters of the loss itself (a learnable
+      temperature, SigLIP's bias) go in ``loss_params``: then ``loss_fn(reps, loss_params)``
+      is called and ``loss_param_grads`` has their structure; without them ``loss_fn(reps)``
+      is called and ``loss_param_grads`` is ``None``.
     """
     fn = "gradcache.value_and_grad"
     if not callable(encode) or not callable(loss_fn):
@@ -119,6 +120,7 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
         frozen = lax.stop_gradient(params)
         # pass 1: representations of every chunk, no activations kept
         reps = lax.map(lambda a: encode(frozen, a[0], _key(rng, a[1])), xs)
+        g_loss = None
         if loss_params is None:
             out, g_reps = jax.value_and_grad(loss_fn, has_aux=has_aux)(_unchunk(reps))
         else:
@@ -140,6 +142,6 @@ def value_and_grad(encode: Callable, loss_fn: Callable, *, chunk_size: int, has_
         if axis_name is not None:
             grads = lax.psum(grads, axis_name)
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-        return (out, grads) if loss_params is None else (out, (grads, g_loss))
+        return out, (grads, g_loss)
 
     return run

@@ -55,13 +55,14 @@ def assert_tree_close(got, want):
 @pytest.mark.parametrize("chunk", [1, 8])
 def test_cached_gradient_equals_the_reference_with_dropout(chunk):
     x, rng = batch(np.random.default_rng(0), 24), jax.random.key(1)
-    got_v, got_g = jax.jit(gradcache.value_and_grad(encode, loss_fn, chunk_size=chunk))(PARAMS, x, rng)
+    got_v, (got_g, got_lg) = jax.jit(gradcache.value_and_grad(encode, loss_fn, chunk_size=chunk))(PARAMS, x, rng)
+    assert got_lg is None  # no loss parameters: the structure is the same, their gradient None
     ref = lambda p: loss_fn(gradcache.chunked_encode(encode, p, x, rng, chunk_size=chunk))
     want_v, want_g = jax.value_and_grad(ref)(PARAMS)
     np.testing.assert_allclose(got_v, want_v, rtol=RTOL)
     assert_tree_close(got_g, want_g)
     # the keys matter: a different rng gives a different gradient
-    other = gradcache.value_and_grad(encode, loss_fn, chunk_size=chunk)(PARAMS, x, jax.random.key(2))[1]
+    other = gradcache.value_and_grad(encode, loss_fn, chunk_size=chunk)(PARAMS, x, jax.random.key(2))[1][0]
     assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(got_g)[0])
 
 
@@ -71,13 +72,14 @@ def test_without_randomness_chunking_does_not_change_the_gradient():
     got = gradcache.value_and_grad(det, loss_fn, chunk_size=4)(PARAMS, x)
     want = jax.value_and_grad(lambda p: loss_fn(det(p, x, None)))(PARAMS)
     np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
-    assert_tree_close(got[1], want[1])
+    assert_tree_close(got[1][0], want[1])
 
 
 def test_has_aux_passes_the_aux_through():
     x = batch(np.random.default_rng(2), 8)
     aux_loss = lambda reps: (loss_fn(reps), {"norm": jnp.mean(jnp.linalg.norm(reps[0], axis=-1))})
-    (v, aux), g = gradcache.value_and_grad(encode, aux_loss, chunk_size=4, has_aux=True)(PARAMS, x, jax.random.key(0))
+    (v, aux), (g, _) = gradcache.value_and_grad(encode, aux_loss, chunk_size=4, has_aux=True)(PARAMS, x,
+                                                                                             jax.random.key(0))
     assert set(aux) == {"norm"} and np.isfinite(float(v))
     assert jax.tree.structure(g) == jax.tree.structure(PARAMS)
 
@@ -94,8 +96,8 @@ def test_under_shard_map_with_global_negatives(gather):
             encode, lambda r: loss_fn(r, axis_name="d", gather=gather), chunk_size=chunk, axis_name="d")
         return step(params, x, key)
 
-    f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("d"), P()), out_specs=(P(), P()))
-    got_v, got_g = jax.jit(f)(PARAMS, x, rng)
+    f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("d"), P()), out_specs=(P(), (P(), P())))
+    got_v, (got_g, _) = jax.jit(f)(PARAMS, x, rng)
 
     def reference(params):  # one device: the same per-device, per-chunk keys, global batch
         reps = [gradcache.chunked_encode(encode, params, jax.tree.map(lambda a: a[i * b:(i + 1) * b], x),
