@@ -34,6 +34,7 @@ number (``failed.json``), leaving the last good checkpoint in place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -381,10 +382,25 @@ def _unit(x):
 # ----------------------------------------------------------------------------- evaluation
 
 
+@functools.lru_cache(maxsize=16)
+def _apply_fn(model):
+    """``jax.jit(model.apply)``, one per model definition (flax modules hash by their fields), so
+    evaluation and the index refresh compile once per run instead of on every call."""
+    return jax.jit(model.apply)
+
+
 def _encode_all(model, params, x, chunk=1024):
-    f = jax.jit(lambda p, x: model.apply(p, x))
+    f = _apply_fn(model)
     outs = [f(params, jnp.asarray(x[i:i + chunk])) for i in range(0, len(x), chunk)]
     return jnp.concatenate([o[0] for o in outs]), jnp.concatenate([o[1] for o in outs])
+
+
+@functools.lru_cache(maxsize=16)
+def _view_fns(view: str, kwargs_items: tuple):
+    """Jitted ``(identity views of a batch, two random views)`` for a view name and its kwargs' items."""
+    kwargs = dict(kwargs_items)
+    return (jax.jit(jax.vmap(data.identity_view, (None, 0))),
+            jax.jit(lambda k, x: data.two_views(k, x, view, **kwargs)))
 
 
 def evaluate(setup: Setup, params) -> dict:
@@ -396,7 +412,8 @@ def evaluate(setup: Setup, params) -> dict:
     out = {}
     if c.task == "views":
         train = setup.eval_train.take(np.arange(min(n, len(setup.eval_train))))
-        view = lambda x: jax.jit(jax.vmap(data.identity_view, (None, 0)))(key, jnp.asarray(x))
+        identity, two_views = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
+        view = lambda x: identity(key, jnp.asarray(x))
         h_tr, _ = _encode_all(setup.query_model, params["query"], view(train["x"]))
         h_te, z_te = _encode_all(setup.query_model, params["query"], view(test["x"]))
         if "label" in train:
@@ -406,8 +423,7 @@ def evaluate(setup: Setup, params) -> dict:
                                                           num_classes=setup.test.num_classes,
                                                           steps=ev.probe_steps)["test_accuracy"]
             out["tolerance"] = float(E.tolerance(z_te, test["label"]))
-        v1, v2 = jax.jit(lambda k, x: data.two_views(k, x, c.data.view, **c.data.view_kwargs.to_dict()))(
-            key, jnp.asarray(test["x"]))
+        v1, v2 = two_views(key, jnp.asarray(test["x"]))
         _, z1 = _encode_all(setup.query_model, params["query"], v1)
         _, z2 = _encode_all(setup.query_model, params["query"], v2)
         out["rankme"] = float(E.rankme(h_te))

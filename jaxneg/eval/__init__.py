@@ -14,6 +14,8 @@ retrieval), so the trainer, the notebooks and the tests share one implementation
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,11 +59,16 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     k = min(C.integer(fn, "k", k, 1), train_x.shape[0])
     C.scalar(fn, "temperature", temperature, low=0.0)
     c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    pred = _knn_predict(test_x, train_x, jnp.asarray(train_y), jnp.asarray(temperature, jnp.float32), k, c)
+    return float(np.mean(np.asarray(pred) == test_y))
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))  # one compilation per shape, k and class count
+def _knn_predict(test_x, train_x, train_y, temperature, k, c):
     mined = hard_topk(l2_normalize(test_x), l2_normalize(train_x), k)
     w = jnp.exp((mined.scores - 1.0) / temperature)  # shifted by the max cosine for stability
-    votes = jnp.zeros((test_x.shape[0], c)).at[jnp.arange(test_x.shape[0])[:, None],
-                                                jnp.asarray(train_y)[mined.indices]].add(w)
-    return float(np.mean(np.asarray(jnp.argmax(votes, axis=1)) == test_y))
+    votes = jnp.zeros((test_x.shape[0], c)).at[jnp.arange(test_x.shape[0])[:, None], train_y[mined.indices]].add(w)
+    return jnp.argmax(votes, axis=1)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = None, steps: int = 300,
@@ -87,7 +94,13 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = 
     c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
     mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
     xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
-    ytr = jnp.asarray(train_y)
+    p = _fit_probe(xtr, jnp.asarray(train_y), jnp.asarray(l2, jnp.float32), c, steps, float(learning_rate))
+    acc = lambda x, y: float(np.mean(np.asarray(jnp.argmax(x @ p["w"] + p["b"], 1)) == y))
+    return {"train_accuracy": acc(xtr, train_y), "test_accuracy": acc(xte, test_y)}
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))  # one compilation per shape and setting, not per call
+def _fit_probe(xtr, ytr, l2, c, steps, learning_rate):
     opt = optax.adam(learning_rate)
     params = {"w": jnp.zeros((xtr.shape[1], c)), "b": jnp.zeros((c,))}
 
@@ -95,20 +108,14 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = 
         logits = xtr @ p["w"] + p["b"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, ytr).mean() + l2 * jnp.sum(p["w"] ** 2)
 
-    @jax.jit
-    def fit(params):
-        def step(carry, _):
-            p, s = carry
-            g = jax.grad(loss)(p)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
 
-        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-        return p
-
-    p = fit(params)
-    acc = lambda x, y: float(np.mean(np.asarray(jnp.argmax(x @ p["w"] + p["b"], 1)) == y))
-    return {"train_accuracy": acc(xtr, train_y), "test_accuracy": acc(xte, test_y)}
+    (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return p
 
 
 def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
@@ -133,8 +140,7 @@ def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 
     cg = _labels(fn, "corpus_group", corpus_group, corpus.shape[0])
     ks = sorted({min(C.integer(fn, "ks", k, 1), corpus.shape[0]) for k in ks})
     top = ks[-1]
-    mined = hard_topk(l2_normalize(queries), l2_normalize(corpus), top)
-    rel = (cg[np.asarray(mined.indices)] == qg[:, None]).astype(np.float64)
+    rel = (cg[np.asarray(_nearest(queries, corpus, top))] == qg[:, None]).astype(np.float64)
     counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
     if np.any(counts == 0):
         raise ValueError(f"{fn}: {int(np.sum(counts == 0))} queries have no relevant document in the corpus")
@@ -148,6 +154,12 @@ def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 
         out[f"hit@{k}"] = float(np.mean(hits > 0))
         out[f"ndcg@{k}"] = float(np.mean((rel[:, :k] * disc[:k]).sum(1) / ideal))
     return out
+
+
+@functools.partial(jax.jit, static_argnums=2)  # compiled once per shape and k, not per call
+def _nearest(queries, corpus, k):
+    """Indices ``[Q, k]`` of each query's ``k`` most cosine-similar corpus rows (exact)."""
+    return hard_topk(l2_normalize(queries), l2_normalize(corpus), k).indices
 
 
 def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> float:

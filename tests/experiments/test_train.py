@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -165,3 +166,29 @@ def test_gradient_accumulation_updates_once_every_k_steps(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(ck(3), ck(2)))
     with pytest.raises(ValueError, match="accumulate=3 must divide config.steps=4"):
         T.train(config("simclr_mnist1d", **{"optimizer.accumulate": 3}), str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("name", ["simclr_mnist1d", "retrieval_synthetic"])
+def test_evaluate_compiles_once(name):
+    """A second evaluation (eval_every, the final one) reuses every compiled function (issue 14)."""
+    import logging
+
+    overrides = {"data.config": MNIST if name == "simclr_mnist1d" else RETRIEVAL}
+    setup = T.build(config(name, **overrides))
+    params = T.init_params(setup, jax.random.key(0))
+    first = T.evaluate(setup, params)
+    messages = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler, logger = Grab(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            again = T.evaluate(setup, params)
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if m.startswith("Compiling")], messages[:5]
+    assert again == first
