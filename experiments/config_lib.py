@@ -18,13 +18,15 @@ class ConfigError(ValueError):
     """
 
 TASKS = ("views", "pairs")
-#: how experiments.train calls each loss family (the rest of LOSSES needs teacher scores)
-PAIR_LOSSES = ("infonce", "ntxent", "debiased", "decoupled", "hard_negative", "siglip", "additive_margin")
-LABELLED_LOSSES = ("supcon", "multi_similarity", "triplet")
-SAMPLED_LOSSES = ("sampled_softmax", "bpr")
-TRAINABLE_LOSSES = PAIR_LOSSES + LABELLED_LOSSES + SAMPLED_LOSSES
-#: negative samplers the pairs task draws from the corpus ("" = in-batch negatives only)
-TRAIN_SAMPLERS = ("", "uniform", "popularity", "hard_topk", "simans")
+#: the loss input families experiments.train can call (registry metadata ``inputs``; "teacher" needs
+#: teacher scores), and the sampler kinds it draws with (``train``); names come from the registries
+TRAINED_INPUTS = ("pair", "views", "labelled", "sampled")
+TRAINED_SAMPLERS = ("per_query", "shared", "mined")
+#: loss / sampler arguments experiments.train sets itself from other fields (not settable in kwargs)
+LOSS_RESERVED = ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "labels",
+                 "log_q", "positive_log_q", "positive_ids", "negative_ids")
+SAMPLER_RESERVED = ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
+                    "num_items")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 SCHEDULES = ("constant", "cosine")
 
@@ -142,31 +144,35 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     _kwargs("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
     if config.model.doc_name:
         _kwargs("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs, ("parent", "name"))
-    LOSSES.get(config.loss.name)  # unknown names list the valid ones
-    _choice("loss.name", config.loss.name, TRAINABLE_LOSSES)
-    _kwargs("loss.kwargs", LOSSES.get(config.loss.name), config.loss.kwargs,
-            ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "labels"), optional_only=True)
+    loss = LOSSES.info(config.loss.name)  # unknown names list the valid ones
+    if loss.inputs not in TRAINED_INPUTS:
+        raise ValueError(f"config.loss.name={config.loss.name!r} is not valid here: it needs {loss.inputs} inputs, "
+                         f"which experiments.train does not provide; valid values: "
+                         f"{', '.join(map(repr, LOSSES.select(inputs=TRAINED_INPUTS)))}")
+    _kwargs("loss.kwargs", loss, config.loss.kwargs, LOSS_RESERVED, optional_only=True)
     _choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
     if not config.loss.temperature > 0:
         raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
+    trained_samplers = SAMPLERS.select(train=TRAINED_SAMPLERS)
     if config.sampler.name:
-        SAMPLERS.get(config.sampler.name)
-    _choice("sampler.name", config.sampler.name, TRAIN_SAMPLERS)
+        SAMPLERS.info(config.sampler.name)
+    _choice("sampler.name", config.sampler.name, [""] + trained_samplers)
     if config.sampler.name and config.task != "pairs":
         raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
-    if config.loss.name in SAMPLED_LOSSES and not config.sampler.name:
+    if loss.inputs == "sampled" and not config.sampler.name:
         raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
-                         f"(one of {', '.join(TRAIN_SAMPLERS[1:])})")
+                         f"(one of {', '.join(trained_samplers)})")
     if config.sampler.name:
         # the trainer passes sampler.kwargs to the sampler (uniform takes none of its own)
-        _kwargs("sampler.kwargs", SAMPLERS.get(config.sampler.name), config.sampler.kwargs,
-                ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
-                 "num_items"), optional_only=True)
+        _kwargs("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs, SAMPLER_RESERVED,
+                optional_only=True)
         _positive("sampler.num_negatives", config.sampler.num_negatives)
         _positive("sampler.refresh_every", config.sampler.refresh_every)
-    if config.sampler.name == "popularity" and config.loss.name == "bpr":
-        raise ValueError("config.sampler.name='popularity' draws shared negatives; bpr needs per-query ones "
-                         "(uniform, hard_topk or simans)")
+    if (config.sampler.name and SAMPLERS.info(config.sampler.name).train == "shared" and loss.inputs == "sampled"
+            and "log_q" not in loss.keywords):  # bpr: per-query negatives [B, K] only
+        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws shared negatives; "
+                         f"{config.loss.name} needs per-query ones "
+                         f"({', '.join(SAMPLERS.select(train=('per_query', 'mined')))})")
     if config.sampler.name == "simans" and config.sampler.candidates < config.sampler.num_negatives:
         raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
@@ -177,9 +183,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
                          f"config.steps={config.steps}")
     if not config.optimizer.learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
-    if config.task == "pairs" and config.sampler.name and config.loss.name in PAIR_LOSSES and config.loss.name != "infonce":
+    if config.task == "pairs" and config.sampler.name and not loss.extra_negatives:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
-                         f"infonce, {', '.join(SAMPLED_LOSSES)}")
+                         f"{', '.join(LOSSES.select(extra_negatives=True, inputs=TRAINED_INPUTS))}")
     if config.gradcache_chunk:
         _positive("gradcache_chunk", config.gradcache_chunk)
         if config.sampler.name == "popularity":
@@ -196,20 +202,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     return config
 
 
-def _kwargs(field, fn, kwargs, reserved, optional_only=False):
-    """``config.<field>`` keys must be keyword arguments of ``fn`` that the trainer does not set itself
-    (``optional_only``: only those with a default; the others are the arrays it is called with)."""
-    import inspect
+def _kwargs(field, target, kwargs, reserved, optional_only=False):
+    """``config.<field>`` keys must be keyword arguments of ``target`` that the trainer does not set
+    itself (``optional_only``: only those with a default; the others are the arrays it is called
+    with). ``target``: a registry entry (its keywords, read once at registration) or a function."""
+    from jaxneg.registry import Entry
 
     keys = set(kwargs.keys())
     taken = sorted(keys & set(reserved))
     if taken:
         raise ValueError(f"config.{field}: {taken} are set by experiments.train from other fields; remove them")
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = sorted(k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-                   and k not in reserved and not (optional_only and p.default is p.empty))
+    if isinstance(target, Entry):
+        names = list(target.keywords) + ([] if optional_only else list(target.required))
+    else:  # a model or view constructor (not a registry)
+        import inspect
+
+        params = inspect.signature(target).parameters
+        names = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                 and not (optional_only and p.default is p.empty)]
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+    valid = sorted(set(names) - set(reserved))
     bad = sorted(keys - set(valid))
     if bad:
         raise ValueError(f"config.{field}: unknown argument(s) {bad}; valid: {', '.join(valid)}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import os
 import sys
@@ -191,51 +190,50 @@ def make_optimizer(c: ml_collections.ConfigDict):
 # ----------------------------------------------------------------------------- the step
 
 
-def _supports_axis(fn) -> bool:
-    return "axis_name" in inspect.signature(fn).parameters
-
-
-def _loss_temperature_kwargs(c, fn, lp):
-    """Temperature / SigLIP scale and bias: fixed from the config, or from learned ``lp``."""
-    params = inspect.signature(fn).parameters
+def _loss_scale_kwargs(c, entry, lp):
+    """Temperature / SigLIP scale and bias (``entry.scale``): fixed from the config, or from learned ``lp``."""
     scale = models.logit_scale(lp, c.loss.max_logit_scale) if lp is not None else 1.0 / c.loss.temperature
-    if "logit_scale" in params:
+    if entry.scale == "logit_scale":
         bias = lp["bias"] if lp is not None and "bias" in lp else c.loss.bias
         return {"logit_scale": scale, "logit_bias": bias}
-    if "temperature" in params:
+    if entry.scale == "temperature":
         return {"temperature": 1.0 / scale}
     return {}
 
 
 def make_objective(setup: Setup):
-    """``objective(reps, lp, extra) -> loss`` for the configured loss (inside shard_map)."""
+    """``objective(reps, lp, extra) -> loss`` for the configured loss (inside shard_map).
+
+    How the loss is called is read off its registry entry (:mod:`jaxneg.registry`): its
+    ``inputs`` family, whether it sees every device's negatives (``cross_device``; the others
+    are averaged over devices), its ``scale`` argument and the keywords it accepts.
+    """
     c = setup.config
-    name = c.loss.name
-    fn = LOSSES.get(name)
+    entry = LOSSES.info(c.loss.name)
+    fn = entry.fn
     kwargs = c.loss.kwargs.to_dict()
-    cross = _supports_axis(fn)
-    ax = {"axis_name": AXIS, "gather": c.loss.gather} if cross else {}
+    ax = {"axis_name": AXIS, "gather": c.loss.gather} if entry.cross_device else {}
 
     def objective(reps, lp, extra):
-        kw = {**kwargs, **_loss_temperature_kwargs(c, fn, lp)}
+        kw = {**kwargs, **_loss_scale_kwargs(c, entry, lp)}
         a, b, neg = reps
-        if name in config_lib.PAIR_LOSSES:
+        if entry.inputs == "pair":
             if neg is not None:
                 kw["negatives"] = neg
-            if c.loss.supervised and "labels" in inspect.signature(fn).parameters:
+            if c.loss.supervised and entry.labels:
                 kw["labels"] = extra["labels"]
             value = fn(a, b, **kw, **ax)
-        elif name == "supcon":
+        elif entry.inputs == "views":
             value = fn(jnp.stack([a, b], 1), extra["labels"] if c.loss.supervised else None, **kw, **ax)
-        elif name in config_lib.LABELLED_LOSSES:
+        elif entry.inputs == "labelled":
             labels = extra["labels"] if c.loss.supervised else extra["ids"]
             value = fn(jnp.concatenate([a, b]), jnp.concatenate([labels, labels]), **kw)
-        elif name == "sampled_softmax":
-            value = fn(a, b, neg, log_q=extra["log_q"], positive_log_q=extra["positive_log_q"],
-                       positive_ids=extra["doc_id"], negative_ids=extra["negative_ids"], **kw)
-        else:  # bpr
+        else:  # sampled: query, positive, negatives (+ the sampling correction where the loss takes it)
+            if "log_q" in entry.keywords:
+                kw.update(log_q=extra["log_q"], positive_log_q=extra["positive_log_q"],
+                          positive_ids=extra["doc_id"], negative_ids=extra["negative_ids"])
             value = fn(a, b, neg, **kw)
-        return value if cross else jax.lax.pmean(value, AXIS)
+        return value if entry.cross_device else jax.lax.pmean(value, AXIS)
 
     return objective
 

@@ -25,10 +25,26 @@ def test_readme_table_lists_every_registered_loss_and_its_streaming_flag():
     readme = (ROOT / "README.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no)[^|]*\|[^|]*\|$", readme, re.M))
     assert set(rows) == set(LOSSES.names())
-    assert {name for name, s in rows.items() if s == "yes"} == set(STREAMING)
+    assert {name for name, s in rows.items() if s == "yes"} == set(STREAMING) == set(LOSSES.select(streams=True))
     across = set(re.findall(r"^\| `(\w+)` \|.*\| yes; across devices", readme, re.M))
-    takes_axis = {n for n in LOSSES.names() if "axis_name" in inspect.signature(LOSSES.get(n)).parameters}
-    assert across == takes_axis
+    assert across == set(LOSSES.select(cross_device=True))
+
+
+def test_registry_metadata_matches_each_functions_signature():
+    """The one place that reads signatures against the metadata everything else relies on."""
+    for name in LOSSES.names():
+        e = LOSSES.info(name)
+        params = inspect.signature(e.fn).parameters
+        assert not e.var_keyword, f"{name}: **kwargs hides arguments (e.g. axis_name) from validation"
+        assert e.streams == ("block_size" in params), name
+        assert e.cross_device == ("axis_name" in params and "gather" in params), name
+        assert e.extra_negatives == ("negatives" in params), name
+        assert e.labels == ("labels" in params), name
+        assert e.scale == ("logit_scale" if "logit_scale" in params else "temperature" if "temperature" in params
+                           else None), name
+        assert e.inputs in ("pair", "views", "labelled", "sampled", "teacher"), name
+    for name in SAMPLERS.select(train=("per_query", "shared", "mined")):
+        assert "key" in inspect.signature(SAMPLERS.get(name)).parameters or name == "hard_topk"
 
 
 def test_readme_sampler_table_lists_every_registered_sampler():

@@ -21,8 +21,8 @@ from jaxneg.losses.metric_learning import multi_similarity, pairwise_distance, t
 from jaxneg.losses.ranking import bpr, margin_mse, sampled_softmax
 from jaxneg.registry import LOSSES
 
-#: Losses that accept ``block_size=`` (streaming, never forming the [B, M] logits).
-STREAMING = ("infonce", "additive_margin", "ntxent", "decoupled", "debiased", "hard_negative", "supcon", "siglip")
+#: Losses that accept ``block_size=`` (streaming, never forming the [B, M] logits): read off the registry.
+STREAMING = tuple(LOSSES.select(streams=True))
 
 
 def get(name: str):

@@ -114,7 +114,8 @@ def _positive_logits(z, b, scale):
 # ----------------------------------------------------------------------------- InfoNCE
 
 
-@LOSSES.register("infonce")
+@LOSSES.register("infonce",
+                 inputs="pair", streams=True, cross_device=True, scale="temperature", extra_negatives=True, labels=True)
 def infonce(
     query,
     key,
@@ -249,26 +250,31 @@ def infonce(
     return C.reduce(per_anchor, reduction, axis_name)
 
 
-@LOSSES.register("additive_margin")
-def additive_margin(query, key, *, margin=0.3, temperature=0.05, **kwargs):
+@LOSSES.register("additive_margin",
+                 inputs="pair", streams=True, cross_device=True, scale="temperature", extra_negatives=True, labels=True)
+def additive_margin(query, key, *, margin=0.3, temperature=0.05, symmetric: bool = False, labels=None,
+                    negatives=None, negatives_mask=None, mask=None, normalize: bool = True, reduction: str = "mean",
+                    block_size: int | None = None, axis_name=None, gather: str = "all_gather"):
     r"""InfoNCE with an additive margin on the positive (AM-Softmax for dual encoders).
 
     ``loss_i = -(s_ii - m)/t + log( exp((s_ii - m)/t) + sum_{j != i} exp(s_ij / t) )``;
-    all other arguments as in :func:`infonce` (``symmetric=True`` gives the bidirectional
-    loss of Yang et al. 2019).
+    the other arguments as in :func:`infonce`, which computes it (``symmetric=True`` gives
+    the bidirectional loss of Yang et al. 2019; ``axis_name`` the negatives of every device).
 
     References:
       Wang et al., *Additive Margin Softmax for Face Verification*, 2018.
       Yang et al., *Improving Multilingual Sentence Embedding using Bi-directional Dual
       Encoder with Additive Margin Softmax*, 2019.
     """
-    return infonce(query, key, margin=margin, temperature=temperature, **kwargs)
+    return infonce(query, key, margin=margin, temperature=temperature, symmetric=symmetric, labels=labels,
+                   negatives=negatives, negatives_mask=negatives_mask, mask=mask, normalize=normalize,
+                   reduction=reduction, block_size=block_size, axis_name=axis_name, gather=gather)
 
 
 # ----------------------------------------------------------------------------- two-view (SimCLR) family
 
 
-@LOSSES.register("ntxent")
+@LOSSES.register("ntxent", inputs="pair", streams=True, cross_device=True, scale="temperature")
 def ntxent(
     z1,
     z2,
@@ -311,7 +317,7 @@ def ntxent(
     return C.reduce(_log1p_exp_gap(lse_neg, pos), reduction, axis_name)
 
 
-@LOSSES.register("decoupled")
+@LOSSES.register("decoupled", inputs="pair", streams=True, scale="temperature")
 def decoupled(
     z1,
     z2,
@@ -380,7 +386,7 @@ def _check_tau_plus(fn, tau_plus):
     return float(tau_plus)
 
 
-@LOSSES.register("debiased")
+@LOSSES.register("debiased", inputs="pair", streams=True, cross_device=True, scale="temperature")
 def debiased(
     z1,
     z2,
@@ -431,7 +437,7 @@ def debiased(
     return C.reduce(_debiased_estimator(pos, lse_neg, n, scale, tau_plus), reduction, axis_name)
 
 
-@LOSSES.register("hard_negative")
+@LOSSES.register("hard_negative", inputs="pair", streams=True, cross_device=True, scale="temperature")
 def hard_negative(
     z1,
     z2,
@@ -491,7 +497,7 @@ def _label_counts(labels, among=None):
     return jnp.searchsorted(srt, labels, side="right") - jnp.searchsorted(srt, labels, side="left")
 
 
-@LOSSES.register("supcon")
+@LOSSES.register("supcon", inputs="views", streams=True, cross_device=True, scale="temperature", labels=True)
 def supcon(
     features,
     labels=None,
@@ -561,7 +567,7 @@ def _siglip_term(x, same):
     return jax.nn.log_sigmoid(jnp.where(same, x, -x))
 
 
-@LOSSES.register("siglip")
+@LOSSES.register("siglip", inputs="pair", streams=True, cross_device=True, scale="logit_scale", labels=True)
 def siglip(
     query,
     key,
@@ -619,7 +625,7 @@ def siglip(
 # ----------------------------------------------------------------------------- soft targets
 
 
-@LOSSES.register("soft_target")
+@LOSSES.register("soft_target", inputs="teacher", scale="temperature")
 def soft_target(
     query,
     key,

@@ -42,7 +42,7 @@ def pairwise_distance(x, distance: str = "euclidean"):
     return d2 if distance == "squared" else jnp.sqrt(jnp.maximum(d2, 1e-12))
 
 
-@LOSSES.register("triplet")
+@LOSSES.register("triplet", inputs="labelled", labels=True)
 def triplet(
     embeddings,
     labels,
@@ -117,7 +117,7 @@ def triplet(
     return total / jnp.maximum(jnp.sum(pairs), 1) if reduction == "mean" else total
 
 
-@LOSSES.register("multi_similarity")
+@LOSSES.register("multi_similarity", inputs="labelled", labels=True)
 def multi_similarity(
     embeddings,
     labels,

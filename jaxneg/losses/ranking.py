@@ -43,7 +43,7 @@ def _broadcast_rows(fn, name, x, shape, dtype):
     raise ValueError(f"{fn}: {name} must have shape {list(shape)} or {list(shape[1:])}, got {list(x.shape)}")
 
 
-@LOSSES.register("sampled_softmax")
+@LOSSES.register("sampled_softmax", inputs="sampled", scale="temperature", extra_negatives=True)
 def sampled_softmax(
     query,
     positive,
@@ -107,7 +107,7 @@ def sampled_softmax(
     return C.reduce(_log1p_exp_gap(lse, o_pos), reduction)
 
 
-@LOSSES.register("bpr")
+@LOSSES.register("bpr", inputs="sampled", scale="temperature", extra_negatives=True)
 def bpr(query, positive, negatives, *, temperature=1.0, normalize: bool = True, reduction: str = "mean"):
     r"""Bayesian personalised ranking: ``loss_i = mean_k -log sigmoid((s(q_i, p_i) - s(q_i, n_ik)) / t)``.
 
@@ -132,7 +132,7 @@ def bpr(query, positive, negatives, *, temperature=1.0, normalize: bool = True, 
     return C.reduce(jnp.mean(jax.nn.softplus(-diff), axis=1), reduction)
 
 
-@LOSSES.register("margin_mse")
+@LOSSES.register("margin_mse", inputs="teacher")
 def margin_mse(pos_scores, neg_scores, teacher_pos, teacher_neg, *, reduction: str = "mean"):
     r"""Margin-MSE distillation: ``loss_i = mean_k ((s_i^+ - s_ik^-) - (T_i^+ - T_ik^-))^2``.
 

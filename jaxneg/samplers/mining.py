@@ -95,7 +95,7 @@ def _block_topk(s, idx, kk):
     return v, idx[jnp.take_along_axis(cidx, i, axis=1)]
 
 
-@SAMPLERS.register("hard_topk")
+@SAMPLERS.register("hard_topk", train="mined")
 def hard_topk(
     query,
     corpus,

@@ -26,7 +26,7 @@ def _shape(fn, shape):
     return shape
 
 
-@SAMPLERS.register("uniform")
+@SAMPLERS.register("uniform", train="per_query")
 def uniform(key, num_items: int, shape, *, exclude=None):
     r"""Item indices drawn uniformly (with replacement) from ``[0, num_items)`` minus ``exclude``.
 
@@ -113,7 +113,7 @@ def _inverse_cdf(p, u1, u2):
     return (blk * s + jnp.minimum(lo, last_nz[blk])).astype(jnp.int32)
 
 
-@SAMPLERS.register("popularity")
+@SAMPLERS.register("popularity", train="shared")
 def popularity(key, counts, shape, *, alpha: float = 0.75):
     r"""Items drawn (with replacement) with probability ``Q(i) ∝ counts_i ** alpha``.
 
@@ -149,7 +149,7 @@ def popularity(key, counts, shape, *, alpha: float = 0.75):
     return idx, log_q[idx]
 
 
-@SAMPLERS.register("simans")
+@SAMPLERS.register("simans", train="mined")
 def simans(key, scores, positive_scores, k: int, *, a: float = 1.0, b: float = 0.0, exclude=None) -> Mined:
     r"""SimANS: ambiguous negatives sampled without replacement around the positive's score.
 

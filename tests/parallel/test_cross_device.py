@@ -55,6 +55,10 @@ def case(name, rng):
         neg = rand(rng, n, 4, 5)
         return (lambda q, k, neg: L.infonce(q, k, negatives=neg, temperature=0.2),
                 lambda q, k, neg, **a: L.infonce(q, k, negatives=neg, temperature=0.2, **a), (q, k, neg), 3)
+    if name == "additive_margin_symmetric":
+        return (lambda q, k: L.additive_margin(q, k, margin=0.2, temperature=0.1, symmetric=True),
+                lambda q, k, **a: L.additive_margin(q, k, margin=0.2, temperature=0.1, symmetric=True, **a),
+                (q, k), 2)
     if name == "ntxent":
         return (lambda a, b: L.ntxent(a, b, temperature=0.2),
                 lambda a, b, **x: L.ntxent(a, b, temperature=0.2, **x), (q, k), 2)
@@ -80,7 +84,7 @@ def case(name, rng):
     raise KeyError(name)
 
 
-CASES = ["infonce", "infonce_clip_labels_bank_mask", "infonce_per_query_negatives", "ntxent", "debiased",
+CASES = ["infonce", "additive_margin_symmetric", "infonce_clip_labels_bank_mask", "infonce_per_query_negatives", "ntxent", "debiased",
          "hard_negative", "supcon_labels", "siglip_labels_learnable", "infonce_learnable_temperature"]
 
 
