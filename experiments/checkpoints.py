@@ -97,11 +97,13 @@ class Checkpoints:
         """The step's files match the manifest written when it was saved."""
         return self.check(step) == "verified"
 
-    def restore(self, template):
+    def restore(self, template, optional: tuple = ()):
         """Newest checkpoint that verifies (or has no manifest) and loads, as ``(step, state)``; None if none.
 
-        Steps found bad on the way are moved to ``checkpoints/quarantine/`` (see the module
-        docstring), so the resumed run can save those step numbers again.
+        ``optional``: top-level keys of ``template`` that a checkpoint may lack (written by an
+        older version); such a step is restored without them rather than set aside. Steps found
+        bad on the way are moved to ``checkpoints/quarantine/`` (see the module docstring), so
+        the resumed run can save those step numbers again.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             status = self.check(step)
@@ -109,10 +111,22 @@ class Checkpoints:
                 why = "does not match its manifest" if status == "mismatch" else "has an unreadable manifest"
                 self.quarantine(step, why)
                 continue
-            try:
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(template))
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside the same way
-                self.quarantine(step, f"failed to load ({type(e).__name__}: {e})")
+            attempts = [template]
+            lacking = tuple(k for k in optional if k in template)
+            if lacking:  # a step written before those keys existed
+                attempts.append({k: v for k, v in template.items() if k not in lacking})
+            state = error = None
+            for i, t in enumerate(attempts):
+                try:
+                    state = self.manager.restore(step, args=ocp.args.StandardRestore(t))
+                except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside the same way
+                    error = error or e
+                    continue
+                if i:
+                    log.warning("checkpoint %d has no %s (an older format); restored without", step, list(lacking))
+                break
+            if state is None:
+                self.quarantine(step, f"failed to load ({type(error).__name__}: {error})")
                 continue
             if status == "unverified":
                 log.warning("checkpoint %d has no manifest; it loaded (orbax renames only finished steps into "

@@ -275,6 +275,8 @@ class _Progress:
 
         from tqdm.auto import tqdm
 
+        self._lock = threading.Lock()  # the poller and the main thread both move the bar
+
         # the bar keeps the terminal even while in-process runs send fds 1 and 2 to their log.txt
         self.stream = os.fdopen(os.dup(2), "w", buffering=1)
         self.bar = tqdm(total=self.total, initial=sum(self.done.values()), unit="step", dynamic_ncols=True,
@@ -290,15 +292,17 @@ class _Progress:
     def refresh(self):
         if self.bar is None:
             return
-        steps = sum(self.done.get(p.name, _logged_step(self.run_dir(p))) for p in self.points)
-        self.bar.update(steps - self.bar.n)
-        self.bar.set_description(f"{len(self.done)}/{len(self.points)} runs"
-                                 + (f", {self.failed} failed" if self.failed else ""), refresh=False)
+        with self._lock:
+            steps = sum(self.done.get(p.name, _logged_step(self.run_dir(p))) for p in self.points)
+            self.bar.update(steps - self.bar.n)
+            self.bar.set_description(f"{len(self.done)}/{len(self.points)} runs"
+                                     + (f", {self.failed} failed" if self.failed else ""), refresh=False)
 
     def finished(self, point, outcome):
-        self.done[point.name] = point.config.steps
-        if outcome["status"] != "finished":
-            self.failed += 1
+        if self.bar is not None:
+            with self._lock:
+                self.done[point.name] = point.config.steps
+                self.failed += outcome["status"] != "finished"
         self.refresh()
 
     def close(self):

@@ -535,12 +535,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), c.keep_checkpoints, primary)
     # the loss logged every log_every steps is the mean since the last log line; its running
     # (sum, count) is checkpointed so a resumed run logs the same values as an uninterrupted one
-    restored = ckpt.restore({**state, "log_window": np.zeros(2, np.float64)})
+    restored = ckpt.restore({**state, "log_window": np.zeros(2, np.float64)}, optional=("log_window",))
     start, last_ckpt = (0, None) if restored is None else (restored[0], restored[0])
     loss_sum, loss_count = 0.0, 0
     if restored is not None:
         state = dict(restored[1])
-        loss_sum, loss_count = float(state["log_window"][0]), int(state.pop("log_window")[1])
+        window = state.pop("log_window", None)  # None: a checkpoint of an older version
+        if window is not None:
+            loss_sum, loss_count = float(window[0]), int(window[1])
     if primary:
         print(f"run {workdir}: " + (f"resuming from the checkpoint of step {start} of {c.steps}" if start
                                     else f"starting, {c.steps} steps"), file=sys.stderr, flush=True)

@@ -96,6 +96,16 @@ def test_checkpoints_without_manifests_are_restored_not_deleted(tmp_path, caplog
     assert ck.verified(30)  # its manifest was written on restore
 
 
+def test_a_checkpoint_of_an_older_format_is_restored_not_set_aside(tmp_path, caplog):
+    """Checkpoints written before the logged-loss window was saved lack that key: still usable."""
+    state = _three_checkpoints(tmp_path)
+    ck = Checkpoints(str(tmp_path / "checkpoints"), keep=3)
+    step, got = ck.restore({**state, "log_window": np.zeros(2)}, optional=("log_window",))
+    assert step == 30 and "log_window" not in got and np.array_equal(got["w"], np.arange(6.0) + 30)
+    assert "has no ['log_window'] (an older format)" in caplog.text
+    assert not (tmp_path / "checkpoints" / "quarantine").exists()
+
+
 def test_a_truncated_manifest_falls_back_to_the_next_older_step(tmp_path):
     state = _three_checkpoints(tmp_path)
     path = tmp_path / "manifests" / "30.json"
