@@ -49,6 +49,7 @@ from typing import Mapping, Sequence
 import ml_collections
 
 from experiments import config_lib
+from jaxneg import rundir
 
 BACKENDS = ("local", "slurm")
 
@@ -186,7 +187,7 @@ def run_point(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     from experiments import train
 
-    error = os.path.join(workdir, "error.txt")
+    error = os.path.join(workdir, rundir.ERROR)
     if os.path.exists(error):  # from an earlier attempt
         os.remove(error)
     try:
@@ -228,33 +229,11 @@ def _worker_init():
 
 def _worker_run(config, workdir):
     os.makedirs(workdir, exist_ok=True)
-    with _output_to(os.path.join(workdir, "log.txt")):
+    with _output_to(os.path.join(workdir, rundir.LOG)):
         return run_point(config, workdir)
 
 
 # ----------------------------------------------------------------------------- backends
-
-
-def _logged_step(run_dir: str) -> int:
-    """The last step a run logged (``metrics.jsonl``; rewound to its checkpoint on resume), 0 if none."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    step = 0
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    step = max(step, int(json.loads(line).get("step", 0)))
-                except (ValueError, AttributeError):
-                    pass  # a line being written
-    except OSError:
-        pass
-    return step
-
-
-def _checkpointed_step(run_dir: str) -> int:
-    d = os.path.join(run_dir, "checkpoints")
-    steps = [int(n) for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
-    return max(steps, default=0)
 
 
 class _Progress:
@@ -293,7 +272,7 @@ class _Progress:
         if self.bar is None:
             return
         with self._lock:
-            steps = sum(self.done.get(p.name, _logged_step(self.run_dir(p))) for p in self.points)
+            steps = sum(self.done.get(p.name, rundir.logged_step(self.run_dir(p))) for p in self.points)
             self.bar.update(steps - self.bar.n)
             self.bar.set_description(f"{len(self.done)}/{len(self.points)} runs"
                                      + (f", {self.failed} failed" if self.failed else ""), refresh=False)
@@ -385,13 +364,12 @@ def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
     from experiments import train
 
     new = [{"name": p.name, "overrides": p.overrides} for p in points]
-    path = os.path.join(workdir, "sweep.json")
+    path = os.path.join(workdir, rundir.SWEEP)
     if not os.path.exists(path):
         return new
-    with open(path) as f:
-        old = json.load(f)
-    a, b = train._flat(old["base"]), train._flat(train.config_json(sweep.base))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    old = rundir.read_json(path)
+    a, b = rundir.flat(old["base"]), rundir.flat(train.config_json(sweep.base))
+    diff = rundir.config_diff(old["base"], train.config_json(sweep.base))
     if diff:
         raise config_lib.ConfigError(
             f"sweep: {workdir} holds a sweep of another base config (fields {diff}: "
@@ -443,18 +421,18 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     recorded = _record(sweep, points, workdir, extend)
     done, resumable = [], {}
     for p in points:  # a run directory of another config is an error before anything runs
-        cfg = os.path.join(run_dir(p), "config.json")
+        cfg = os.path.join(run_dir(p), rundir.CONFIG)
         if os.path.exists(cfg):
             try:
                 train._check_workdir(run_dir(p), train.config_json(p.config))
             except config_lib.ConfigError as e:
                 raise config_lib.ConfigError(f"sweep point {p.name}: {e} (or delete that run)") from None
-        if os.path.exists(os.path.join(run_dir(p), "result.json")):
+        if rundir.status(run_dir(p)) == "finished":
             done.append(p.name)
-        elif _checkpointed_step(run_dir(p)):
-            resumable[p.name] = _checkpointed_step(run_dir(p))
+        elif rundir.checkpointed_step(run_dir(p)):
+            resumable[p.name] = rundir.checkpointed_step(run_dir(p))
     os.makedirs(runs_dir, exist_ok=True)
-    _write_json(os.path.join(workdir, "sweep.json"),
+    rundir.write_json(os.path.join(workdir, rundir.SWEEP),
                 {"description": sweep.description, "base": train.config_json(sweep.base), "points": recorded,
                  "analyses": [dataclasses.asdict(a) for a in sweep.analyses]})
     todo = [] if analyze_only else [p for p in points if p.name not in done]
@@ -486,7 +464,7 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     if summary["finished"] or done:
         summary["report"] = analyze(sweep, workdir, verbose=progress)
         _say(f"report: {summary['report']}")
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    rundir.write_json(os.path.join(workdir, rundir.SUMMARY), summary)
     return summary
 
 
@@ -501,21 +479,6 @@ def _check_analysis(a: Analysis, points):
             raise ValueError(f"sweep analysis: {field!r} is not a config field") from None
     if not isinstance(a.n_bootstrap, int) or a.n_bootstrap < 0 or a.n_bootstrap == 1:
         raise ValueError(f"sweep analysis: n_bootstrap must be 0 or an integer >= 2, got {a.n_bootstrap!r}")
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if hasattr(v, "tolist"):
-        return v.tolist()
-    return str(v)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -555,7 +518,7 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
                        **gf.to_json()} for gf in fits]
         sections.append(head + results.fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
                         + f"\n\n![{fits[0].label} vs {a.x}]({png})\n")
-    _write_json(os.path.join(workdir, "fits.json"), fits_json)
+    rundir.write_json(os.path.join(workdir, "fits.json"), fits_json)
     # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of
     # candidates), so it is not comparable across batch sizes or negative counts
     metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + ["wall_seconds"]))
@@ -564,8 +527,7 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
     lines = [f"# Sweep report: {os.path.basename(workdir)}", ""]
     if sweep.description:
         lines += [sweep.description.strip(), ""]
-    with open(os.path.join(workdir, "sweep.json")) as f:  # written by run(): the points, without re-expanding
-        n_points = len(json.load(f)["points"])
+    n_points = len(rundir.read_json(os.path.join(workdir, rundir.SWEEP))["points"])  # written by run()
     lines += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
               + (f"; not finished: {', '.join(table.run[table.status != 'finished'])}" if (table.status != "finished").any() else "")
               + ". Every number below is read from `runs/*/result.json` (`results.csv`). The training loss "

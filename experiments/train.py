@@ -50,7 +50,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import config_lib
 from experiments.checkpoints import Checkpoints
-from jaxneg import LOSSES, SAMPLERS, data, gradcache, models, parallel
+from jaxneg import LOSSES, SAMPLERS, data, gradcache, models, parallel, rundir
 from jaxneg import eval as E
 
 AXIS = parallel.DATA
@@ -446,43 +446,18 @@ def evaluate(setup: Setup, params) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
-def _write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=float)
-    os.replace(path + ".tmp", path)
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drop logged lines after ``last_step`` (they are re-logged by the resumed run)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = []
-        for line in f:
-            try:
-                if json.loads(line)["step"] <= last_step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                break  # a torn last line
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
-
-
 def config_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
 def _check_workdir(workdir: str, cj: dict) -> None:
     """A work directory that holds a run of another config is refused, naming the differing fields."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
+    old = rundir.read_json(path)
     if old != cj:
-        a, b = _flat(old), _flat(cj)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        diff = rundir.config_diff(old, cj)
         raise config_lib.ConfigError(f"workdir {workdir} holds a run of a different config (fields {diff}); "
                                      f"use another workdir")
 
@@ -498,7 +473,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise config_lib.ConfigError(f"this is {what}, not a run config; run sweeps with "
                                      f"python -m experiments.sweep --config FILE --workdir DIR")
     workdir = os.path.abspath(workdir)
-    result_path = os.path.join(workdir, "result.json")
+    result_path = os.path.join(workdir, rundir.RESULT)
     cj = config_json(config)
     try:
         _check_workdir(workdir, cj)
@@ -513,7 +488,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     primary = jax.process_index() == 0
     if primary:
         os.makedirs(workdir, exist_ok=True)  # only now: a config that fails validation leaves no directory
-        _write_json(os.path.join(workdir, "config.json"), cj)
+        rundir.write_json(os.path.join(workdir, rundir.CONFIG), cj)
 
     c = config
     tx, lr = make_optimizer(c)
@@ -549,9 +524,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     replicated = NamedSharding(setup.mesh, P())
     state = jax.device_put(state, replicated)
     consts = jax.device_put(consts, replicated)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    metrics_path = os.path.join(workdir, rundir.METRICS)
     if primary:
-        _truncate_metrics(metrics_path, start)
+        rundir.truncate_metrics(workdir, start)
     writer = _tb_writer(workdir, start) if primary else None
     init_eval = None
     if c.eval.at_init:
@@ -569,7 +544,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             loss = float(m["loss"])
             if not np.isfinite(loss):
                 if primary:
-                    _write_json(os.path.join(workdir, "failed.json"),
+                    rundir.write_json(os.path.join(workdir, rundir.FAILED),
                                 {"status": "non_finite_loss", "step": step, "loss": str(loss),
                                  "last_checkpoint": last_ckpt})
                 raise NonFiniteLoss(step, loss, last_ckpt)
@@ -599,13 +574,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         final = evaluate(setup, state["params"])
         _log(log, writer, {"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
         result = {"status": "finished", "steps": c.steps, "eval": final,
-                  "final_loss": _last_loss(metrics_path) if primary else None,
+                  "final_loss": rundir.last_loss(workdir) if primary else None,
                   "num_devices": setup.mesh.size, "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
                   "wall_seconds": time.perf_counter() - wall0, "resumed_from": start or None}
         if init_eval is not None:
             result["init_eval"] = init_eval
         if primary:
-            _write_json(result_path, result)
+            rundir.write_json(result_path, result)
             print("finished: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float)),
                   file=sys.stderr, flush=True)
         return result
@@ -617,26 +592,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if writer is not None:
             writer.close()
         ckpt.close()
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _last_loss(path):
-    last = None
-    with open(path) as f:
-        for line in f:
-            row = json.loads(line)
-            if "loss" in row:
-                last = row["loss"]
-    return last
 
 
 def _log(log, writer, row):

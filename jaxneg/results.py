@@ -28,13 +28,12 @@ held-out largest ``x`` (absolute relative error, Choshen et al. 2024).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from jaxneg import scaling
+from jaxneg import rundir, scaling
 
 
 def _pd():
@@ -45,57 +44,13 @@ def _pd():
     return pd
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = _hashable(v)
-    return out
-
-
-def _hashable(v):
-    if isinstance(v, list):
-        return tuple(_hashable(x) for x in v)
-    if isinstance(v, dict):
-        return json.dumps(v, sort_keys=True)
-    return v
-
-
-def _run_dirs(directory: str) -> list[str]:
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"results: directory {directory!r} does not exist")
-    found = []
-    for root, dirs, files in os.walk(directory):
-        if "config.json" in files:
-            found.append(root)
-            dirs[:] = []  # a run's own subdirectories (checkpoints, tb) hold no runs
-        else:
-            dirs.sort()
-    return sorted(found)
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _status(run_dir):
-    if os.path.exists(os.path.join(run_dir, "result.json")):
-        return "finished"
-    if any(os.path.exists(os.path.join(run_dir, f)) for f in ("failed.json", "error.txt")):
-        return "failed"
-    return "running"
-
-
 def runs(directory: str):
     """One row per run directory under ``directory``: ``run``, ``status`` and the config fields."""
     pd = _pd()
     rows = []
-    for d in _run_dirs(directory):
-        rows.append({"run": os.path.relpath(d, directory), "status": _status(d),
-                     **_flat(_read_json(os.path.join(d, "config.json")))})
+    for d in rundir.find_runs(directory):
+        rows.append({"run": os.path.relpath(d, directory), "status": rundir.status(d),
+                     **rundir.flat(rundir.read_json(os.path.join(d, rundir.CONFIG)))})
     if not rows:
         raise FileNotFoundError(f"results: no run (a directory with config.json) under {directory!r}")
     return pd.DataFrame(rows)
@@ -111,7 +66,7 @@ def load(directory: str):
     table = runs(directory)
     rows = []
     for run in table.loc[table.status == "finished", "run"]:
-        res = _read_json(os.path.join(directory, run, "result.json"))
+        res = rundir.read_json(os.path.join(directory, run, rundir.RESULT))
         metrics = {f"eval/{k}": v for k, v in res.get("eval", {}).items()}
         metrics.update({f"init_eval/{k}": v for k, v in (res.get("init_eval") or {}).items()})
         for k in ("final_loss", "wall_seconds"):
@@ -128,17 +83,9 @@ def history(directory: str):
     table = runs(directory)
     rows = []
     for run in table.run:
-        path = os.path.join(directory, run, "metrics.jsonl")
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                row = json.loads(line)
-                step = int(row.pop("step"))
-                rows += [{"run": run, "step": step, "metric": k, "value": float(v)} for k, v in row.items()]
+        for row in rundir.metric_rows(os.path.join(directory, run)):  # a run still writing: up to its last full line
+            step = int(row.pop("step"))
+            rows += [{"run": run, "step": step, "metric": k, "value": float(v)} for k, v in row.items()]
     long = pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
     return long.merge(table, on="run", how="left")
 

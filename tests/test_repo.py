@@ -87,7 +87,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import jax.numpy as jnp
 import jaxneg
-from jaxneg import gradcache, losses, metrics, parallel, samplers, scaling
+from jaxneg import gradcache, losses, metrics, parallel, rundir, samplers, scaling
 q = jnp.ones((4, 3))
 print(float(losses.infonce(q, q)), len(losses.LOSSES), len(samplers.SAMPLERS))
 """
