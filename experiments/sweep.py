@@ -554,18 +554,8 @@ def _markdown(df) -> str:
 
 
 def _literal_items(text: str) -> dict:
-    import ast
-
-    out = {}
-    for item in filter(None, (text or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--slurm item {item!r} must look like name=value")
-        try:
-            out[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value
-    return out
+    """``--slurm "slurm_partition='gpu',timeout_min=60"`` as submitit keyword arguments."""
+    return {k: config_lib.parse_value(v) for k, v in config_lib.arg_options(text, "--slurm").items()}
 
 
 _OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
