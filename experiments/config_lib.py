@@ -290,10 +290,7 @@ def set_field(config, field: str, value, where: str = "config") -> None:
         value = ml_collections.ConfigDict(value)
     try:
         with node.unlocked():
-            if leaf in node and isinstance(node[leaf], ml_collections.ConfigDict) and isinstance(
-                    value, ml_collections.ConfigDict):
-                node[leaf] = value
-            elif leaf in node and node[leaf] is not None and type(node[leaf]) is not type(value) and free:
+            if free and leaf in node and node[leaf] is not None and type(node[leaf]) is not type(value):
                 with node.ignore_type():  # a kwargs value may change type (e.g. int -> float)
                     node[leaf] = value
             else:
@@ -336,11 +333,8 @@ def split_items(text: str) -> list[str]:
 
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None, where: str = "config argument") -> ml_collections.ConfigDict:
     """Apply ``get_config``'s ``"field=value,other.field=value"`` argument (values parsed as Python literals)."""
-    for item in split_items(arg or ""):
-        if "=" not in item:
-            raise ValueError(f"{where}: {item!r} must look like field=value")
-        field, value = item.split("=", 1)
-        set_field(config, field, parse_value(value), where)
+    for field, text in arg_options(arg, where).items():
+        set_field(config, field, parse_value(text), where)
     return config
 
 

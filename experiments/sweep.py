@@ -368,8 +368,9 @@ def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
     if not os.path.exists(path):
         return new
     old = rundir.read_json(path)
-    a, b = rundir.flat(old["base"]), rundir.flat(train.config_json(sweep.base))
-    diff = rundir.config_diff(old["base"], train.config_json(sweep.base))
+    base = train.config_json(sweep.base)
+    a, b = rundir.flat(old["base"]), rundir.flat(base)
+    diff = rundir.config_diff(old["base"], base)
     if diff:
         raise config_lib.ConfigError(
             f"sweep: {workdir} holds a sweep of another base config (fields {diff}: "
