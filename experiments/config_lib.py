@@ -70,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.supervised = False        # labelled losses: class labels instead of instance ids
     c.loss.kwargs = ml_collections.ConfigDict()
 
+    c.moco = ml_collections.ConfigDict()   # views task: MoCo key encoder and queue (He et al. 2020)
+    c.moco.enabled = False           # keys from a momentum (EMA) copy of the encoder, without gradient
+    c.moco.momentum = 0.99           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
+    c.moco.queue_size = 0            # earlier batches' keys added as negatives to every anchor (FIFO)
+
     c.sampler = ml_collections.ConfigDict()
     c.sampler.name = ""
     c.sampler.num_negatives = 0      # per query (uniform, hard_topk, simans) or shared (popularity)
@@ -128,6 +133,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
     _choice("task", config.task, TASKS)
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not 0 <= config.seed < 2 ** 31:
+        raise ValueError(f"config.seed must be an integer in [0, 2**31), got {config.seed!r}")
     _positive("steps", config.steps)
     _positive("batch_size", config.batch_size, 2)
     _positive("num_devices", config.num_devices, 0)
@@ -153,6 +160,22 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     _choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
     if not config.loss.temperature > 0:
         raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
+    if config.moco.enabled or config.moco.queue_size:
+        if config.task != "views":
+            raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
+        if not config.moco.enabled:
+            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} needs config.moco.enabled=True "
+                             f"(the queue holds the key encoder's keys)")
+        if not 0.0 <= config.moco.momentum < 1.0:
+            raise ValueError(f"config.moco.momentum must be in [0, 1), got {config.moco.momentum}")
+        _positive("moco.queue_size", config.moco.queue_size, 0)
+        if loss.inputs != "pair":
+            raise ValueError(f"config.moco needs a loss of (query, key) pairs; {config.loss.name!r} takes "
+                             f"{loss.inputs} inputs; valid: {', '.join(LOSSES.select(inputs=('pair',)))}")
+        if config.moco.queue_size and not loss.extra_negatives:
+            raise ValueError(f"config.moco.queue_size needs a loss that takes extra negatives; "
+                             f"{config.loss.name!r} does not; valid: "
+                             f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
     trained_samplers = SAMPLERS.select(train=TRAINED_SAMPLERS)
     if config.sampler.name:
         SAMPLERS.info(config.sampler.name)

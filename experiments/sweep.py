@@ -176,28 +176,58 @@ def load_sweep(spec: str) -> Sweep:
     return obj
 
 
-# ----------------------------------------------------------------------------- running one point
+# ----------------------------------------------------------------------------- running points
 
 
-def run_point(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train one point (``experiments.train.train``); a failure is returned, not raised.
+def plan(points, *, vectorize: bool = True, max_members: int = 0) -> list[list[Point]]:
+    """The programs that run ``points``: with ``vectorize``, points whose configs differ only in
+    :data:`experiments.train.MEMBER_FIELDS` (seed, temperature, learning rate, ...) share one
+    (at most ``max_members`` each; 0 = no limit); without, one point per program."""
+    from experiments import train
 
-    Returns ``{"status": "finished", "eval": {...}}`` or ``{"status": "failed", "error": "..."}``
-    (the traceback also goes to ``workdir/error.txt``).
+    if not vectorize:
+        return [[p] for p in points]
+    groups: dict = {}
+    for p in points:
+        groups.setdefault(train.group_key(p.config), []).append(p)
+    size = max_members or len(points)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+_TRACING_ERRORS = ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError",
+                   "TracerArrayConversionError")
+
+
+def run_group(configs, workdirs) -> list[dict]:
+    """Train one group (``experiments.train.train_group``); failures are returned, not raised.
+
+    Each member's outcome is ``{"status": "finished", "eval": {...}}`` or ``{"status":
+    "failed", "error": "..."}`` (the traceback also goes to its ``error.txt``). A group whose
+    loss cannot take a swept keyword as a traced array (Python control flow on it) runs its
+    members one by one instead.
     """
     from experiments import train
 
-    error = os.path.join(workdir, rundir.ERROR)
-    if os.path.exists(error):  # from an earlier attempt
-        os.remove(error)
+    for w in workdirs:
+        error = os.path.join(w, rundir.ERROR)
+        if os.path.exists(error):  # from an earlier attempt
+            os.remove(error)
     try:
-        result = train.train(config, workdir)
-        return {"status": "finished", "eval": result["eval"]}
+        results = train.train_group(list(configs), list(workdirs))
     except Exception as e:  # a run's failure must not stop the sweep
-        os.makedirs(workdir, exist_ok=True)
-        with open(error, "w") as f:
-            f.write(traceback.format_exc())
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        if len(configs) > 1 and type(e).__name__ in _TRACING_ERRORS:
+            print(f"sweep: these {len(configs)} points cannot share a program ({type(e).__name__}: a swept loss "
+                  f"keyword is used in Python control flow); running them one by one", file=sys.stderr, flush=True)
+            return [o for c, w in zip(configs, workdirs) for o in run_group([c], [w])]
+        text = traceback.format_exc()
+        for w in workdirs:
+            os.makedirs(w, exist_ok=True)
+            with open(os.path.join(w, rundir.ERROR), "w") as f:
+                f.write(text)
+        return [{"status": "failed", "error": f"{type(e).__name__}: {e}"} for _ in configs]
+    return [{"status": "finished", "eval": r["eval"]} if r["status"] == "finished" else
+            {"status": "failed", "error": f"non-finite loss {r['loss']} at step {r['step']} (failed.json)"}
+            for r in results]
 
 
 @contextlib.contextmanager
@@ -225,12 +255,17 @@ def _worker_init():
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
+    if os.environ.get("JAXNEG_COMPILATION_CACHE", "0") != "0":  # the command line's cache, inherited
+        from experiments import train
+
+        train.enable_compilation_cache()
 
 
-def _worker_run(config, workdir):
-    os.makedirs(workdir, exist_ok=True)
-    with _output_to(os.path.join(workdir, rundir.LOG)):
-        return run_point(config, workdir)
+def _worker_run(configs, workdirs):
+    """Run a group with the process' output (warnings, XLA logs) in its first member's ``log.txt``."""
+    os.makedirs(workdirs[0], exist_ok=True)
+    with _output_to(os.path.join(workdirs[0], rundir.LOG)):
+        return run_group(configs, workdirs)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -294,47 +329,56 @@ class _Progress:
         self.stream.close()
 
 
-def _run_local(todo, run_dir, workers, progress):
+def _group_args(group, run_dir):
+    return [p.config for p in group], [run_dir(p) for p in group]
+
+
+def _record_group(out, group, outcomes, progress):
+    for p, o in zip(group, outcomes):
+        out[p.name] = o
+        progress.finished(p, o)
+
+
+def _run_local(groups, run_dir, workers, progress):
     out = {}
     if workers == 1:
-        for p in todo:
-            out[p.name] = _worker_run(p.config, run_dir(p))
-            progress.finished(p, out[p.name])
+        for g in groups:
+            _record_group(out, g, _worker_run(*_group_args(g, run_dir)), progress)
         return out
     import concurrent.futures as cf
     import multiprocessing as mp
 
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = {pool.submit(_worker_run, p.config, run_dir(p)): p for p in todo}
+        futures = {pool.submit(_worker_run, *_group_args(g, run_dir)): g for g in groups}
         for fut in cf.as_completed(futures):
-            p = futures[fut]
+            g = futures[fut]
             try:
-                out[p.name] = fut.result()
+                outcomes = fut.result()
             except Exception as e:  # the worker process died (killed, out of memory)
-                out[p.name] = {"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}
-            progress.finished(p, out[p.name])
+                outcomes = [{"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}] * len(g)
+            _record_group(out, g, outcomes, progress)
     return out
 
 
-def _run_submitit(todo, run_dir, workdir, cluster, params, progress):
+def _run_submitit(groups, run_dir, workdir, cluster, params, progress):
     import submitit
 
     executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit", "%j"), cluster=cluster)
     if params:
         executor.update_parameters(**params)
-    jobs = {}
+    jobs = []
     with executor.batch():
-        for p in todo:
-            jobs[p.name] = (p, executor.submit(_worker_run, p.config, run_dir(p)))
-    by_job = {id(j): p for p, j in jobs.values()}
+        for g in groups:
+            jobs.append((g, executor.submit(_worker_run, *_group_args(g, run_dir))))
+    by_job = {id(j): g for g, j in jobs}
     out = {}
-    for job in submitit.helpers.as_completed([j for _, j in jobs.values()]):
-        p = by_job[id(job)]
+    for job in submitit.helpers.as_completed([j for _, j in jobs]):
+        g = by_job[id(job)]
         try:
-            out[p.name] = job.result()
+            outcomes = job.result()
         except Exception as e:  # the job itself failed (preempted, timed out, killed)
-            out[p.name] = {"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}
-        progress.finished(p, out[p.name])
+            outcomes = [{"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}] * len(g)
+        _record_group(out, g, outcomes, progress)
     return out
 
 
@@ -393,7 +437,7 @@ def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
 
 def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1, cluster: str = "slurm",
         slurm: Mapping | None = None, progress: bool = True, analyze_only: bool = False,
-        extend: bool = False) -> dict:
+        extend: bool = False, vectorize: bool = True, max_members: int = 0) -> dict:
     """Run every unfinished point of ``sweep`` under ``workdir``, then write the analysis.
 
     Everything is checked before the first run starts, and raises
@@ -446,15 +490,18 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     outcomes = {}
     if todo:
         prepare_data([p.config for p in todo])
-        _say(f"running {len(todo)} run(s) ({sum(p.config.steps for p in todo)} steps"
+        groups = plan(todo, vectorize=vectorize, max_members=max_members)
+        _say(f"running {len(todo)} run(s) ({sum(p.config.steps for p in todo)} steps) as {len(groups)} program(s)"
+             + (" (points that share every shape run vectorised, as members of one program)"
+                if len(groups) < len(todo) else "")
              + (f", {workers} at a time" if backend == "local" and workers > 1 else "")
-             + f"); each run's output goes to {os.path.join(runs_dir, '<name>', 'log.txt')}")
+             + f"; each run's output goes to {os.path.join(runs_dir, '<name>', 'log.txt')}")
         bar = _Progress(points, run_dir, set(done), progress)
         try:
             if backend == "local":
-                outcomes = _run_local(todo, run_dir, workers, bar)
+                outcomes = _run_local(groups, run_dir, workers, bar)
             else:
-                outcomes = _run_submitit(todo, run_dir, workdir, cluster, dict(slurm or {}), bar)
+                outcomes = _run_submitit(groups, run_dir, workdir, cluster, dict(slurm or {}), bar)
         finally:
             bar.close()
     summary = {"points": len(points), "skipped": done,
@@ -565,8 +612,13 @@ _OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by co
 def main(argv):
     from absl import app, flags, logging
 
+    from experiments import train
+
     del argv
     logging.set_verbosity(logging.WARNING)
+    cache = train.enable_compilation_cache()
+    if cache:  # worker processes use it too
+        os.environ["JAXNEG_COMPILATION_CACHE"] = cache
     F = flags.FLAGS
     try:
         sweep = load_sweep(F.config)
@@ -582,7 +634,7 @@ def main(argv):
             raise app.UsageError("--workdir is required (the sweep directory)")
         summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
                       slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
-                      extend=F.extend)
+                      extend=F.extend, vectorize=F.vectorize, max_members=F.max_members)
     except (config_lib.ConfigError, ValueError) as e:
         # run() raises only before any point starts (a point's own failure is recorded, not raised)
         print(f"error: {e}", file=sys.stderr)
@@ -609,6 +661,9 @@ def _flags():
     flags.DEFINE_bool("dry_run", False, "list the (validated) points and exit")
     flags.DEFINE_bool("analyze_only", False, "run nothing; rewrite the analysis from the finished runs")
     flags.DEFINE_bool("extend", False, "allow adding points to an existing sweep directory (never removing any)")
+    flags.DEFINE_bool("vectorize", True, "run the points that share every shape (differing in seed, temperature, "
+                      "learning rate, ...) as members of one compiled program; false: one point per program")
+    flags.DEFINE_integer("max_members", 0, "at most this many points per vectorised program (0 = no limit)")
     flags.DEFINE_bool("progress", True, "a progress bar over the steps of every run, and the analysis phase")
 
 

@@ -371,7 +371,7 @@ def _debiased_estimator(pos, log_neg, n, scale, tau_plus):
     """
     log_n = jnp.log(jnp.asarray(n, pos.dtype))
     floor = log_n - scale  # log(N e^{-1/t})
-    if tau_plus == 0:
+    if C.is_concrete(tau_plus) and float(tau_plus) == 0:
         log_ng = jnp.maximum(log_neg, floor)
     else:
         gap = jnp.log(jnp.asarray(tau_plus, pos.dtype)) + log_n + pos - log_neg
@@ -383,7 +383,7 @@ def _debiased_estimator(pos, log_neg, n, scale, tau_plus):
 
 def _check_tau_plus(fn, tau_plus):
     C.scalar(fn, "tau_plus", tau_plus, low=0.0, high=1.0, low_inclusive=True, high_inclusive=False)
-    return float(tau_plus)
+    return float(tau_plus) if C.is_concrete(tau_plus) else tau_plus  # traced: e.g. one member of a vectorised sweep
 
 
 @LOSSES.register("debiased", inputs="pair", streams=True, cross_device=True, scale="temperature")

@@ -22,7 +22,7 @@ from jaxneg.registry import SAMPLERS
 from jaxneg.samplers.batching import ClusterBatches, KMeans, TASBatch, cluster_batches, kmeans, tas_balanced
 from jaxneg.samplers.memory import Queue, queue_init, queue_push
 from jaxneg.samplers.mining import Mined, guided_mask, hard_topk, mochi, score_threshold
-from jaxneg.samplers.stochastic import popularity, simans, uniform
+from jaxneg.samplers.stochastic import popularity, popularity_log_q, simans, uniform
 
 SAMPLERS.register("queue_push")(queue_push)
 
@@ -37,6 +37,7 @@ __all__ = [
     "get",
     "uniform",
     "popularity",
+    "popularity_log_q",
     "hard_topk",
     "score_threshold",
     "simans",

@@ -113,6 +113,18 @@ def _inverse_cdf(p, u1, u2):
     return (blk * s + jnp.minimum(lo, last_nz[blk])).astype(jnp.int32)
 
 
+def _log_q(fn, counts, alpha):
+    logits = _counts_logits(fn, counts, alpha)
+    return logits - jax.nn.logsumexp(logits)
+
+
+def popularity_log_q(counts, *, alpha: float = 0.75):
+    r"""``log Q(i) = alpha log counts_i - log sum_j counts_j^alpha`` for every item ``[N]``
+    (``-inf`` where ``counts_i = 0``): the distribution :func:`popularity` draws from, e.g. for
+    the log-Q correction of the positives."""
+    return _log_q("popularity_log_q", counts, alpha)
+
+
 @SAMPLERS.register("popularity", train="shared")
 def popularity(key, counts, shape, *, alpha: float = 0.75):
     r"""Items drawn (with replacement) with probability ``Q(i) ∝ counts_i ** alpha``.
@@ -139,9 +151,8 @@ def popularity(key, counts, shape, *, alpha: float = 0.75):
       Large Corpus Item Recommendations*, RecSys 2019.
     """
     fn = "popularity"
-    logits = _counts_logits(fn, counts, alpha)
     shape = _shape(fn, shape)
-    log_q = logits - jax.nn.logsumexp(logits)
+    log_q = _log_q(fn, counts, alpha)
     k1, k2 = jax.random.split(key)
     u1 = jax.random.uniform(k1, shape)
     u2 = jax.random.uniform(k2, shape)

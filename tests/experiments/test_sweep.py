@@ -111,32 +111,34 @@ def test_a_relaunch_skips_finished_runs_and_resumes_an_interrupted_one(finished_
     shutil.rmtree(os.path.join(run, "checkpoints", "4"))
     os.remove(os.path.join(d, "runs", name, "manifests", "4.json"))
     started = []
-    real = T.train
-    monkeypatch.setattr(T, "train", lambda c, w: started.append(os.path.basename(w)) or real(c, w))
+    real = T.train_group
+    monkeypatch.setattr(T, "train_group", lambda c, w: started.extend(map(os.path.basename, w)) or real(c, w))
     summary = S.run(small_sweep(), d, progress=False)
     assert started == [name] and summary["finished"] == [name] and len(summary["skipped"]) == 5
     after = json.load(open(os.path.join(run, "result.json")))
     assert after["resumed_from"] == 2
-    assert after["eval"] == before["eval"] and after["final_loss"] == before["final_loss"]  # bit-identical resume
+    # it ran as one of two members of a vectorised program, and resumed alone: equal up to float reassociation
+    assert after["eval"] == pytest.approx(before["eval"], rel=1e-5, abs=1e-6)
+    assert after["final_loss"] == pytest.approx(before["final_loss"], rel=1e-6)
 
 
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = T.train
+    real = T.train_group
 
     def flaky(c, w):
-        if c.loss.temperature == 0.5 and c.batch_size == 8:
+        if c[0].loss.temperature == 0.5 and c[0].batch_size == 8:
             raise RuntimeError("device lost")
         return real(c, w)
 
-    monkeypatch.setattr(T, "train", flaky)
+    monkeypatch.setattr(T, "train_group", flaky)
     sw = small_sweep(zip={"batch_size": (8,), "steps": (2,)}, analyses=())
-    summary = S.run(sw, str(tmp_path), progress=False)
+    summary = S.run(sw, str(tmp_path), progress=False, vectorize=False)
     bad = "temperature=0.5,batch_size=8,steps=2"
     assert summary["failed"] == {bad: "RuntimeError: device lost"} and len(summary["finished"]) == 1
     assert "device lost" in open(tmp_path / "runs" / bad / "error.txt").read()
     assert "1 of 2 runs finished" in open(tmp_path / "report.md").read()
     # a relaunch retries it (and clears the old error)
-    monkeypatch.setattr(T, "train", real)
+    monkeypatch.setattr(T, "train_group", real)
     again = S.run(sw, str(tmp_path), progress=False)
     assert again["finished"] == [bad] and again["failed"] == {}
     assert not os.path.exists(tmp_path / "runs" / bad / "error.txt")

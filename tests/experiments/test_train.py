@@ -9,6 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import train as T
+from experiments.tasks import views
+from jaxneg import data as jaxneg_data
 from tests.experiments.helpers import config, final_params, leaves
 
 MNIST = {"num_samples": 1000}
@@ -28,7 +30,7 @@ RETRIEVAL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128
     ("loss.name", "sampled_softmax", "needs sampled negatives"),
 ])
 def test_bad_configs_fail_before_any_compute(tmp_path, monkeypatch, field, value, match):
-    monkeypatch.setattr(T.data, "load", lambda *a, **k: pytest.fail("data was loaded before validation"))
+    monkeypatch.setattr(jaxneg_data, "load", lambda *a, **k: pytest.fail("data was loaded before validation"))
     c = config("simclr_mnist1d", num_devices=8, **{field: value})
     with pytest.raises(ValueError, match=match):
         T.train(c, str(tmp_path))
@@ -110,15 +112,15 @@ def test_gradient_caching_gives_the_plain_parameters(tmp_path, learn):
 
 
 def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = T._host_batch
+    real = views.host_batch
 
-    def poisoned(setup, step):
-        b = real(setup, step)
+    def poisoned(setup, seed, step):
+        b = real(setup, seed, step)
         if step >= 5:
             b["x"] = np.full_like(b["x"], np.nan)
         return b
 
-    monkeypatch.setattr(T, "_host_batch", poisoned)
+    monkeypatch.setattr(views, "host_batch", poisoned)
     with pytest.raises(T.NonFiniteLoss, match="at step 5; stopped. Last good checkpoint: step 4") as e:
         T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 10}), str(tmp_path))
     assert e.value.step == 5

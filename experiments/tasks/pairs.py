@@ -1,0 +1,156 @@
+r"""The pairs task: (query, document) pairs, with optional sampled or mined extra negatives.
+
+Each example is a query (token ids) and the id of its positive document in the corpus
+split; the document tower (``config.model.doc_name``, else the query tower) encodes the
+corpus rows (or, with ``id_embedding``, the ids themselves). Besides the in-batch
+documents, ``config.sampler`` adds negatives:
+
+* ``per_query`` (``uniform``): ``[B, K]`` documents per query, never the query's positive;
+* ``shared`` (``popularity``): ``K`` documents for the whole batch, drawn ``∝ count^alpha``,
+  with their ``log Q`` for the sampled-softmax correction (Yi et al. 2019);
+* ``mined`` (``hard_topk``, ``simans``): from an index of the corpus embeddings, re-encoded
+  every ``config.sampler.refresh_every`` steps (ANCE-style asynchronous refresh; Xiong et
+  al. 2021); rows with fewer than ``K`` survivors of the filters fall back to uniform draws.
+
+Evaluation: retrieval metrics (recall / MRR / nDCG at ``config.eval.ks``) of the test queries
+against the whole corpus, RankMe of the corpus embeddings, and pair metrics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.tasks.common import (Setup, doc_tower, embed, encode_all, eval_key, first_rows,
+                                      pair_metrics)
+from jaxneg import SAMPLERS, data, samplers
+from jaxneg import eval as E
+from jaxneg._array import l2_normalize
+
+NEEDS = ("tokens", "doc_id", "group")
+USES_CORPUS = True
+
+
+def host_batch(setup: Setup, seed: int, step: int) -> dict:
+    """This process' share of global batch ``step`` (NumPy), a pure function of (seed, step)."""
+    c = setup.config
+    idx = data.batch_indices(seed, step, len(setup.train), c.batch_size)
+    per = c.batch_size // jax.process_count()
+    idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
+    b = setup.train.take(idx)
+    doc = b["doc_id"] if setup.doc_by_id else setup.corpus.arrays["tokens"][b["doc_id"]]
+    return {"q": b["tokens"], "doc": doc, "doc_id": b["doc_id"].astype(np.int32), "group": b["group"].astype(np.int32)}
+
+
+def example_inputs(setup: Setup):
+    b = host_batch(setup, 0, 0)
+    return jnp.asarray(b["q"][:1]), jnp.asarray(b["doc"][:1])
+
+
+def _corpus(setup: Setup):
+    n = len(setup.corpus)
+    return jnp.arange(n, dtype=jnp.int32) if setup.doc_by_id else jnp.asarray(setup.corpus.arrays["tokens"])
+
+
+def consts(setup: Setup) -> dict:
+    """The corpus inputs, and for the popularity sampler the training-set count of each document."""
+    out = {"corpus": _corpus(setup)}
+    if setup.config.sampler.name == "popularity":
+        counts = np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)).astype(np.float32)
+        out["counts"] = jnp.asarray(counts)
+    return out
+
+
+def _mined(setup: Setup) -> bool:
+    c = setup.config
+    return bool(c.sampler.name) and SAMPLERS.info(c.sampler.name).train == "mined"
+
+
+def _index(setup: Setup, params):
+    dm, dp = doc_tower(setup, params)
+    return encode_all(dm, dp, np.asarray(_corpus(setup)))[1]
+
+
+def init_state(setup: Setup, params, key) -> dict:
+    """Mined samplers: the index of document embeddings."""
+    return {"index": _index(setup, params)} if _mined(setup) else {}
+
+
+def refresh(setup: Setup, state, step: int):
+    """Re-encode the mined index every ``config.sampler.refresh_every`` steps (host side, per member)."""
+    if _mined(setup) and step > 0 and step % setup.config.sampler.refresh_every == 0:
+        state = dict(state, index=_index(setup, state["params"]))
+    return state
+
+
+def _sample(setup: Setup, key, state, batch, consts):
+    """Negatives for one member's step: ``(document inputs, extra loss arrays)``."""
+    c = setup.config
+    sampler, skw = c.sampler.name, c.sampler.kwargs.to_dict()
+    corpus = consts["corpus"]
+    ids = batch["doc_id"]
+    b, k = ids.shape[0], c.sampler.num_negatives
+    kind = SAMPLERS.info(sampler).train
+    extra = {}
+    if kind == "per_query":
+        neg = SAMPLERS.get(sampler)(key, corpus.shape[0], (b, k), exclude=ids[:, None])
+    elif kind == "shared":
+        counts = consts["counts"]
+        neg, log_q = SAMPLERS.get(sampler)(key, counts, (k,), **skw)
+        all_log_q = samplers.popularity_log_q(counts, alpha=skw.get("alpha", 0.75))
+        extra = {"log_q": log_q, "positive_log_q": all_log_q[ids], "negative_ids": neg}
+    else:  # mined from the index of document embeddings
+        q = l2_normalize(jax.lax.stop_gradient(embed(setup.query_model, state["params"]["query"], batch["q"])))
+        index = l2_normalize(state["index"])
+        pos = jnp.sum(q * index[ids], -1)
+        depth = k if sampler == "hard_topk" else c.sampler.candidates
+        filters = skw if sampler == "hard_topk" else {}
+        if filters.get("absolute_margin") is not None or filters.get("relative_margin") is not None:
+            filters = dict(filters, positive_scores=pos)
+        mined = SAMPLERS.get("hard_topk")(q, index, depth, exclude=ids[:, None], **filters)
+        if sampler == "simans":
+            pick = SAMPLERS.get("simans")(key, mined.scores, pos, k, **skw)
+            neg = jnp.take_along_axis(mined.indices, pick.indices, 1)
+            ok = pick.mask & (neg >= 0)
+        else:
+            neg, ok = mined.indices, mined.mask
+        # rows with fewer survivors than k (filters) fall back to uniform draws
+        fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=ids[:, None])
+        neg = jnp.where(ok, neg, fallback)
+    return corpus[neg], extra
+
+
+def inputs(setup: Setup, keys, state, batch, consts, hp):
+    """``(inputs, extra, shared, fixed)`` of one member's step (inside ``shard_map``); ``keys = (views, negatives)``."""
+    c = setup.config
+    a, b, neg, shared = batch["q"], batch["doc"], None, None
+    extra = {"doc_id": batch["doc_id"], "labels": batch["group"]}
+    if c.sampler.name:
+        neg, more = _sample(setup, keys[1], state, batch, consts)
+        extra.update(more)
+        if SAMPLERS.info(c.sampler.name).train == "shared":  # one set of negatives [K] for the batch
+            neg, shared = None, neg
+    return (a, b, neg), extra, shared, None
+
+
+def after_step(setup: Setup, state, params, extra, hp) -> dict:
+    return state
+
+
+def evaluate(setup: Setup, params) -> dict:
+    """Retrieval metrics of the test queries against the corpus, RankMe, and pair metrics."""
+    ev = setup.config.eval
+    key = eval_key(setup)
+    test = first_rows(setup.test, ev.max_examples)
+    corpus = setup.corpus.arrays
+    dm, dp = doc_tower(setup, params)
+    docs = corpus["doc_id"] if setup.doc_by_id else corpus["tokens"]
+    _, zc = encode_all(dm, dp, docs)
+    _, z1 = encode_all(setup.query_model, params["query"], test["tokens"])
+    z2 = zc[test["doc_id"]]
+    ks = tuple(k for k in ev.ks if k <= len(setup.corpus)) or (1,)
+    out = dict(E.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=ks))
+    out["rankme"] = float(E.rankme(zc[: ev.max_examples]))
+    out.update(pair_metrics(setup, z1, z2, key))
+    return out

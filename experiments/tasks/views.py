@@ -1,0 +1,144 @@
+r"""The views task: two random views of each example, contrasted against the other examples' views.
+
+SimCLR (Chen et al. 2020): every example ``x_i`` of the batch gives two views ``a_i, b_i``
+(``config.data.view``); the loss contrasts ``a_i`` with ``b_i`` against the other views of the
+global batch. Evaluation: kNN and a linear probe on frozen backbone features, tolerance and
+RankMe on the test split, alignment / uniformity / contrastive accuracy of view pairs.
+
+With ``config.moco.enabled`` it is MoCo (He et al. 2020): the key view ``b`` is encoded by a
+key encoder, the exponential moving average of the query encoder,
+
+    theta_k <- m theta_k + (1 - m) theta_q        (m = config.moco.momentum; m = 0: a copy)
+
+without gradient, and the loss (one with ``extra_negatives``, e.g. ``infonce``) sees, besides
+the ``B - 1`` in-batch keys, the ``config.moco.queue_size`` keys of earlier batches held in a
+FIFO queue (:func:`jaxneg.samplers.queue_push`; every device pushes the global batch's keys,
+so the queue is the same on every device). The queue starts as random unit vectors (MoCo's
+initialisation), so every anchor sees ``B - 1 + queue_size`` negatives from the first step.
+
+References:
+  Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, ICML 2020.
+  He et al., *Momentum Contrast for Unsupervised Visual Representation Learning*, CVPR 2020.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.tasks.common import AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics
+from jaxneg import data, samplers
+from jaxneg import eval as E
+
+NEEDS = ("x",)
+USES_CORPUS = False
+
+
+def host_batch(setup: Setup, seed: int, step: int) -> dict:
+    """This process' share of global batch ``step`` (NumPy), a pure function of (seed, step)."""
+    c = setup.config
+    idx = data.batch_indices(seed, step, len(setup.train), c.batch_size)
+    per = c.batch_size // jax.process_count()
+    idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
+    b = setup.train.take(idx)
+    out = {"x": b["x"], "id": idx.astype(np.int32)}
+    if "label" in b:
+        out["label"] = b["label"].astype(np.int32)
+    return out
+
+
+def example_inputs(setup: Setup):
+    c = setup.config
+    x = jnp.asarray(setup.train.take(np.arange(1))["x"])
+    return data.two_views(jax.random.key(0), x, c.data.view, **c.data.view_kwargs.to_dict())[0], None
+
+
+def consts(setup: Setup) -> dict:
+    return {}
+
+
+def init_state(setup: Setup, params, key) -> dict:
+    """MoCo: the key encoder's parameters (a copy of the query tower) and the queue."""
+    c = setup.config
+    if not c.moco.enabled:
+        return {}
+    out = {"key_params": jax.tree.map(jnp.array, params["query"])}
+    if c.moco.queue_size:
+        x, _ = example_inputs(setup)
+        dim = setup.query_model.apply(params["query"], x)[1].shape[-1]
+        out["queue"] = samplers.queue_init(c.moco.queue_size, dim, key=jax.random.fold_in(key, 7))._asdict()
+    return out
+
+
+def refresh(setup: Setup, state, step: int):
+    return state
+
+
+def inputs(setup: Setup, keys, state, batch, consts, hp):
+    """``(inputs, extra, shared, fixed)`` of one member's step (inside ``shard_map``); ``keys = (views, negatives)``."""
+    c = setup.config
+    k_view, k_key = keys
+    a, b = data.two_views(k_view, batch["x"], c.data.view, **c.data.view_kwargs.to_dict())
+    extra = {"ids": batch["id"]}
+    if "label" in batch:
+        extra["labels"] = batch["label"]
+    fixed = None
+    if c.moco.enabled:
+        b = jax.lax.stop_gradient(embed(setup.query_model, state["key_params"], b, k_key))
+        extra["keys"] = b
+        if "queue" in state:
+            queue = samplers.Queue(**state["queue"])
+            fixed, extra["negatives_mask"] = queue.keys, queue.mask
+    return (a, b, None), extra, None, fixed
+
+
+def after_step(setup: Setup, state, params, extra, hp) -> dict:
+    """MoCo: push the global batch's keys into the queue, then move the key encoder towards the query encoder."""
+    c = setup.config
+    if not c.moco.enabled:
+        return state
+    state = dict(state)
+    if "queue" in state:
+        keys = jax.lax.all_gather(extra["keys"], AXIS, tiled=True)  # device order = global batch order
+        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys)._asdict()
+    m = hp["moco_momentum"]
+    state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
+    return state
+
+
+@functools.lru_cache(maxsize=16)
+def _view_fns(view: str, kwargs_items: tuple):
+    """Jitted ``(identity views of a batch, two random views)`` for a view name and its kwargs' items."""
+    kwargs = dict(kwargs_items)
+    return (jax.jit(jax.vmap(data.identity_view, (None, 0))),
+            jax.jit(lambda k, x: data.two_views(k, x, view, **kwargs)))
+
+
+def evaluate(setup: Setup, params) -> dict:
+    """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics."""
+    c, ev = setup.config, setup.config.eval
+    key = eval_key(setup)
+    test = first_rows(setup.test, ev.max_examples)
+    train = first_rows(setup.eval_train, ev.max_examples)
+    identity, two_views = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
+    view = lambda x: identity(key, jnp.asarray(x))
+    model, p = setup.query_model, params["query"]
+    h_te, z_te = encode_all(model, p, view(test["x"]))
+    out = {}
+    if "label" in train:
+        h_tr, _ = encode_all(model, p, view(train["x"]))
+        k = setup.test.num_classes
+        out["knn_accuracy"] = E.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
+                                             temperature=ev.knn_temperature, num_classes=k)
+        out["linear_probe_accuracy"] = E.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
+                                                      steps=ev.probe_steps)["test_accuracy"]
+        out["tolerance"] = float(E.tolerance(z_te, test["label"]))
+    v1, v2 = two_views(key, jnp.asarray(test["x"]))
+    _, z1 = encode_all(model, p, v1)
+    _, z2 = encode_all(model, p, v2)
+    out["rankme"] = float(E.rankme(h_te))
+    out.update(pair_metrics(setup, z1, z2, key))
+    return out
