@@ -108,3 +108,18 @@ def shard_batch(batch, mesh: Mesh, axis_name: str = DATA):
         return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree.map(one, batch)
+
+
+def gather_replicated(x, axis_name: str = DATA):
+    """Inside ``jax.shard_map``: every device's ``x [n, ...]`` concatenated in device order, ``[W n, ...]``,
+    typed as the same on every device (so it may update replicated state, e.g. a MoCo queue).
+
+    ``lax.all_gather`` gives the same values but keeps them typed as device-varying; here
+    each device places its rows in a zero ``[W n, ...]`` array and the arrays are summed,
+    which is exact (every entry is one value plus zeros).
+    """
+    x = jax.numpy.asarray(x)
+    w, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+    full = jax.numpy.zeros((w * x.shape[0],) + x.shape[1:], x.dtype)
+    full = jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0)
+    return jax.lax.psum(full, axis_name)

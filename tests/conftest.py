@@ -20,6 +20,8 @@ def _data_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tfds"))
     old = os.environ.get("JAXNEG_DATA_DIR")
     os.environ["JAXNEG_DATA_DIR"] = path
+    # the command lines' persistent compilation cache: per worker, not the user's ~/.cache
+    os.environ.setdefault("JAXNEG_COMPILATION_CACHE", str(tmp_path_factory.mktemp("xla")))
     yield path
     if old is None:
         os.environ.pop("JAXNEG_DATA_DIR", None)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.tasks.common import AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics
-from jaxneg import data, samplers
+from jaxneg import data, parallel, samplers
 from jaxneg import eval as E
 
 NEEDS = ("x",)
@@ -102,7 +102,7 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
         return state
     state = dict(state)
     if "queue" in state:
-        keys = jax.lax.all_gather(extra["keys"], AXIS, tiled=True)  # device order = global batch order
+        keys = parallel.gather_replicated(extra["keys"], AXIS)  # device order = global batch order
         state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys)._asdict()
     m = hp["moco_momentum"]
     state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])

@@ -1,0 +1,104 @@
+"""Vectorised members: one program, each member equal to the same point run alone."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import sweep as S
+from experiments import train as T
+from experiments.tasks import views
+from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves
+
+TINY = dict(SMALL_SWEEP, steps=5, checkpoint_every=5, log_every=5, batch_size=16)
+
+
+def _close(a, b, tol=1e-5):
+    for x, y in zip(leaves(a), leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_a_member_equals_the_same_point_run_alone(tmp_path, devices):
+    members = [config("simclr_mnist1d", **TINY, num_devices=devices, **over) for over in (
+        {"seed": 0, "loss.temperature": 0.1},
+        {"seed": 1, "loss.temperature": 0.5, "optimizer.learning_rate": 3e-3},
+        {"seed": 2, "loss.temperature": 0.2, "optimizer.weight_decay": 0.05})]
+    assert len({T.group_key(c) for c in members}) == 1
+    dirs = [str(tmp_path / f"m{i}") for i in range(3)]
+    results = T.train_group(members, dirs)
+    assert [r["status"] for r in results] == ["finished"] * 3 and results[0]["members"] == 3
+    for i in (1, 2):
+        alone = T.train(members[i], str(tmp_path / f"alone{i}"))
+        assert alone["members"] == 1
+        _close(final_params(dirs[i])[1], final_params(str(tmp_path / f"alone{i}"))[1])
+        assert alone["final_loss"] == pytest.approx(results[i]["final_loss"], rel=1e-5)
+        assert alone["eval"]["knn_accuracy"] == pytest.approx(results[i]["eval"]["knn_accuracy"], abs=1e-6)
+    # different seeds and hyperparameters really trained differently
+    assert not np.allclose(leaves(final_params(dirs[0])[1])[0], leaves(final_params(dirs[1])[1])[0])
+
+
+def test_swept_loss_keywords_are_traced_and_a_failing_member_stops_alone(tmp_path, monkeypatch):
+    base = dict(TINY, **{"loss.name": "debiased"})
+    members = [config("simclr_mnist1d", **base, **{"loss.kwargs.tau_plus": t, "seed": s})
+               for t, s in ((0.0, 0), (0.1, 0), (0.1, 1))]
+    assert T.traced_loss_kwargs(members) == ("tau_plus",)
+    real = views.host_batch
+
+    def poisoned(setup, seed, step):  # seed 1's data turns to NaN at step 3
+        b = real(setup, seed, step)
+        if seed == 1 and step >= 3:
+            b["x"] = np.full_like(b["x"], np.nan)
+        return b
+
+    monkeypatch.setattr(views, "host_batch", poisoned)
+    dirs = [str(tmp_path / f"m{i}") for i in range(3)]
+    results = T.train_group(members, dirs)
+    assert [r["status"] for r in results] == ["finished", "finished", "failed"]
+    assert results[2]["step"] == 3 and json.load(open(os.path.join(dirs[2], "failed.json")))["step"] == 3
+    monkeypatch.setattr(views, "host_batch", real)
+    alone = T.train(members[1], str(tmp_path / "alone"))
+    _close(final_params(dirs[1])[1], final_params(str(tmp_path / "alone"))[1])
+    assert alone["final_loss"] == pytest.approx(results[1]["final_loss"], rel=1e-5)
+
+
+def test_moco_queue_trains_and_resumes_exactly(tmp_path):
+    c = config("simclr_mnist1d", **dict(TINY, steps=4, checkpoint_every=2, log_every=2),
+               **{"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 40, "loss.temperature": 0.2})
+    straight = T.train(c, str(tmp_path / "straight"))
+    _, state_params = final_params(str(tmp_path / "straight"))
+    half = config("simclr_mnist1d", **dict(TINY, steps=4, checkpoint_every=2, log_every=2),
+                  **{"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 40, "loss.temperature": 0.2})
+    d = str(tmp_path / "resumed")
+    T.train(half, d)
+    os.remove(os.path.join(d, "result.json"))  # roll back to the step-2 checkpoint
+    for sub in ("checkpoints/4", "manifests/4.json"):
+        path = os.path.join(d, sub)
+        os.system(f"rm -rf '{path}'")
+    resumed = T.train(half, d)
+    assert resumed["resumed_from"] == 2 and resumed["final_loss"] == straight["final_loss"]
+    _close(final_params(d)[1], state_params, tol=0)
+    import orbax.checkpoint as ocp
+
+    state = ocp.StandardCheckpointer().restore(os.path.join(d, "checkpoints", "4", "default"))
+    assert int(state["queue"]["count"]) == 40 and int(state["queue"]["ptr"]) == (4 * 16) % 40
+    assert set(state) >= {"key_params", "queue", "params"}
+
+
+def test_moco_configs_are_checked():
+    with pytest.raises(ValueError, match="needs config.moco.enabled=True"):
+        T.config_lib.validate(config("simclr_mnist1d", **{"moco.queue_size": 8}))
+    with pytest.raises(ValueError, match="takes no extra negatives|takes extra negatives"):
+        T.config_lib.validate(config("simclr_mnist1d", **{"moco.enabled": True, "moco.queue_size": 8}))
+
+
+def test_the_sweep_plans_one_program_per_shape():
+    sw = S.Sweep(base=config("simclr_mnist1d", **TINY),
+                 grid={"loss.temperature": (0.1, 0.5), "seed": (0, 1, 2), "batch_size": (8, 16)})
+    points = S.expand(sw)
+    groups = S.plan(points)
+    assert sorted(len(g) for g in groups) == [6, 6]
+    assert {p.config.batch_size for g in groups for p in g[:1]} == {8, 16}
+    assert len(S.plan(points, vectorize=False)) == 12
+    assert sorted(len(g) for g in S.plan(points, max_members=4)) == [2, 2, 4, 4]
