@@ -169,6 +169,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         if not 0.0 <= config.moco.momentum < 1.0:
             raise ValueError(f"config.moco.momentum must be in [0, 1), got {config.moco.momentum}")
         _positive("moco.queue_size", config.moco.queue_size, 0)
+        if 0 < config.moco.queue_size < config.batch_size:
+            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} must be 0 or >= config.batch_size="
+                             f"{config.batch_size} (each step pushes the batch's keys)")
         if loss.inputs != "pair":
             raise ValueError(f"config.moco needs a loss of (query, key) pairs; {config.loss.name!r} takes "
                              f"{loss.inputs} inputs; valid: {', '.join(LOSSES.select(inputs=('pair',)))}")

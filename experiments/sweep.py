@@ -65,17 +65,32 @@ class Analysis:
     complement: bool = False
     n_bootstrap: int = 200
     level: float = 0.95
+    where: str = ""        # only the runs for which this expression of config fields / columns is true
+
+
+@dataclasses.dataclass
+class Part:
+    """More points: the base config changed by ``overrides``, then its own ``grid`` × ``zip``;
+    their names start with ``label``."""
+
+    label: str
+    overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    grid: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
+    zip: Sequence[Mapping[str, Sequence]] | Mapping[str, Sequence] = ()
 
 
 @dataclasses.dataclass
 class Sweep:
-    """What to sweep: ``base`` run config, ``grid`` axes, ``zip`` groups, ``analyses``."""
+    """What to sweep: ``base`` run config, ``grid`` axes, ``zip`` groups, more ``parts``, derived
+    ``columns`` (``{name: Python expression of config fields}``, for analyses) and ``analyses``."""
 
     base: ml_collections.ConfigDict
     grid: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
     zip: Sequence[Mapping[str, Sequence]] | Mapping[str, Sequence] = ()
     analyses: Sequence[Analysis] = ()
     description: str = ""
+    parts: Sequence[Part] = ()
+    columns: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +106,7 @@ class Point:
 get_field = config_lib.get_field
 
 
-def _axes(sweep: Sweep) -> list[list[dict]]:
+def _axes(sweep) -> list[list[dict]]:
     axes, seen = [], set()
     groups = [g for g in ([sweep.zip] if isinstance(sweep.zip, Mapping) else list(sweep.zip)) if g]
     for field, values in sweep.grid.items():
@@ -141,13 +156,25 @@ def expand(sweep: Sweep, *, num_devices: int | None = None) -> list[Point]:
     """
     if not isinstance(sweep, Sweep):
         raise TypeError(f"sweep: get_config must return an experiments.sweep.Sweep, got {type(sweep).__name__}")
-    axes = _axes(sweep)
+    parts = list(sweep.parts)
+    if sweep.grid or sweep.zip or not parts:
+        parts.insert(0, Part("", {}, sweep.grid, sweep.zip))
+    points, names = [], {}
+    for part in parts:
+        if not isinstance(part, Part):
+            raise TypeError(f"sweep: parts must be experiments.sweep.Part, got {type(part).__name__}")
+        points += _expand_part(sweep, part, names, num_devices)
+    return points
+
+
+def _expand_part(sweep: Sweep, part: Part, names: dict, num_devices) -> list[Point]:
+    axes = _axes(part)
     fields = [f for axis in axes for f in axis[0]]
     short = _short_names(fields)
-    points, names = [], {}
+    points = []
     for combo in itertools.product(*axes):
-        overrides = {k: v for part in combo for k, v in part.items()}
-        name = ",".join(f"{short[f]}={_fmt(overrides[f])}" for f in fields) or "run"
+        overrides = {**part.overrides, **{k: v for piece in combo for k, v in piece.items()}}
+        name = ",".join([part.label] * bool(part.label) + [f"{short[f]}={_fmt(overrides[f])}" for f in fields]) or "run"
         config = copy.deepcopy(sweep.base)
         for field, value in overrides.items():
             config_lib.set_field(config, field, value, f"sweep point {name}")
@@ -455,7 +482,7 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     try:
         points = expand(sweep)
         for a in sweep.analyses:
-            _check_analysis(a, points)
+            _check_analysis(a, points, sweep)
     except config_lib.ConfigError:
         raise
     except ValueError as e:
@@ -516,15 +543,35 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     return summary
 
 
-def _check_analysis(a: Analysis, points):
-    from jaxneg import scaling
+def _columns_row(sweep: Sweep, config) -> dict:
+    """The flat config of a point with the sweep's derived columns (as an analysis sees them)."""
+    from experiments import train
+    from jaxneg import results
+
+    row = rundir.flat(train.config_json(config))
+    for name, expr in sweep.columns.items():
+        try:
+            row[name] = results.evaluate_expression(expr, row)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"sweep column {name!r} = {expr!r}: {type(e).__name__}: {e}") from None
+    return row
+
+
+def _check_analysis(a: Analysis, points, sweep: Sweep | None = None):
+    from jaxneg import results, scaling
 
     scaling.LAWS.get(a.law)
+    row = _columns_row(sweep, points[0].config) if sweep is not None else rundir.flat(points[0].config.to_dict())
     for field in filter(None, (a.x, a.group)):
+        if field not in row:
+            raise ValueError(f"sweep analysis: {field!r} is not a config field or a column of the sweep")
+    if a.where:
         try:
-            get_field(points[0].config, field)
-        except ValueError:
-            raise ValueError(f"sweep analysis: {field!r} is not a config field") from None
+            selected = [p for p in points if results.evaluate_expression(a.where, _columns_row(sweep, p.config))]
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"sweep analysis where={a.where!r}: {type(e).__name__}: {e}") from None
+        if not selected:
+            raise ValueError(f"sweep analysis where={a.where!r} selects no point")
     if not isinstance(a.n_bootstrap, int) or a.n_bootstrap < 0 or a.n_bootstrap == 1:
         raise ValueError(f"sweep analysis: n_bootstrap must be 0 or an integer >= 2, got {a.n_bootstrap!r}")
 
@@ -543,26 +590,30 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
 
     say = _say if verbose else (lambda message: None)
     runs_dir = os.path.join(workdir, "runs")
-    df = results.load(runs_dir)
+    df = results.derive(results.load(runs_dir), sweep.columns)
     df.to_csv(os.path.join(workdir, "results.csv"), index=False)
-    table = results.runs(runs_dir)
-    swept = results.varying(table)
-    fits_json, sections = [], []
+    table = results.derive(results.runs(runs_dir), sweep.columns)
+    swept = [c for c in results.varying(table) if c not in sweep.columns]
+    fits_json, sections, used = [], [], set()
     for i, a in enumerate(sweep.analyses):
         say(f"analysis {i + 1}/{len(sweep.analyses)}: fitting {('1 - ' if a.complement else '') + a.y} vs {a.x}"
             + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
-        head = f"### {('1 - ' if a.complement else '') + a.y} vs {a.x}\n\n"
+        head = f"### {('1 - ' if a.complement else '') + a.y} vs {a.x}" + (f" (runs where `{a.where}`)" if a.where else "") + "\n\n"
         try:
-            fits = results.fit_groups(df, x=a.x, y=a.y, group=a.group, law=a.law, complement=a.complement,
-                                      n_bootstrap=a.n_bootstrap, level=a.level)
+            fits = results.fit_groups(results.where(df, a.where), x=a.x, y=a.y, group=a.group, law=a.law,
+                                      complement=a.complement, n_bootstrap=a.n_bootstrap, level=a.level)
         except ValueError as e:  # too few finished points yet: the rest of the report still stands
             sections.append(head + f"not fitted: {e}\n")
             continue
         png = plot_name(a)
+        if png in used:
+            png = png[:-4] + f"_{i + 1}.png"
+        used.add(png)
         fig = results.plot_fits(fits, xlabel=a.x, group_label=a.group or "",
                                 title=f"{fits[0].label}: {a.law} law, {int(a.level * 100)}% bootstrap band")
         fig.savefig(os.path.join(workdir, png), dpi=120)
         fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
+                       "where": a.where or None,
                        **gf.to_json()} for gf in fits]
         sections.append(head + results.fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
                         + f"\n\n![{fits[0].label} vs {a.x}]({png})\n")

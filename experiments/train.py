@@ -93,7 +93,7 @@ def evaluate(setup: Setup, params) -> dict:
 #: reach the step as traced arrays (:func:`hparams`). Float-valued ``loss.kwargs`` may differ
 #: too (those that do are traced). Every other field, shapes included, must be equal.
 MEMBER_FIELDS = ("seed", "loss.temperature", "loss.bias", "optimizer.learning_rate", "optimizer.weight_decay",
-                 "optimizer.momentum", "moco.momentum", "progress")
+                 "optimizer.momentum", "moco.momentum", "moco.queue_size", "progress")
 
 
 def _float_kwargs(config) -> dict:
@@ -107,6 +107,7 @@ def group_key(config: ml_collections.ConfigDict) -> str:
         flat.pop(field, None)
     for k in _float_kwargs(config):
         flat[f"loss.kwargs.{k}"] = "<float>"
+    flat["moco.queue"] = bool(config.moco.queue_size)  # queues of any length share a program; none does not
     return json.dumps(flat, sort_keys=True, default=str)
 
 
@@ -123,15 +124,28 @@ def hparams(config: ml_collections.ConfigDict, loss_kwargs: tuple = ()) -> dict:
     return {"seed": np.int32(c.seed), "temperature": f(c.loss.temperature), "bias": f(c.loss.bias),
             "learning_rate": f(c.optimizer.learning_rate), "weight_decay": f(c.optimizer.weight_decay),
             "momentum": f(c.optimizer.momentum), "moco_momentum": f(c.moco.momentum),
+            "queue_size": np.int32(c.moco.queue_size),
             "loss_kwargs": {k: f(c.loss.kwargs[k]) for k in loss_kwargs}}
 
 
 def _stack(trees):
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+    """Stack members' trees along a new axis 0; arrays of different lengths (MoCo queues) are
+    zero-padded at the end of each axis to the longest (:func:`_member` trims them back)."""
+    def stack(*xs):
+        xs = [np.asarray(x) for x in xs]
+        shape = tuple(max(dims) for dims in zip(*(x.shape for x in xs)))
+        if all(x.shape == shape for x in xs):
+            return np.stack(xs)
+        return np.stack([np.pad(x, [(0, m - n) for n, m in zip(x.shape, shape)]) for x in xs])
+
+    return jax.tree.map(stack, *trees)
 
 
-def _member(tree, i):
-    return jax.tree.map(lambda x: x[i], tree)
+def _member(tree, i, like=None):
+    """Member ``i`` of a stacked tree, trimmed to the shapes of ``like`` (its own state) when given."""
+    if like is None:
+        return jax.tree.map(lambda x: x[i], tree)
+    return jax.tree.map(lambda x, y: x[i][tuple(slice(0, n) for n in np.shape(y))], tree, like)
 
 
 # ----------------------------------------------------------------------------- optimizer and step
@@ -416,6 +430,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
         for m in members:
             init_eval[m.workdir] = evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
     replicated = NamedSharding(setup.mesh, P())
+    shapes = [jax.tree.map(lambda x: np.zeros(np.shape(x), bool), s) for s in states]  # each member's own
     states = jax.device_put(_stack(states), replicated)
     hps = jax.device_put(_stack([hparams(m.config, traced) for m in members]), replicated)
     consts = jax.device_put(task.consts(setup), replicated)
@@ -427,7 +442,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
     try:
         for step in range(start, c.steps):
             if step > 0 and task is tasks.pairs and c.sampler.refresh_every and step % c.sampler.refresh_every == 0:
-                states = _refresh(setup, members, states, step, replicated)
+                states = _refresh(setup, members, states, step, replicated, shapes)
             batch = _stack([task.host_batch(setup, m.config.seed, step) for m in members])
             batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
             states, metrics = step_fn(states, batch, jnp.int32(step), consts, hps)
@@ -467,7 +482,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
                 host = jax.device_get(states)
                 for i in active:
                     m = members[i]
-                    m.ckpt.save(count, {**_member(host, i),
+                    m.ckpt.save(count, {**_member(host, i, shapes[i]),
                                         "log_window": np.array([m.loss_sum, m.loss_count], np.float64)})
                     m.last_ckpt = count
             if c.eval_every and count % c.eval_every == 0 and count != c.steps:
@@ -497,10 +512,10 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
             bar.close()
 
 
-def _refresh(setup, members, states, step, replicated):
+def _refresh(setup, members, states, step, replicated, shapes):
     """Host-side task updates (the mined index), member by member."""
     task = tasks.get(members[0].config.task)
-    out = [task.refresh(m.setup, _member(states, i), step) for i, m in enumerate(members)]
+    out = [task.refresh(m.setup, _member(states, i, shapes[i]), step) for i, m in enumerate(members)]
     return jax.device_put(_stack(out), replicated)
 
 

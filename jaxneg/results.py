@@ -97,6 +97,81 @@ def varying(df) -> list[str]:
     return [c for c in per_run.columns if c not in fixed and per_run[c].nunique(dropna=False) > 1]
 
 
+# ----------------------------------------------------------------------------- derived columns
+
+
+_SAFE = {"min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round, "len": len, "str": str}
+
+
+def _compile(expr: str, names) -> object:
+    """``expr`` with dotted config names (``moco.queue_size``) read from the row ``_r``."""
+    import ast
+
+    names = set(names)
+
+    def dotted(node):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            return ".".join([node.id] + parts[::-1])
+        return None
+
+    class Fields(ast.NodeTransformer):
+        def _row(self, name, node):
+            return ast.copy_location(ast.Subscript(ast.Name("_r", ast.Load()), ast.Constant(name), ast.Load()), node)
+
+        def visit_Attribute(self, node):
+            name = dotted(node)
+            return self._row(name, node) if name in names else self.generic_visit(node)
+
+        def visit_Name(self, node):
+            if node.id in names:
+                return self._row(node.id, node)
+            if node.id not in _SAFE:
+                raise ValueError(f"unknown name {node.id!r}")
+            return node
+
+    try:
+        tree = ast.fix_missing_locations(Fields().visit(ast.parse(expr, mode="eval")))
+    except SyntaxError as e:
+        raise ValueError(f"not a Python expression ({e.msg})") from None
+    return compile(tree, "<expression>", "eval")
+
+
+def evaluate_expression(expr: str, row) -> object:
+    """``expr`` (Python, over the dotted config fields of ``row``, a mapping) for one run."""
+    code = _compile(expr, row.keys())
+    return eval(code, {"__builtins__": _SAFE}, {"_r": row})  # noqa: S307 - names restricted to row fields
+
+
+def derive(df, columns):
+    """``df`` with a column per ``{name: expression}`` of config fields, evaluated run by run.
+
+    E.g. ``{"negatives_per_anchor": "batch_size - 1 + moco.queue_size"}``; an expression may
+    use earlier derived columns, and ``min``/``max``/``abs``/``int``/``float``/``round``.
+    """
+    df = df.copy()
+    for name, expr in dict(columns or {}).items():
+        try:
+            df[name] = [evaluate_expression(expr, row) for row in df.to_dict("records")]
+        except Exception as e:  # noqa: BLE001 - the expression is the user's; name it
+            raise ValueError(f"results.derive: column {name!r} = {expr!r}: {type(e).__name__}: {e}") from None
+    return df
+
+
+def where(df, expr: str):
+    """The rows of ``df`` for which ``expr`` (as in :func:`derive`) is true; all rows for ``""``."""
+    if not expr:
+        return df
+    try:
+        keep = [bool(evaluate_expression(expr, row)) for row in df.to_dict("records")]
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"results.where: {expr!r}: {type(e).__name__}: {e}") from None
+    return df[np.asarray(keep, bool)] if len(df) else df
+
+
 # ----------------------------------------------------------------------------- fits
 
 
@@ -116,6 +191,29 @@ class GroupFit:
     bounds: tuple = (0.0, None)  # the target's range (an error rate: (0, 1)); curves and bands are clipped to it
     widened: tuple = ()        # parameters whose percentile interval missed the estimate and was widened to it
     candidates: tuple | None = None  # (x, y) of every run before the frontier filter (None: no filter)
+    seed_interval: dict | None = None  # {param: (low, high)} of refits resampling only the runs (seeds) at each x
+
+    def replicates(self) -> bool:
+        """Some ``x`` has more than one run (seeds)."""
+        return len(np.unique(self.x, axis=0)) < len(self.x)
+
+    def seed_share(self) -> dict:
+        """``{param: width of seed_interval / width of interval}``: how much of each interval the seed
+        noise alone produces (resampling the runs within each ``x``, the trend held)."""
+        if not self.interval or not self.seed_interval:
+            return {}
+        out = {}
+        for k, (lo, hi) in self.interval.items():
+            slo, shi = self.seed_interval[k]
+            out[k] = float((shi - slo) / (hi - lo)) if hi > lo else float("nan")
+        return out
+
+    def seed_stats(self):
+        """``(x, mean, sd, n)`` of the target over the runs at each distinct ``x`` (one-variable laws)."""
+        xs = np.unique(self.x)
+        groups = [self.y[self.x == v] for v in xs]
+        return (xs, np.array([g.mean() for g in groups]), np.array([g.std(ddof=1) if len(g) > 1 else 0.0
+                                                                   for g in groups]), np.array([len(g) for g in groups]))
 
     def _data(self, x) -> dict:
         """``x`` ([m] for a one-variable law, [m, V] or a mapping otherwise) as the law's variables."""
@@ -166,7 +264,9 @@ class GroupFit:
                 "level": self.level, "objective": self.fit.objective, "num_points": int(len(self.x)),
                 "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are,
                 "warnings": self.warnings(), "variables": list(self.fit.law.variables),
-                "candidates": None if self.candidates is None else int(len(self.candidates[1]))}
+                "candidates": None if self.candidates is None else int(len(self.candidates[1])),
+                "seed_interval": None if self.seed_interval is None else {k: list(v) for k, v in self.seed_interval.items()},
+                "seed_share": self.seed_share() or None}
 
 
 def _plain(v):
@@ -256,6 +356,12 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
                     widened.append(k)
                 interval[k] = (float(min(lo, est)), float(max(hi, est)))
             raw = boot["raw_samples"]
+        seed_interval = None
+        keys = [tuple(r) for r in xs]
+        if n_bootstrap and len(set(keys)) < len(keys):  # seeds: resample the runs within each x only
+            strata = np.unique(xs, axis=0, return_inverse=True)[1].reshape(-1)
+            sb = f.bootstrap(int(n_bootstrap), jax.random.key(seed + 7919 + i), level=level, strata=strata)
+            seed_interval = {k: (float(v[0]), float(v[1])) for k, v in sb.items() if k not in ("samples", "raw_samples")}
         are = None
         first = xs[:, 0]
         top = first.max()
@@ -265,17 +371,18 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
             are = part_fit.are({v: c[~small] for v, c in data.items()}, t[~small])
         lim = tuple(bounds) if bounds is not None else ((0.0, 1.0) if complement else (0.0, None))
         out.append(GroupFit(g, xs[:, 0] if xs.shape[1] == 1 else xs, t, f, interval, raw, level, are, label, lim,
-                            tuple(widened), candidates))
+                            tuple(widened), candidates, seed_interval))
     return out
 
 
 def law_text(fit: scaling.Fit, xname: str = "x") -> str:
     """The fitted law as text with the swept variable's name, e.g. ``0.21 + 3.1·batch_size^-0.27``."""
     p = fit.params
+    power = lambda a: f"{xname}^{-a:.2f}" if a < 0 else f"{xname}^-{a:.2f}"  # a rising curve: x^+0.01, not x^--0.01
     if {"E", "A", "alpha"} == set(p):
-        return f"{p['E']:.3g} + {p['A']:.3g}·{xname}^-{p['alpha']:.2f}"
+        return f"{p['E']:.3g} + {p['A']:.3g}·{power(p['alpha'])}"
     if {"A", "alpha"} == set(p):
-        return f"{p['A']:.3g}·{xname}^-{p['alpha']:.2f}"
+        return f"{p['A']:.3g}·{power(p['alpha'])}"
     return ", ".join(f"{k}={v:.3g}" for k, v in p.items())
 
 
@@ -324,7 +431,12 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         if gf.candidates is not None:  # every run, the frontier's ones ringed
             ax.scatter(*gf.candidates, color=c, s=10, alpha=0.3, zorder=2)
             ax.scatter(gf.x, gf.y, facecolor="none", edgecolor="black", s=40, zorder=4)
-        ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
+        if gf.replicates():  # every seed's point, faint, and the mean ± sd over seeds at each x
+            ax.scatter(gf.x, gf.y, color=c, s=10, alpha=0.35, zorder=3)
+            xs_, mean, sd, _ = gf.seed_stats()
+            ax.errorbar(xs_, mean, yerr=sd, color=c, fmt="o", ms=4, capsize=3, lw=1, zorder=4)
+        else:
+            ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
         lo, hi = gf.x.min(), gf.x.max()
         grid_in = np.geomspace(lo, hi, 100)
         grid_out = np.geomspace(hi, hi * extrapolate, 30)
@@ -342,6 +454,9 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if any(gf.raw_samples is not None for gf in fits):
         handles.append(Patch(color="gray", alpha=0.15, lw=0))
         labels.append(f"{int(fits[0].level * 100)}% bootstrap band")
+    if any(gf.replicates() for gf in fits):
+        handles.append(Line2D([], [], color="gray", marker="o", ms=4, lw=1))
+        labels.append("mean ± sd over seeds (faint: each seed)")
     if any(gf.candidates is not None for gf in fits):
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black"))
         labels.append("frontier runs (fitted); faint: the others")
@@ -366,6 +481,9 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
     pct = int(fits[0].level * 100)
     names = list(fits[0].fit.params)
     head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + ["runs (distinct x)", "holdout ARE"]
+    seeds = any(gf.seed_interval for gf in fits)
+    if seeds:
+        head.append("seed share of interval width (" + ", ".join(names) + ")")
     rows, notes = [], []
     for gf in fits:
         cells = [_plain(gf.group)]
@@ -375,6 +493,9 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
             cells.append(f"{v:.4g}" + ("" if iv is None else f" [{iv[0]:.3g}, {iv[1]:.3g}]{star}"))
         cells += [f"{len(gf.x)} ({len(np.unique(gf.x, axis=0))})",
                   "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
+        if seeds:
+            share = gf.seed_share()
+            cells.append(", ".join(f"{share[k]:.0%}" for k in names) if share else "-")
         rows.append(cells)
         notes += [f"- {group or 'group'}={_plain(gf.group)}: {w}" for w in gf.warnings()]
     law_obj = scaling.LAWS.get(law)
@@ -385,7 +506,10 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
     objective = "least squares on log residuals" if fits[0].fit.delta is None else "Huber on log residuals"
     text = (f"`{formula}` ({law} law, {objective}, L-BFGS from a grid of starts; "
             f"{pct}% percentile intervals from {n_bootstrap} bootstrap refits, widened where marked * to contain "
-            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs).\n\n")
+            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs)."
+            + (" Seed share: the width of the interval from refits that resample only the seeds at each "
+               f"{x} (the trend held fixed), as a fraction of the full interval's width: near 100% means the "
+               "seeds' noise, not the spread of x, sets the uncertainty." if seeds else "") + "\n\n")
     text += _markdown_rows(head, rows)
     if notes:
         text += "\n\n**What the data can and cannot support:**\n\n" + "\n".join(notes)
@@ -398,4 +522,4 @@ def _markdown_rows(head, rows) -> str:
     return "\n".join(out)
 
 
-__all__ = ["GroupFit", "fit_groups", "fit_report", "history", "law_text", "load", "plot_fits", "runs", "varying"]
+__all__ = ["GroupFit", "derive", "evaluate_expression", "where", "fit_groups", "fit_report", "history", "law_text", "load", "plot_fits", "runs", "varying"]

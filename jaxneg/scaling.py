@@ -206,9 +206,11 @@ class Fit:
             raise ValueError(f"Fit.are: target must be finite and > 0 with at least 1 value, got {y.tolist()}")
         return float(np.mean(np.abs(self.predict(data) - y) / y))
 
-    def bootstrap(self, n: int, key, *, level: float = 0.95) -> dict:
+    def bootstrap(self, n: int, key, *, level: float = 0.95, strata=None) -> dict:
         """Percentile confidence intervals from ``n`` refits on points resampled with replacement.
 
+        ``strata`` (``[n_points]`` labels): resample within each stratum only, keeping its size
+        (e.g. the seeds at each ``x``: the spread then comes from seed noise alone).
         Each refit starts from this fit's optimum and from 31 points spread evenly through
         the start grid, so ``n`` refits cost ``32 n`` L-BFGS runs (vmapped over the starts).
         Returns ``{name: (low, high)}`` at ``level``, ``"samples": {name: [n]}`` (reported
@@ -219,8 +221,18 @@ class Fit:
         if not 0 < level < 1:
             raise ValueError(f"Fit.bootstrap: level must be in (0, 1), got {level}")
         m = len(self.target)
-        counts = np.stack([np.bincount(np.asarray(jax.random.randint(k, (m,), 0, m)), minlength=m)
-                           for k in jax.random.split(key, n)]).astype(np.float64)
+        if strata is None:
+            strata = np.zeros(m)
+        strata = np.asarray(strata)
+        if strata.shape != (m,):
+            raise ValueError(f"Fit.bootstrap: strata must have shape [{m}] (one label per point), got {list(strata.shape)}")
+        members = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+        counts = np.zeros((n, m))
+        for r, k in enumerate(jax.random.split(key, n)):
+            for j, (kk, idx) in enumerate(zip(jax.random.split(k, len(members)), members)):
+                draw = idx[np.asarray(jax.random.randint(kk, (len(idx),), 0, len(idx)))] if len(members) > 1 else \
+                    np.asarray(jax.random.randint(k, (m,), 0, m))  # (one stratum: the draws of earlier versions)
+                counts[r] += np.bincount(draw, minlength=m)
         grid = _grid(self.law.grid)
         spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)
         starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}

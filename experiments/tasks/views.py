@@ -15,6 +15,8 @@ the ``B - 1`` in-batch keys, the ``config.moco.queue_size`` keys of earlier batc
 FIFO queue (:func:`jaxneg.samplers.queue_push`; every device pushes the global batch's keys,
 so the queue is the same on every device). The queue starts as random unit vectors (MoCo's
 initialisation), so every anchor sees ``B - 1 + queue_size`` negatives from the first step.
+In a vectorised group the members' queues share the longest one's array, each member using
+its own first ``queue_size`` slots (``queue_push(size=...)``; the rest stay masked).
 
 References:
   Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, ICML 2020.
@@ -103,7 +105,8 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
     state = dict(state)
     if "queue" in state:
         keys = parallel.gather_replicated(extra["keys"], AXIS)  # device order = global batch order
-        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys)._asdict()
+        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys,
+                                             size=hp["queue_size"])._asdict()
     m = hp["moco_momentum"]
     state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
     return state

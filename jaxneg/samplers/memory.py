@@ -40,12 +40,16 @@ def queue_init(size: int, dim: int, *, key=None, dtype=jnp.float32) -> Queue:
     return Queue(keys, jnp.zeros((), jnp.int32), jnp.full((), size, jnp.int32))
 
 
-def queue_push(state: Queue, keys) -> Queue:
+def queue_push(state: Queue, keys, *, size=None) -> Queue:
     r"""Enqueue ``keys [n, D]`` (``n <= S``), overwriting the oldest entries (FIFO).
 
     Slots ``ptr, ptr + 1, ..., ptr + n - 1 (mod S)`` receive the new keys, then
     ``ptr <- (ptr + n) mod S`` and ``count <- min(count + n, S)``. The keys are
     ``stop_gradient``-ed (a memory bank holds constants) and cast to the queue's dtype.
+
+    ``size`` (optional, ``n <= size <= capacity``, may be traced): use only the first ``size``
+    slots as the queue (``S = size`` above), so queues of different lengths can share one
+    array shape, e.g. the members of a vectorised sweep; the slots beyond it stay masked.
 
     References:
       He et al., *Momentum Contrast for Unsupervised Visual Representation Learning*, CVPR 2020.
@@ -58,6 +62,9 @@ def queue_push(state: Queue, keys) -> Queue:
     if keys.shape[1] != d or keys.shape[0] > s:
         raise ValueError(f"{fn}: keys must have shape [n, D] with n <= {s}, D={d}, got {list(keys.shape)}")
     n = keys.shape[0]
+    if size is not None:
+        C.scalar(fn, "size", size, low=n, high=s, low_inclusive=True)
+        s = jnp.asarray(size, jnp.int32)
     slots = (state.ptr + jnp.arange(n, dtype=jnp.int32)) % s
     new = state.keys.at[slots].set(lax.stop_gradient(keys).astype(state.keys.dtype))
     return Queue(new, (state.ptr + n) % s, jnp.minimum(state.count + n, s))

@@ -13,7 +13,7 @@ import pytest
 from experiments import sweep as S
 from experiments import train as T
 from jaxneg import results
-from tests.experiments.helpers import small_sweep
+from tests.experiments.helpers import SMALL_SWEEP, config, small_sweep
 
 def test_expand_takes_the_grid_product_and_zips_fields_together():
     points = S.expand(small_sweep())
@@ -181,11 +181,30 @@ def test_slurm_backend_through_submitit_local_executor(tmp_path):
 
 def test_the_command_line_lists_the_quickstart_points(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
-                          "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2",
+                          "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2,seeds=2,"
+                          "queues=16-48,neg_batches=16-32,platform=accelerator",
                           "--dry_run"], capture_output=True, text=True, cwd=os.path.dirname(S.__file__) + "/..")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [f"temperature={t},batch_size={b}" for t in ("0.1", "0.2") for b in (16, 32, 64, 128, 256)]
-    assert "10 points, all valid" in out.stderr
+    part1 = [f"temperature={t},seed={s},batch_size={b}" for t in ("0.1", "0.2") for s in (0, 1)
+             for b in (16, 32, 64, 128, 256)]
+    part2 = [f"moco,seed={s},batch_size={b},queue_size={q}" for s in (0, 1) for b, q in ((16, 0), (32, 0), (16, 16),
+                                                                                            (16, 48))]
+    assert out.stdout.split() == part1 + part2
+    assert "28 points, all valid" in out.stderr
+
+
+def test_the_quickstart_defaults_follow_the_platform():
+    from experiments.configs import quickstart
+
+    cpu, acc = quickstart.get_config("platform=cpu"), quickstart.get_config("platform=accelerator")
+    assert cpu.grid["seed"] == (0, 1) and acc.grid["seed"] == (0, 1, 2)
+    assert max(cpu.zip["batch_size"]) == 256 and max(acc.zip["batch_size"]) == 1024
+    assert max(cpu.parts[0].zip["moco.queue_size"]) == 4080 and max(acc.parts[0].zip["moco.queue_size"]) == 16368
+    assert "keep the job under 10 minutes on 2 CPU cores" in cpu.description
+    groups = S.plan(S.expand(cpu))
+    # part 1: one program per batch size (temperatures x seeds); part 2: one per in-batch size, one for every queue
+    assert sorted(len(g) for g in groups) == sorted([6] * 5 + [2] * 4 + [12])
+    assert len(quickstart.get_config("platform=cpu,queues=").parts) == 0
 
 
 def test_fit_groups_recovers_a_planted_power_law_per_group():
@@ -318,3 +337,59 @@ def test_progress_runs_logs_and_resume_messages(finished_sweep, tmp_path, capfd)
     assert "resuming from the checkpoint of step 2 of 2" in log and "finished: " in log
     first = open(os.path.join(src, "runs", "temperature=0.5,batch_size=8,steps=4", "log.txt")).read()
     assert "starting, 4 steps" in first and "step 4/4  loss" in first
+
+
+def test_seed_share_separates_seed_noise_from_the_trend():
+    """Seeds at each x: the fit uses every run; the seed-only bootstrap is narrower than the full one,
+    and grows with the seed noise."""
+    rng = np.random.default_rng(1)
+
+    def table(noise):
+        rows = []
+        for b in (8, 16, 32, 64, 128, 256):
+            for s in range(3):
+                err = (0.1 + 2.0 * b ** -0.6) * np.exp(rng.normal(0, noise))
+                rows.append({"run": f"{b}-{s}", "metric": "eval/acc", "value": 1 - err, "step": 1, "batch_size": b,
+                             "seed": s})
+        return pd.DataFrame(rows)
+
+    (quiet,) = results.fit_groups(table(0.002), x="batch_size", y="eval/acc", complement=True, n_bootstrap=30)
+    (noisy,) = results.fit_groups(table(0.05), x="batch_size", y="eval/acc", complement=True, n_bootstrap=30)
+    for gf in (quiet, noisy):
+        assert gf.replicates() and len(gf.x) == 18 and gf.seed_interval is not None
+        share = gf.seed_share()
+        assert set(share) == {"E", "A", "alpha"} and all(0 < v <= 1.5 for v in share.values())
+        xs, mean, sd, n = gf.seed_stats()
+        assert list(n) == [3] * 6 and np.all(sd > 0)
+    w = lambda gf: gf.seed_interval["alpha"][1] - gf.seed_interval["alpha"][0]
+    assert w(noisy) > 5 * w(quiet)
+    text = results.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=30)
+    assert "seed share of interval width (E, A, alpha)" in text and "Seed share:" in text
+    assert "no seeds" not in text
+    fig = results.plot_fits([noisy], xlabel="batch_size")
+    assert "mean ± sd over seeds (faint: each seed)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert noisy.to_json()["seed_share"] == pytest.approx(noisy.seed_share())
+
+
+def test_parts_columns_and_where_select_the_runs_an_analysis_fits():
+    base = config("simclr_mnist1d", **SMALL_SWEEP)
+    sw = S.Sweep(base=base, grid={"seed": (0, 1)}, zip={"batch_size": (8, 16)},
+                 parts=(S.Part("moco", {"loss.name": "infonce", "moco.enabled": True},
+                               zip={"batch_size": (8, 8), "moco.queue_size": (0, 24)}),),
+                 columns={"n": "batch_size - 1 + moco.queue_size", "src": "'queue' if moco.queue_size else 'batch'"},
+                 analyses=(S.Analysis(x="n", y="eval/knn_accuracy", group="src", where="moco.enabled"),))
+    points = S.expand(sw)
+    assert [p.name for p in points][-2:] == ["moco,batch_size=8,queue_size=0", "moco,batch_size=8,queue_size=24"]
+    assert points[-1].overrides == {"loss.name": "infonce", "moco.enabled": True, "batch_size": 8,
+                                    "moco.queue_size": 24}
+    for a in sw.analyses:
+        S._check_analysis(a, points, sw)
+    rows = pd.DataFrame([S._columns_row(sw, p.config) for p in points])
+    assert list(results.where(rows, "moco.enabled").n) == [7, 31]
+    assert list(results.derive(rows, {"m": "n * 2"}).m) == [14, 30, 14, 30, 14, 62]
+    with pytest.raises(ValueError, match="not a config field or a column"):
+        S._check_analysis(S.Analysis(x="negatives", y="eval/knn_accuracy"), points, sw)
+    with pytest.raises(ValueError, match="selects no point"):
+        S._check_analysis(S.Analysis(x="n", y="eval/knn_accuracy", where="moco.queue_size > 100"), points, sw)
+    with pytest.raises(ValueError, match="unknown name 'open'"):
+        results.where(rows, "open('x')")

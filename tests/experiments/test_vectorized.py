@@ -63,13 +63,17 @@ def test_swept_loss_keywords_are_traced_and_a_failing_member_stops_alone(tmp_pat
     assert alone["final_loss"] == pytest.approx(results[1]["final_loss"], rel=1e-5)
 
 
+def _moco(**over):
+    return config("simclr_mnist1d", **dict(TINY, steps=4, checkpoint_every=2, log_every=2, num_devices=2),
+                  **{"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 40, "loss.temperature": 0.2,
+                     **over})
+
+
 def test_moco_queue_trains_and_resumes_exactly(tmp_path):
-    c = config("simclr_mnist1d", **dict(TINY, steps=4, checkpoint_every=2, log_every=2),
-               **{"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 40, "loss.temperature": 0.2})
+    c = _moco()
     straight = T.train(c, str(tmp_path / "straight"))
     _, state_params = final_params(str(tmp_path / "straight"))
-    half = config("simclr_mnist1d", **dict(TINY, steps=4, checkpoint_every=2, log_every=2),
-                  **{"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 40, "loss.temperature": 0.2})
+    half = _moco()
     d = str(tmp_path / "resumed")
     T.train(half, d)
     os.remove(os.path.join(d, "result.json"))  # roll back to the step-2 checkpoint
@@ -90,7 +94,7 @@ def test_moco_configs_are_checked():
     with pytest.raises(ValueError, match="needs config.moco.enabled=True"):
         T.config_lib.validate(config("simclr_mnist1d", **{"moco.queue_size": 8}))
     with pytest.raises(ValueError, match="takes no extra negatives|takes extra negatives"):
-        T.config_lib.validate(config("simclr_mnist1d", **{"moco.enabled": True, "moco.queue_size": 8}))
+        T.config_lib.validate(config("simclr_mnist1d", **{"moco.enabled": True, "moco.queue_size": 64}))
 
 
 def test_the_sweep_plans_one_program_per_shape():
@@ -102,3 +106,23 @@ def test_the_sweep_plans_one_program_per_shape():
     assert {p.config.batch_size for g in groups for p in g[:1]} == {8, 16}
     assert len(S.plan(points, vectorize=False)) == 12
     assert sorted(len(g) for g in S.plan(points, max_members=4)) == [2, 2, 4, 4]
+
+
+def test_queues_of_different_lengths_share_a_program(tmp_path):
+    """Members with queues of 16 and 40 keys run in one program (the shorter padded and masked),
+    each equal to its run alone; their checkpoints hold their own queue length."""
+    import orbax.checkpoint as ocp
+
+    members = [_moco(seed=1, **{"moco.queue_size": 16}), _moco()]
+    assert T.group_key(members[0]) == T.group_key(members[1])
+    assert T.group_key(_moco(**{"moco.queue_size": 0})) != T.group_key(members[0])
+    dirs = [str(tmp_path / "q16"), str(tmp_path / "q40")]
+    results = T.train_group(members, dirs)
+    for c, d, r in zip(members, dirs, results):
+        alone = T.train(c, d + "_alone")
+        _close(final_params(d)[1], final_params(d + "_alone")[1])
+        assert alone["final_loss"] == pytest.approx(r["final_loss"], rel=1e-5)
+        state = ocp.StandardCheckpointer().restore(os.path.join(d, "checkpoints", "4", "default"))
+        assert state["queue"]["keys"].shape[0] == c.moco.queue_size
+    with pytest.raises(ValueError, match="must be 0 or >= config.batch_size"):
+        T.config_lib.validate(_moco(**{"moco.queue_size": 8}))
