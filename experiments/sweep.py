@@ -209,16 +209,19 @@ def load_sweep(spec: str) -> Sweep:
 def plan(points, *, vectorize: bool = True, max_members: int = 0) -> list[list[Point]]:
     """The programs that run ``points``: with ``vectorize``, points whose configs differ only in
     :data:`experiments.train.MEMBER_FIELDS` (seed, temperature, learning rate, ...) share one
-    (at most ``max_members`` each; 0 = no limit); without, one point per program."""
+    (at most ``max_members`` each; 0 = no limit); without, one point per program. Longest first."""
     from experiments import train
 
     if not vectorize:
-        return [[p] for p in points]
-    groups: dict = {}
-    for p in points:
-        groups.setdefault(train.group_key(p.config), []).append(p)
-    size = max_members or len(points)
-    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+        out = [[p] for p in points]
+    else:
+        groups: dict = {}
+        for p in points:
+            groups.setdefault(train.group_key(p.config), []).append(p)
+        size = max_members or len(points)
+        out = [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+    # longest first (by examples encoded), so parallel workers do not end waiting on one long program
+    return sorted(out, key=lambda g: -sum(p.config.steps * p.config.batch_size for p in g))
 
 
 _TRACING_ERRORS = ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError",

@@ -55,10 +55,16 @@ GATHERS = ("all_gather", "ring")
 
 
 class Lse(NamedTuple):
-    """``log sum_{j in S_i} exp(coef * X_ij)``."""
+    """``log sum_{j in S_i} exp(coef * X_ij)``.
+
+    ``shift`` (set by :func:`pair_stats`, not by callers): a fixed ``c >= coef * X_ij`` for
+    every pair, so the streamed path sums ``exp(coef * X - c)`` with no running maximum (and
+    a row and a column statistic of the same ``coef`` share one exponential per tile).
+    """
 
     include: str
     coef: float = 1.0
+    shift: float | None = None
 
 
 class Sum(NamedTuple):
@@ -134,6 +140,34 @@ def _lse_parts(x, mask, axis):
     return mx, jnp.sum(jnp.exp(xm - jnp.expand_dims(_safe(mx), axis)), axis=axis)
 
 
+#: the largest ``coef * (max X - min X)`` a fixed shift may span: every ``exp(coef * X - shift)``
+#: then stays >= e^-80, a normal fp32 number, so the sums keep fp32's relative precision
+SHIFT_SPAN = 80.0
+
+
+def _with_shifts(specs, scale, bias, bound):
+    """``specs`` with a fixed shift on each ``Lse`` where ``|<q, k>| <= bound`` makes it exact.
+
+    ``X = scale <q, k> + bias`` then lies in ``bias ± |scale| bound``; the shift is the top
+    of that range. Needs concrete ``scale``/``bias`` (a traced temperature keeps the running
+    maximum) and a span of at most :data:`SHIFT_SPAN` (else, e.g. ``t = 0.01``, the maximum).
+    """
+    if bound is None or not all(map(_is_concrete, (scale, bias))):
+        return specs
+    scale, bias = float(scale), float(bias)
+    out = []
+    for spec in specs:
+        if (isinstance(spec, Lse) and isinstance(spec.coef, (int, float)) and spec.coef >= 0
+                and 2 * spec.coef * abs(scale) * bound <= SHIFT_SPAN):
+            spec = spec._replace(shift=spec.coef * (abs(scale) * bound + bias))
+        out.append(spec)
+    return tuple(out)
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer) and jnp.ndim(x) == 0
+
+
 def _finish_lse(m, s):
     """``log s + m`` from a (max, sum) pair; ``-inf`` where nothing was summed."""
     ok = s > 0
@@ -173,6 +207,7 @@ def pair_stats(
     row_block_size: int | None = None,
     axis_name=None,
     gather: str = "all_gather",
+    bound: float | None = None,
 ):
     """Statistics of ``X = scale * q @ k.T + bias`` along rows and columns.
 
@@ -195,11 +230,18 @@ def pair_stats(
         (pass column shards around with ``ppermute``; memory ``O(m D)``, streamed inside
         each shard with ``block_size``, default the shard). ``meta.drop`` is then
         ``[B, W * m]``: the devices' column shards in device order.
+      bound: a bound on ``|<q_i, k_j>|`` (``1`` for unit-norm rows; a slight excess is
+        harmless). With concrete ``scale`` and ``bias`` the streamed path then subtracts the
+        fixed ``scale * bound + bias`` instead of a running maximum where that cannot
+        underflow (:func:`_with_shifts`): one exponential per tile serves a row and a column
+        statistic, and no maxima are taken. The values are the same to fp32 rounding.
 
     Returns:
       ``(row_stats, col_stats)``: tuples of fp32 arrays, in spec order.
     """
     row_specs, col_specs = _validate_specs(row_specs), _validate_specs(col_specs)
+    if block_size is not None:
+        row_specs, col_specs = (_with_shifts(sp, scale, bias, bound) for sp in (row_specs, col_specs))
     acc = acc_dtype(q, k)
     scale = jnp.asarray(scale, acc)
     bias = jnp.asarray(bias, acc)
@@ -302,18 +344,26 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
             qi, rp, rl, di, rows_in = args
             x = scale * _dot(qi, kj) + bias
             mask, same = _tile_masks(rp, rl, pj, lj, di)
+            shifted = _shifted_exp(x)
+
+            def lse_parts(spec, mk, axis):
+                if spec.shift is None:
+                    return _lse_parts(spec.coef * x, mk, axis)
+                top = jnp.full(x.shape[1 - axis], spec.shift, x.dtype)
+                return top, jnp.sum(jnp.where(mk, shifted(spec), 0.0), axis=axis)
+
             rows_out = []
             for spec, c in zip(row_specs, rows_in):
                 mk = mask(spec.include)
                 if isinstance(spec, Lse):
-                    rows_out.append(_merge_lse(*c, *_lse_parts(spec.coef * x, mk, 1)))
+                    rows_out.append(_merge_lse(*c, *lse_parts(spec, mk, 1)))
                 else:
                     rows_out.append(c + jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=1))
             cols = []
             for spec in col_specs:
                 mk = mask(spec.include)
                 if isinstance(spec, Lse):
-                    cols.append(_lse_parts(spec.coef * x, mk, 0))
+                    cols.append(lse_parts(spec, mk, 0))
                 else:
                     cols.append(jnp.sum(jnp.where(mk, spec.fn(x, same), 0.0), axis=0))
             return tuple(rows_out), tuple(cols)
@@ -338,10 +388,30 @@ def _forward(row_specs, col_specs, block_size, row_block, q, k, scale, bias, met
     return rows, tuple(c.reshape(-1)[:m] for c in cols)
 
 
-def _dstat(spec: Spec, x, mask, same, stat, ct):
-    """Contribution of one statistic to ``dL/dX`` (``stat``/``ct`` broadcast already)."""
+def _shifted_exp(x):
+    """``exp(coef * x - shift)`` of a tile, computed once per ``(coef, shift)`` however many specs use it."""
+    cache = {}
+
+    def get(spec):
+        key = (spec.coef, spec.shift)
+        if key not in cache:
+            cache[key] = jnp.exp(spec.coef * x - spec.shift)
+        return cache[key]
+
+    return get
+
+
+def _dstat(spec: Spec, x, mask, same, stat, ct, shifted=None):
+    """Contribution of one statistic to ``dL/dX`` (``stat``/``ct`` broadcast already).
+
+    With a fixed shift, ``exp(coef X - stat) = exp(coef X - shift) · exp(shift - stat)``: the
+    tile's one shifted exponential (``shifted``) times a per-row (or per-column) factor.
+    """
     if isinstance(spec, Lse):
-        p = jnp.where(mask, jnp.exp(spec.coef * x - _safe(stat)), 0.0)
+        if spec.shift is not None and shifted is not None:
+            p = jnp.where(mask, shifted(spec) * jnp.exp(spec.shift - _safe(stat)), 0.0)
+        else:
+            p = jnp.where(mask, jnp.exp(spec.coef * x - _safe(stat)), 0.0)
         return (ct * spec.coef) * p
     deriv = jax.jvp(lambda y: spec.fn(y, same), (x,), (jnp.ones_like(x),))[1]
     return ct * jnp.where(mask, deriv, 0.0)
@@ -369,11 +439,12 @@ def _backward_parts(row_specs, col_specs, block_size, row_block, res, cts):
             dot = _dot(qi, kj)
             x = scale * dot + bias
             mask, same = _tile_masks(rp, rl, pj, lj, di)
+            shifted = _shifted_exp(x)
             g = jnp.zeros_like(x)
             for spec, st in zip(row_specs, rst):
-                g = g + _dstat(spec, x, mask(spec.include), same, st[:, None, 0], st[:, None, 1])
+                g = g + _dstat(spec, x, mask(spec.include), same, st[:, None, 0], st[:, None, 1], shifted)
             for spec, st in zip(col_specs, colj):
-                g = g + _dstat(spec, x, mask(spec.include), same, st[None, :, 0], st[None, :, 1])
+                g = g + _dstat(spec, x, mask(spec.include), same, st[None, :, 0], st[None, :, 1], shifted)
             gq = g.astype(q.dtype)
             dqi = dqi + lax.dot_general(gq, kj, (((1,), (0,)), ((), ())), preferred_element_type=acc)
             dki = lax.dot_general(gq, qi, (((0,), (0,)), ((), ())), preferred_element_type=acc)

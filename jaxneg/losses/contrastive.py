@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxneg import _checks as C
@@ -36,6 +37,11 @@ from jaxneg.registry import LOSSES
 
 def _maybe_normalize(x, normalize: bool):
     return l2_normalize(x) if normalize else x
+
+
+def _bound(normalize: bool):
+    """``|<q, k>| <= 1`` for normalised rows: lets ``pair_stats`` stream with a fixed shift."""
+    return 1.0 if normalize else None
 
 
 def _rowdot(a, b):
@@ -54,8 +60,13 @@ def _log1p_exp_gap(lse_neg, pos):
 
 
 def _temperature(fn, temperature):
+    """``1 / temperature`` in the accumulation dtype; a NumPy scalar when the temperature is concrete
+    (a constant the streamed path can read, e.g. for its fixed shift), else a traced array."""
     C.scalar(fn, "temperature", temperature, low=0.0)
-    return 1.0 / jnp.asarray(temperature, acc_dtype(jnp.asarray(temperature)))
+    dtype = acc_dtype(jnp.asarray(temperature))
+    if C.is_concrete(temperature):
+        return np.asarray(1.0, dtype) / np.asarray(temperature, dtype)
+    return 1.0 / jnp.asarray(temperature, dtype)
 
 
 def _pair_inputs(fn, query, key):
@@ -235,7 +246,7 @@ def infonce(
     spec = (Lse("neg"),)
     (lse_row,), col = pair_stats(
         q, cols, scale, 0.0, meta, spec, spec if symmetric else (), block_size,
-        axis_name=axis_name, gather=gather,
+        axis_name=axis_name, gather=gather, bound=_bound(normalize),
     )
     if per_query is not None:
         x_neg = scale * jnp.einsum(
@@ -311,7 +322,8 @@ def ntxent(
     block_size = C.block_size(fn, block_size)
     z, b, _, meta = _two_views(fn, z1, z2, normalize, axis_name=axis_name, gather=gather)
     (lse_neg,), _ = pair_stats(
-        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather
+        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather,
+        bound=_bound(normalize),
     )
     pos = _positive_logits(z, b, scale)
     return C.reduce(_log1p_exp_gap(lse_neg, pos), reduction, axis_name)
@@ -352,7 +364,7 @@ def decoupled(
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
     z, b, _, meta = _two_views(fn, z1, z2, normalize)
-    (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size)
+    (lse_neg,), _ = pair_stats(z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, bound=_bound(normalize))
     pos = _positive_logits(z, b, scale)
     if weight_sigma is not None:
         C.scalar(fn, "weight_sigma", weight_sigma, low=0.0)
@@ -430,7 +442,8 @@ def debiased(
     block_size = C.block_size(fn, block_size)
     z, b, world, meta = _two_views(fn, z1, z2, normalize, 2, axis_name, gather)
     (lse_neg,), _ = pair_stats(
-        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather
+        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather,
+        bound=_bound(normalize),
     )
     pos = _positive_logits(z, b, scale)
     n = 2 * world * b - 2
@@ -476,7 +489,7 @@ def hard_negative(
     n = 2 * world * b - 2
     (lse_hard, lse_w), _ = pair_stats(
         z, z, scale, 0.0, meta, (Lse("neg", 1.0 + beta), Lse("neg", beta)), (), block_size,
-        axis_name=axis_name, gather=gather,
+        axis_name=axis_name, gather=gather, bound=_bound(normalize),
     )
     log_reweighted = lse_hard - lse_w + jnp.log(jnp.asarray(n, lse_w.dtype))
     pos = _positive_logits(z, b, scale)
@@ -549,7 +562,7 @@ def supcon(
     pos_id = (jnp.arange(v, dtype=jnp.int32)[:, None] * (world * n) + sample[None, :]).reshape(-1)
     (lse, pos_sum), _ = pair_stats(
         z, z, scale, 0.0, Meta(pos_id, lab, pos_id, lab), (Lse("not_self"), Sum("pos", _identity)), (), block_size,
-        axis_name=axis_name, gather=gather,
+        axis_name=axis_name, gather=gather, bound=_bound(normalize),
     )
     every = lab if axis_name is None else lax.all_gather(lab, axis_name, tiled=True)
     count = (_label_counts(lab, every) - 1).astype(lse.dtype)

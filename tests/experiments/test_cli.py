@@ -139,3 +139,14 @@ def test_quickstart_checkpoints_often_enough_to_resume():
     for platform in ("cpu", "accelerator"):
         base = quickstart.get_config(f"platform={platform}").base
         assert base.steps // base.checkpoint_every >= 3  # at least two checkpoints before the last step
+
+
+def test_the_command_lines_turn_on_the_persistent_compilation_cache(tmp_path):
+    code = ("import jax; from experiments import train; d = train.enable_compilation_cache(); "
+            "print(d, jax.config.jax_compilation_cache_dir)")
+    env = dict(os.environ, JAXNEG_COMPILATION_CACHE=str(tmp_path / "xla"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.stdout.split() == [str(tmp_path / "xla")] * 2, out.stderr
+    env["JAXNEG_COMPILATION_CACHE"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.stdout.split()[0] == "None", out.stderr

@@ -106,3 +106,59 @@ def test_pair_stats_property(b, extra, d, block, row_block, n_labels, seed):
     np.testing.assert_allclose(vs, vd, rtol=1e-5, atol=1e-4)
     for a, b_ in zip(gs, gd):
         np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("scale,bias", [(1.7, -0.2), (14.0, 0.0), (39.0, 0.5)])
+def test_fixed_shift_equals_the_running_maximum(scale, bias):
+    """With a bound on |<q, k>| and a concrete scale, the streamed path subtracts a fixed shift (one
+    exponential per tile for the row and column statistics); value and gradients equal the path with a
+    running maximum, including an all-masked row, padding columns and a row whose logits all sit at the
+    bottom of the range (exp(-2 * scale * bound) must not underflow)."""
+    from jaxneg.losses import _pairwise as PW
+
+    rng = np.random.default_rng(7)
+    b, m, d = 9, 13, 5
+    q = rng.standard_normal((b, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    k = rng.standard_normal((m, d)).astype(np.float32)
+    k /= np.linalg.norm(k, axis=1, keepdims=True)
+    k[:, :] = np.where(np.arange(m)[:, None] < 4, -q[0], k)  # row 0's first columns at <q, k> = -1
+    q, k = jnp.asarray(q), jnp.asarray(k)
+    pos = jnp.arange(b, dtype=jnp.int32)
+    labels = jnp.asarray([0, 1, 1, 2, 2, 2, 3, 4, 5], jnp.int32)
+    col_pos = jnp.concatenate([pos, jnp.asarray([PW.EXTRA, PW.EXTRA, PW.PAD, PW.EXTRA], jnp.int32)])
+    col_label = jnp.concatenate([labels, jnp.full((4,), -1, jnp.int32)])
+    meta = Meta(pos, labels, col_pos, col_label)
+    rows = (Lse("neg"), Lse("pos"), Lse("not_self", 0.5), Sum("all", _sq))
+    cols = (Lse("neg"), Lse("all", 0.5))
+    w = [jnp.asarray(rng.standard_normal(n), jnp.float32) for n in (b, b, b, b, m, m)]
+    shifted = PW._with_shifts(rows + cols, scale, bias, 1.0)
+    assert all(s.shift is not None for s in shifted if isinstance(s, Lse))
+
+    def f(q, k, bound):
+        r, c = pair_stats(q, k, scale, bias, meta, rows, cols, 4, 3, bound=bound)
+        return sum(jnp.sum(jnp.where(jnp.isfinite(s), s, 0.0) * wi) for s, wi in zip(r + c, w)), r + c
+
+    (v1, s1), g1 = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(q, k, None)
+    (v2, s2), g2 = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True), static_argnums=2)(q, k, 1.0)
+    for a, b_ in zip(s2, s1):
+        np.testing.assert_allclose(a, b_, rtol=2e-6, atol=2e-6)
+    assert np.isneginf(s1[1][0])  # row 0 has no positive: an empty set stays -inf
+    np.testing.assert_allclose(v2, v1, rtol=2e-6)
+    for a, b_ in zip(g2, g1):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+
+
+def test_the_fixed_shift_is_used_only_where_it_is_exact():
+    from jaxneg.losses import _pairwise as PW
+
+    spec = (Lse("neg"), Lse("neg", 2.0), Sum("all", _sq))
+    out = PW._with_shifts(spec, 14.0, 0.0, 1.0)
+    assert out[0].shift == 14.0 and out[1].shift == 28.0 and out[2] is spec[2]
+    assert PW._with_shifts(spec, 100.0, 0.0, 1.0)[0].shift is None  # t = 0.01: span 200 > 80, running max
+    assert PW._with_shifts(spec, 14.0, 0.0, None) == spec  # no bound (unnormalised inputs)
+    assert PW._with_shifts(spec, jnp.float32(14.0), 0.0, 1.0)[0].shift == 14.0
+    traced = jax.jit(lambda s: jnp.asarray(PW._with_shifts(spec, s, 0.0, 1.0)[0].shift is None))(14.0)
+    assert bool(traced)  # a traced (learned) scale keeps the running maximum
+    # the losses pass a concrete temperature through as a NumPy constant, also under jit
+    assert not isinstance(L.contrastive._temperature("t", 0.07), jax.Array)
