@@ -213,7 +213,7 @@ def main():
             print(f"{cell} N={n}: {r}", file=sys.stderr, flush=True)
     rate = {fw: next((r["tflops"] for r in results if r.get("cell") == f"{fw}_matmul" and "tflops" in r), None)
             for fw in ("jax", "torch")}
-    print(f"| cell | N | seconds | TFLOP/s | of its framework's a @ b.T rate | peak GB |\n|---|---|---|---|---|---|")
+    print("| cell | N | seconds | TFLOP/s | of its framework's a @ b.T rate | peak GB |\n|---|---|---|---|---|---|")
     for r in results:
         if "seconds" not in r:
             print(f"| {r['cell']} | {r.get('n')} | {r.get('skipped') or r.get('error')} | | | |")

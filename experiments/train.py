@@ -49,7 +49,6 @@ The command lines turn on JAX's persistent compilation cache
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys

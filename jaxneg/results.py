@@ -495,7 +495,7 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
                   "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
         if seeds:
             share = gf.seed_share()
-            cells.append(", ".join(f"{share[k]:.0%}" for k in names) if share else "-")
+            cells.append(", ".join(f"{share[k]:.0%}" if share[k] <= 1.5 else ">150%" for k in names) if share else "-")
         rows.append(cells)
         notes += [f"- {group or 'group'}={_plain(gf.group)}: {w}" for w in gf.warnings()]
     law_obj = scaling.LAWS.get(law)
@@ -509,7 +509,9 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
             f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs)."
             + (" Seed share: the width of the interval from refits that resample only the seeds at each "
                f"{x} (the trend held fixed), as a fraction of the full interval's width: near 100% means the "
-               "seeds' noise, not the spread of x, sets the uncertainty." if seeds else "") + "\n\n")
+               "seeds' noise, not the spread of x, sets the uncertainty; >150%: the seeds alone move a parameter the data "
+               "cannot pin down (e.g. A and alpha of a flat curve), so neither interval says much." if seeds else "")
+            + "\n\n")
     text += _markdown_rows(head, rows)
     if notes:
         text += "\n\n**What the data can and cannot support:**\n\n" + "\n".join(notes)

@@ -140,7 +140,8 @@ def hard_topk(
       max_score, absolute_margin, relative_margin: the filters above (``None``: off).
       positive_scores: ``[B]`` ``s+_i``, required by the margin filters.
       block_size: corpus rows per scan step (default ``min(M, 16384)``).
-      row_block_size: query rows per tile (default ``min(B, 256)``).
+      row_block_size: query rows per tile (default ``min(B, 256)`` on CPU, ``min(B, 2048)`` on
+        GPU/TPU: :func:`_default_row_block`).
 
     Returns:
       :class:`Mined` ``(indices [B, k], scores [B, k], mask [B, k])``; rows with fewer
@@ -163,7 +164,8 @@ def hard_topk(
     skip_top = C.integer(fn, "skip_top", skip_top, 0)
     b, m = q.shape[0], c.shape[0]
     bs = min(m, C.block_size(fn, block_size) or 16384)
-    rb = min(b, C.integer(fn, "row_block_size", row_block_size, 1) if row_block_size is not None else 256)
+    rb = min(b, C.integer(fn, "row_block_size", row_block_size, 1) if row_block_size is not None
+             else _default_row_block())
     exclude = _exclude(fn, exclude, b)
     thr = score_threshold(
         fn, b, max_score=max_score, absolute_margin=absolute_margin,
@@ -172,6 +174,12 @@ def hard_topk(
     kk = k + skip_top
     width = min(kk, m)
     return _hard_topk(q, c, thr, exclude, k, skip_top, width, bs, rb)
+
+
+def _default_row_block() -> int:
+    """Query rows per tile by backend: 256 on CPU (a tile stays in cache), 2048 on accelerators
+    (one H100 mined 65,536 x 1M x 128 in 0.46 s with 2048 against 0.73 s with 256; issue 15)."""
+    return 256 if jax.default_backend() == "cpu" else 2048
 
 
 def _hard_topk(q, c, thr, exclude, k, skip_top, width, bs, rb):
