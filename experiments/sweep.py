@@ -10,8 +10,10 @@ r"""Sweeps over config fields: ``python -m experiments.sweep --config C[:arg] --
 A sweep config is a module whose ``get_config(arg)`` returns a :class:`Sweep`: a base run
 config (``experiments.train``'s schema), a ``grid`` ``{field: values}`` whose Cartesian
 product is swept, ``zip`` groups ``{field: values, other: values}`` whose fields vary
-together (batch size with the step count that keeps the epochs fixed, say), and the
-:class:`Analysis` fits to make at the end. Every point is expanded and validated before
+together (batch size with the step count that keeps the epochs fixed, say), further
+:class:`Part` s (more points on a changed base), derived ``columns`` (Python expressions of
+config fields) and the :class:`Analysis` fits to make at the end (each on the runs its
+``where`` expression selects). Every point is expanded and validated before
 the first run starts; a bad field or value fails naming the point.
 
 Layout of ``DIR``::
@@ -23,9 +25,14 @@ Layout of ``DIR``::
     report.md                  the run table, the fitted parameters and the plots
     summary.json               finished / failed / skipped runs of the last launch
 
-Backends: ``local`` runs points one after another in this process (``--workers 1``) or
-in N worker processes (each run's output in ``runs/<name>/log.txt``); ``slurm`` submits
-one job per point through ``submitit`` (``--cluster local`` runs those jobs as local
+Programs: points whose configs differ only in :data:`experiments.train.MEMBER_FIELDS` (seed,
+temperature, learning rate, weight decay, float loss keywords, MoCo queue length) run as the
+members of one compiled program (:func:`plan`; ``--max_members`` caps it, ``--vectorize=false``
+runs one point per program). Each member keeps its own run directory.
+
+Backends: ``local`` runs programs one after another in this process (``--workers 1``) or
+in N worker processes (each run's lines in ``runs/<name>/log.txt``); ``slurm`` submits
+one job per program through ``submitit`` (``--cluster local`` runs those jobs as local
 processes, for testing). Launching the same sweep again skips finished runs, resumes
 interrupted ones from their last checkpoint and retries failed ones; the analysis is
 rewritten from every finished run. Datasets are prepared once, here, before any worker

@@ -9,7 +9,8 @@
     checkpoints/     orbax steps (manifests/ beside them; checkpoints/quarantine/ for bad ones)
     result.json      the final result (its presence means "finished")
     failed.json      a non-finite loss stopped the run;   error.txt   the run raised
-    log.txt          the run's output, when a sweep ran it
+    log.txt          the run's progress lines (start or resume, logged steps, final metrics; in a sweep also
+                     the process' warnings, in the first member's file of each program)
 
 and a sweep directory ``sweep.json`` (its points), ``summary.json``, ``runs/<name>/``.
 JSON files are written atomically (a temporary file, then a rename), so a crash never

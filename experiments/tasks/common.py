@@ -221,5 +221,15 @@ def eval_key(setup: Setup):
     return jax.random.key(setup.config.seed + 1_000_003)
 
 
+def process_batch(setup: Setup, seed: int, step: int) -> tuple[np.ndarray, dict]:
+    """``(indices, rows)`` of this process' share of global batch ``step``, a pure function of
+    ``(seed, step)`` (:func:`jaxneg.data.batch_indices`); each process takes its slice in order."""
+    c = setup.config
+    idx = data.batch_indices(seed, step, len(setup.train), c.batch_size)
+    per = c.batch_size // jax.process_count()
+    idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
+    return idx, setup.train.take(idx)
+
+
 def first_rows(split: data.Data, n: int) -> dict:
     return split.take(np.arange(min(n, len(split))))

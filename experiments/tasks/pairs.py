@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.tasks.common import (Setup, doc_tower, embed, encode_all, eval_key, first_rows,
-                                      pair_metrics)
-from jaxneg import SAMPLERS, data, samplers
+                                      pair_metrics, process_batch)
+from jaxneg import SAMPLERS, samplers
 from jaxneg import eval as E
 from jaxneg._array import l2_normalize
 
@@ -34,11 +34,7 @@ USES_CORPUS = True
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
     """This process' share of global batch ``step`` (NumPy), a pure function of (seed, step)."""
-    c = setup.config
-    idx = data.batch_indices(seed, step, len(setup.train), c.batch_size)
-    per = c.batch_size // jax.process_count()
-    idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
-    b = setup.train.take(idx)
+    _, b = process_batch(setup, seed, step)
     doc = b["doc_id"] if setup.doc_by_id else setup.corpus.arrays["tokens"][b["doc_id"]]
     return {"q": b["tokens"], "doc": doc, "doc_id": b["doc_id"].astype(np.int32), "group": b["group"].astype(np.int32)}
 

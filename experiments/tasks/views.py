@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tasks.common import AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics
+from experiments.tasks.common import (AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
+                                      process_batch)
 from jaxneg import data, parallel, samplers
 from jaxneg import eval as E
 
@@ -41,11 +42,7 @@ USES_CORPUS = False
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
     """This process' share of global batch ``step`` (NumPy), a pure function of (seed, step)."""
-    c = setup.config
-    idx = data.batch_indices(seed, step, len(setup.train), c.batch_size)
-    per = c.batch_size // jax.process_count()
-    idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
-    b = setup.train.take(idx)
+    idx, b = process_batch(setup, seed, step)
     out = {"x": b["x"], "id": idx.astype(np.int32)}
     if "label" in b:
         out["label"] = b["label"].astype(np.int32)
