@@ -256,12 +256,16 @@ def run_group(configs, workdirs) -> list[dict]:
             print(f"sweep: these {len(configs)} points cannot share a program ({type(e).__name__}: a swept loss "
                   f"keyword is used in Python control flow); running them one by one", file=sys.stderr, flush=True)
             return [o for c, w in zip(configs, workdirs) for o in run_group([c], [w])]
-        text = traceback.format_exc()
+        text, out = traceback.format_exc(), []
         for w in workdirs:
+            if rundir.status(w) == "finished":  # finished before the failure (an earlier sub-program)
+                out.append({"status": "finished", "eval": rundir.read_json(os.path.join(w, rundir.RESULT))["eval"]})
+                continue
             os.makedirs(w, exist_ok=True)
             with open(os.path.join(w, rundir.ERROR), "w") as f:
                 f.write(text)
-        return [{"status": "failed", "error": f"{type(e).__name__}: {e}"} for _ in configs]
+            out.append({"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        return out
     return [{"status": "finished", "eval": r["eval"]} if r["status"] == "finished" else
             {"status": "failed", "error": f"non-finite loss {r['loss']} at step {r['step']} (failed.json)"}
             for r in results]
