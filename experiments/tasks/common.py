@@ -99,9 +99,9 @@ def init_params(setup: Setup, key) -> dict:
     c = setup.config
     kq, kd = jax.random.split(key)
     xq, xd = tasks.get(c.task).example_inputs(setup)
-    params = {"query": setup.query_model.init(kq, xq)}
+    params = {"query": init_fn(setup.query_model)(kq, xq)}
     if setup.doc_model is not None:
-        params["doc"] = setup.doc_model.init(kd, xd)
+        params["doc"] = init_fn(setup.doc_model)(kd, xd)
     if c.loss.learn_temperature:
         params[LOGIT] = models.logit_params(c.loss.temperature, c.loss.bias if c.loss.name == "siglip" else None)
     return params
@@ -197,6 +197,13 @@ def make_objective(setup: Setup):
 
 
 @functools.lru_cache(maxsize=16)
+def init_fn(model):
+    """``jax.jit(model.init)``, one per model definition: the members of a group (and a run's
+    evaluation at init) initialise without re-tracing the model eagerly each time."""
+    return jax.jit(model.init)
+
+
+@functools.lru_cache(maxsize=16)
 def apply_fn(model):
     """``jax.jit(model.apply)``, one per model definition (flax modules hash by their fields), so
     evaluation and the index refresh compile once per run instead of on every call."""
@@ -210,10 +217,15 @@ def encode_all(model, params, x, chunk=1024):
     return jnp.concatenate([o[0] for o in outs]), jnp.concatenate([o[1] for o in outs])
 
 
+#: the representation metrics, jitted once (they are several small ops each; run eagerly, their
+#: dispatch cost more than their arithmetic in every evaluation)
+METRICS = {name: jax.jit(getattr(E, name)) for name in ("alignment", "uniformity", "tolerance", "rankme")}
+
+
 def pair_metrics(setup: Setup, z1, z2, key) -> dict:
     """Metrics of matched embedding pairs ``z1[i] <-> z2[i]`` every task reports."""
     m = min(setup.config.eval.num_candidates, z1.shape[0])
-    return {"alignment": float(E.alignment(z1, z2)), "uniformity": float(E.uniformity(z1)),
+    return {"alignment": float(METRICS["alignment"](z1, z2)), "uniformity": float(METRICS["uniformity"](z1)),
             "contrastive_accuracy": E.contrastive_accuracy(key, z1, z2, num_candidates=m)}
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tasks.common import (Setup, doc_tower, embed, encode_all, eval_key, first_rows,
+from experiments.tasks.common import (METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
 from jaxneg import SAMPLERS, samplers
 from jaxneg import eval as E
@@ -147,6 +147,6 @@ def evaluate(setup: Setup, params) -> dict:
     z2 = zc[test["doc_id"]]
     ks = tuple(k for k in ev.ks if k <= len(setup.corpus)) or (1,)
     out = dict(E.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=ks))
-    out["rankme"] = float(E.rankme(zc[: ev.max_examples]))
+    out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tasks.common import (AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
+from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
                                       process_batch)
 from jaxneg import data, parallel, samplers
 from jaxneg import eval as E
@@ -50,9 +50,12 @@ def host_batch(setup: Setup, seed: int, step: int) -> dict:
 
 
 def example_inputs(setup: Setup):
+    """Zeros shaped like one view of one example (only shapes matter to ``init``; no view is computed)."""
     c = setup.config
     x = jnp.asarray(setup.train.take(np.arange(1))["x"])
-    return data.two_views(jax.random.key(0), x, c.data.view, **c.data.view_kwargs.to_dict())[0], None
+    view = jax.eval_shape(lambda k, x: data.two_views(k, x, c.data.view, **c.data.view_kwargs.to_dict())[0],
+                          jax.random.key(0), x)
+    return jnp.zeros(view.shape, view.dtype), None
 
 
 def consts(setup: Setup) -> dict:
@@ -135,10 +138,10 @@ def evaluate(setup: Setup, params) -> dict:
                                              temperature=ev.knn_temperature, num_classes=k)
         out["linear_probe_accuracy"] = E.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
                                                       steps=ev.probe_steps)["test_accuracy"]
-        out["tolerance"] = float(E.tolerance(z_te, test["label"]))
+        out["tolerance"] = float(METRICS["tolerance"](z_te, jnp.asarray(test["label"])))
     v1, v2 = two_views(key, jnp.asarray(test["x"]))
     _, z1 = encode_all(model, p, v1)
     _, z2 = encode_all(model, p, v2)
-    out["rankme"] = float(E.rankme(h_te))
+    out["rankme"] = float(METRICS["rankme"](h_te))
     out.update(pair_metrics(setup, z1, z2, key))
     return out

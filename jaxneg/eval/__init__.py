@@ -179,12 +179,18 @@ def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> flo
     c = C.integer(fn, "num_candidates", num_candidates, 2)
     if c > n:
         raise ValueError(f"{fn}: num_candidates={c} exceeds the {n} pairs")
+    return float(_contrastive_hits(key, queries, keys, c))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _contrastive_hits(key, queries, keys, c):
+    n = queries.shape[0]
     s = l2_normalize(queries) @ l2_normalize(keys).T
     g = jax.random.gumbel(key, (n, n))
     g = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, g)
     _, neg = jax.lax.top_k(g, c - 1)
     pos = jnp.diagonal(s)
-    return float(jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1)))
+    return jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1))
 
 
 __all__ = ["alignment", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
