@@ -64,8 +64,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import config_lib, tasks
 from experiments.checkpoints import Checkpoints
-from experiments.tasks.common import (AXIS, LOGIT, Setup, build, doc_tower, embed, encoder_params, init_params,
-                                      make_encode, make_objective)
+from experiments.tasks.common import AXIS, LOGIT, Setup, build, doc_tower, embed, encoder_params, init_params
 from jaxneg import gradcache, models, parallel, rundir
 
 __all__ = ["train", "train_group", "group_key", "MEMBER_FIELDS", "hparams", "build", "init_params", "evaluate",
@@ -197,8 +196,8 @@ def make_step(setup: Setup):
     """
     c = setup.config
     task = tasks.get(c.task)
-    encode = make_encode(setup)
-    objective = make_objective(setup)
+    encode = task.make_encode(setup)
+    objective = task.make_objective(setup)
 
     def one(state, batch, step, consts, hp):
         tx, _ = make_optimizer(c, hp)

@@ -14,6 +14,10 @@ Every task module provides (``setup``: :class:`experiments.tasks.common.Setup`):
     consts(setup)                           device constants every step reads (the corpus, counts)
     init_state(setup, params, key)          state entries beside params / opt_state (index, queue, key params)
     refresh(setup, state, step)             host-side state updates between steps (the mined index)
+    make_encode(setup)                      ``encode(enc_params, inputs, key) -> (z_a, z_b, z_neg)``
+    make_objective(setup)                   ``objective(reps, logit_params, extra, hp) -> loss`` (both tasks
+                                            share :func:`experiments.tasks.common.make_objective`: how a
+                                            loss is called is its registry entry's business)
     inputs(setup, keys, state, batch, consts, hp)
                                             inside ``shard_map``, one member: the encoder ``inputs``
                                             (a, b, per-query negatives), the loss' ``extra`` arrays, the

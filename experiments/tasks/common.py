@@ -115,32 +115,6 @@ def embed(model, params, x, key=None):
     return model.apply(params, x, rngs={"dropout": key} if key is not None else None)[1]
 
 
-def make_encode(setup: Setup):
-    """``encode(enc_params, inputs, key) -> reps`` for ``inputs = (a, b, per-query negatives or None)``.
-
-    ``a`` goes through the query tower. ``b`` and the negatives ``[B, K, *doc_shape]`` go
-    through the document tower in the pairs task and the query tower in the views task,
-    except with a MoCo key encoder (``config.moco.enabled``), where ``b`` already holds the
-    key encoder's embeddings and passes through.
-    """
-    c = setup.config
-    keys_given = c.task == "views" and c.moco.enabled
-
-    def encode(enc, inputs, key):
-        a, b, neg = inputs
-        k = jax.random.split(key, 3)
-        za = embed(setup.query_model, enc["query"], a, k[0])
-        dm, dp = doc_tower(setup, enc) if c.task == "pairs" else (setup.query_model, enc["query"])
-        zb = b if keys_given else embed(dm, dp, b, k[1])
-        zn = None
-        if neg is not None:
-            zn = embed(dm, dp, neg.reshape((-1,) + b.shape[1:]), k[2])
-            zn = zn.reshape(neg.shape[:2] + zn.shape[-1:])
-        return za, zb, zn
-
-    return encode
-
-
 def _scale_kwargs(c, entry, lp, hp):
     """Temperature / SigLIP scale and bias (``entry.scale``): the member's ``hp``, or learned ``lp``."""
     scale = models.logit_scale(lp, c.loss.max_logit_scale) if lp is not None else 1.0 / hp["temperature"]

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.tasks import common
 from experiments.tasks.common import (METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
 from jaxneg import SAMPLERS, samplers
@@ -115,6 +116,29 @@ def _sample(setup: Setup, key, state, batch, consts):
         fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=ids[:, None])
         neg = jnp.where(ok, neg, fallback)
     return corpus[neg], extra
+
+
+def make_encode(setup: Setup):
+    """``encode(enc_params, (queries, docs, negatives or None), key) -> reps``: queries through the
+    query tower; documents and the per-query negatives ``[B, K, *doc_shape]`` through the document
+    tower (:func:`~experiments.tasks.common.doc_tower`)."""
+
+    def encode(enc, inputs, key):
+        a, b, neg = inputs
+        k = jax.random.split(key, 3)
+        za = embed(setup.query_model, enc["query"], a, k[0])
+        dm, dp = doc_tower(setup, enc)
+        zb = embed(dm, dp, b, k[1])
+        zn = None
+        if neg is not None:
+            zn = embed(dm, dp, neg.reshape((-1,) + b.shape[1:]), k[2])
+            zn = zn.reshape(neg.shape[:2] + zn.shape[-1:])
+        return za, zb, zn
+
+    return encode
+
+
+make_objective = common.make_objective
 
 
 def inputs(setup: Setup, keys, state, batch, consts, hp):

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.tasks import common
 from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
                                       process_batch)
 from jaxneg import data, parallel, samplers
@@ -77,6 +78,24 @@ def init_state(setup: Setup, params, key) -> dict:
 
 def refresh(setup: Setup, state, step: int):
     return state
+
+
+def make_encode(setup: Setup):
+    """``encode(enc_params, (a, b, None), key) -> (z_a, z_b, None)``: both views through the query tower,
+    except with a MoCo key encoder, where ``b`` already holds the key encoder's embeddings."""
+    keys_given = setup.config.moco.enabled
+
+    def encode(enc, inputs, key):
+        a, b, _ = inputs
+        k = jax.random.split(key, 3)  # (as the pairs task: the third would encode negatives)
+        za = embed(setup.query_model, enc["query"], a, k[0])
+        zb = b if keys_given else embed(setup.query_model, enc["query"], b, k[1])
+        return za, zb, None
+
+    return encode
+
+
+make_objective = common.make_objective
 
 
 def inputs(setup: Setup, keys, state, batch, consts, hp):
