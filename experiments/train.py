@@ -441,7 +441,8 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
         for step in range(start, c.steps):
             if step > 0 and task is tasks.pairs and c.sampler.refresh_every and step % c.sampler.refresh_every == 0:
                 states = _refresh(setup, members, states, step, replicated, shapes)
-            batch = _stack([task.host_batch(setup, m.config.seed, step) for m in members])
+            by_seed = {seed: task.host_batch(setup, seed, step) for seed in {m.config.seed for m in members}}
+            batch = _stack([by_seed[m.config.seed] for m in members])  # members of one seed share its batch
             batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
             states, metrics = step_fn(states, batch, jnp.int32(step), consts, hps)
             losses = np.asarray(metrics["loss"], np.float64)

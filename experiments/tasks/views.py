@@ -71,7 +71,7 @@ def init_state(setup: Setup, params, key) -> dict:
     out = {"key_params": jax.tree.map(jnp.array, params["query"])}
     if c.moco.queue_size:
         x, _ = example_inputs(setup)
-        dim = setup.query_model.apply(params["query"], x)[1].shape[-1]
+        dim = jax.eval_shape(setup.query_model.apply, params["query"], x)[1].shape[-1]
         out["queue"] = samplers.queue_init(c.moco.queue_size, dim, key=jax.random.fold_in(key, 7))._asdict()
     return out
 
