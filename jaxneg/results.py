@@ -155,7 +155,8 @@ def derive(df, columns):
     df = df.copy()
     for name, expr in dict(columns or {}).items():
         try:
-            df[name] = [evaluate_expression(expr, row) for row in df.to_dict("records")]
+            code = _compile(expr, df.columns)  # once per expression, not per run
+            df[name] = [eval(code, {"__builtins__": _SAFE}, {"_r": row}) for row in df.to_dict("records")]  # noqa: S307
         except Exception as e:  # noqa: BLE001 - the expression is the user's; name it
             raise ValueError(f"results.derive: column {name!r} = {expr!r}: {type(e).__name__}: {e}") from None
     return df
@@ -166,7 +167,8 @@ def where(df, expr: str):
     if not expr:
         return df
     try:
-        keep = [bool(evaluate_expression(expr, row)) for row in df.to_dict("records")]
+        code = _compile(expr, df.columns)
+        keep = [bool(eval(code, {"__builtins__": _SAFE}, {"_r": row})) for row in df.to_dict("records")]  # noqa: S307
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"results.where: {expr!r}: {type(e).__name__}: {e}") from None
     return df[np.asarray(keep, bool)] if len(df) else df
