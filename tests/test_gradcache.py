@@ -85,6 +85,7 @@ def test_has_aux_passes_the_aux_through():
 
 
 @pytest.mark.parametrize("gather", ["all_gather", "ring"])
+@pytest.mark.slow
 def test_under_shard_map_with_global_negatives(gather):
     w, b, chunk = 8, 4, 2
     mesh = parallel.data_mesh("d", jax.devices()[:w])

@@ -3,6 +3,7 @@
 import pathlib
 
 import nbformat
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -35,6 +36,7 @@ def test_both_notebooks_exist_and_are_stored_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{p.name}: strip the outputs"
 
 
+@pytest.mark.slow
 def test_scaling_analysis_runs_on_a_small_sweep(finished_sweep, monkeypatch):
     d, summary = finished_sweep
     monkeypatch.setenv("JAXNEG_SWEEP", d)
@@ -46,6 +48,7 @@ def test_scaling_analysis_runs_on_a_small_sweep(finished_sweep, monkeypatch):
     assert "45 runs, 5 budgets; true a = 0.452" in out and "3 parametric" in out  # the three approaches
 
 
+@pytest.mark.slow
 def test_losses_tour_runs():
     out = text(execute(ROOT / "notebooks" / "losses_tour.ipynb"))
     assert "hard_negative(beta=0) == debiased, debiased(tau_plus=0) == ntxent: ok" in out

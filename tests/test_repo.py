@@ -5,6 +5,7 @@ import pathlib
 import re
 
 import jax
+import pytest
 
 from jaxneg.losses import LOSSES, STREAMING
 from jaxneg.samplers import SAMPLERS
@@ -54,6 +55,7 @@ def test_readme_sampler_table_lists_every_registered_sampler():
     assert set(rows) == set(SAMPLERS.names())
 
 
+@pytest.mark.slow
 def test_readme_sampler_example_runs():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Implemented samplers", 1)[1].split("\n## ", 1)[0]

@@ -15,9 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _run(*args, timeout=300):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -71,6 +69,7 @@ def test_bad_overrides_fail_with_one_clear_message(field, value, match):
         config_lib.apply_overrides(c, [(field, value)])
 
 
+@pytest.mark.slow
 def test_the_readme_override_example_trains(tmp_path):
     """README: ``--config.loss.name=debiased --config.loss.kwargs.tau_plus=0.1`` (shrunk to 2 steps)."""
     out = _run("experiments.train", "--workdir", str(tmp_path / "r"), "--config.loss.name=debiased",
@@ -86,6 +85,7 @@ def test_the_readme_override_example_trains(tmp_path):
     assert json.loads(out.stdout)["knn_accuracy"] > 0
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line_and_leave_no_directory(tmp_path):
     w = tmp_path / "w"
     out = _run("experiments.train", "--workdir", str(w), "--config.stpes=40")

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +15,10 @@ from experiments.checkpoints import Checkpoints
 from tests.experiments.helpers import final_params, leaves
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL = ["--config.data.config.num_samples=1000", "--config.steps=30", "--config.checkpoint_every=5",
-         "--config.log_every=5", "--config.batch_size=64", "--config.eval.max_examples=100",
-         "--config.eval.probe_steps=10", "--config.progress=False", "--config.model.kwargs.channels=(16, 32)"]
+SMALL = ["--config.data.config.num_samples=600", "--config.steps=12", "--config.checkpoint_every=3",
+         "--config.log_every=3", "--config.batch_size=32", "--config.eval.max_examples=100",
+         "--config.eval.probe_steps=10", "--config.progress=False", "--config.model.kwargs.channels=(8, 16)",
+         "--config.model.head_hidden=(16,)", "--config.model.embed_dim=16"]
 
 
 def _cli(workdir, *extra):
@@ -26,29 +26,46 @@ def _cli(workdir, *extra):
             "--workdir", str(workdir), *SMALL, *extra]
 
 
-def _env():
+def _env(optimized=False):
+    """The test session's environment; ``optimized``: without its fast-compile XLA flags (tests/conftest.py),
+    for a run whose steps, not its compilation, take the time."""
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
+    if optimized:
+        env.pop("XLA_FLAGS", None)
     return env
 
 
+# The command line, SIGKILLed by itself right after the checkpoint of step 6 is saved (and its manifest
+# written): the kill lands at the same point of every run, with no polling and no race.
+_KILL_AFTER_6 = """
+import os, runpy, signal, sys
+from experiments.checkpoints import Checkpoints
+save = Checkpoints.save
+def killing_save(self, step, state):
+    save(self, step, state)
+    if step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+Checkpoints.save = killing_save
+sys.argv = ["experiments.train", *sys.argv[1:]]
+runpy.run_module("experiments.train", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
     subprocess.run(_cli(tmp_path / "straight"), cwd=ROOT, env=_env(), check=True, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "manifests" / "15.json").exists():  # killed after the step-15 checkpoint
-        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd = _cli(killed)
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_6, *cmd[3:]], cwd=ROOT, env=_env(), capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (killed / "manifests" / "6.json").exists() and not (killed / "checkpoints" / "9").exists()
     assert not (killed / "result.json").exists()
     out = subprocess.run(_cli(killed), cwd=ROOT, env=_env(), check=True, capture_output=True, text=True)
     result = json.load(open(killed / "result.json"))
-    assert result["resumed_from"] >= 15
+    assert result["resumed_from"] == 6
     step_a, a = final_params(str(tmp_path / "straight"))
     step_b, b = final_params(str(killed))
-    assert step_a == step_b == 30
+    assert step_a == step_b == 12
     for x, y in zip(leaves(a), leaves(b)):
         np.testing.assert_array_equal(x, y)  # bit-identical, not merely close
     losses = lambda d: [(r["step"], r["loss"]) for r in map(json.loads, open(d / "metrics.jsonl")) if "loss" in r]
@@ -132,6 +149,7 @@ def test_a_run_whose_manifests_were_deleted_resumes_from_its_newest_checkpoint(f
     assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]  # nothing deleted or quarantined
 
 
+@pytest.mark.slow
 def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
     """Resuming at step 30 of a 40-step run that logs every 20 steps: the step-40 line averages
     steps 21-40 as in the uninterrupted run (the window's running sum is checkpointed)."""
@@ -139,7 +157,8 @@ def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
     from tests.experiments.helpers import config
 
     c = config("simclr_mnist1d", **{"data.config": {"num_samples": 600}, "steps": 40, "log_every": 20,
-                                    "checkpoint_every": 10, "keep_checkpoints": 4, "batch_size": 16})
+                                    "checkpoint_every": 10, "keep_checkpoints": 4, "batch_size": 16,
+                                    "model.kwargs": {"channels": (8, 16), "kernel": 3}, "model.head_hidden": (16,)})
     straight = train.train(c, str(tmp_path / "straight"))
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
     os.remove(tmp_path / "resumed" / "result.json")
@@ -152,10 +171,13 @@ def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_default_config_learns_in_about_a_minute(tmp_path):
-    """The README's default: SimCLR on MNIST-1D; kNN accuracy well above the random-init encoder."""
-    subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path), "--config.progress=False"],
-                   cwd=ROOT, env=_env(), check=True, capture_output=True)
+def test_the_default_config_learns(tmp_path):
+    """The README's default (SimCLR on MNIST-1D, its model, data, augmentations and optimiser) through the
+    command line, on half its schedule: 300 of the 600 steps reach kNN 0.52 and probe 0.68 against 0.26 and
+    0.37 at initialisation (600 steps: 0.63 and 0.78). A broken loss, gradient or optimiser stays at the
+    initial encoder's accuracy and fails the +0.2 margins."""
+    subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path), "--config.progress=False",
+                    "--config.steps=300"], cwd=ROOT, env=_env(optimized=True), check=True, capture_output=True)
     r = json.load(open(tmp_path / "result.json"))
     assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.2
     assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.2

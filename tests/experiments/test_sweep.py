@@ -100,6 +100,7 @@ def test_results_load_is_tidy_with_config_columns(finished_sweep):
     assert list(one.value) == pytest.approx([r["loss"] for r in logged if "loss" in r])
 
 
+@pytest.mark.slow
 def test_a_relaunch_skips_finished_runs_and_resumes_an_interrupted_one(finished_sweep, tmp_path, monkeypatch):
     src, _ = finished_sweep
     d = str(tmp_path / "copy")
@@ -158,6 +159,7 @@ def test_a_changed_base_config_is_refused_before_any_run(finished_sweep, tmp_pat
         S.run(sw, d, progress=False)
 
 
+@pytest.mark.slow
 def test_worker_processes_run_points_with_their_output_in_log_files(tmp_path):
     sw = small_sweep(grid={"seed": (0, 1)}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
     summary = S.run(sw, str(tmp_path), workers=2, progress=False)
@@ -171,6 +173,7 @@ def test_worker_processes_run_points_with_their_output_in_log_files(tmp_path):
         assert os.path.exists(tmp_path / "runs" / name / "log.txt")
 
 
+@pytest.mark.slow
 def test_slurm_backend_through_submitit_local_executor(tmp_path):
     sw = small_sweep(grid={}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
     summary = S.run(sw, str(tmp_path), backend="slurm", cluster="local", slurm={"timeout_min": 10}, progress=False)
@@ -207,6 +210,7 @@ def test_the_quickstart_defaults_follow_the_platform():
     assert len(quickstart.get_config("platform=cpu,queues=").parts) == 0
 
 
+@pytest.mark.slow
 def test_fit_groups_recovers_a_planted_power_law_per_group():
     rng = np.random.default_rng(0)
     rows = []
@@ -274,6 +278,7 @@ def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_can
         assert f["warnings"]
 
 
+@pytest.mark.slow
 def test_intervals_contain_the_estimate_and_bands_stay_in_range(monkeypatch):
     rows = [{"run": str(b), "metric": "eval/acc", "value": 1 - (0.1 + 2.0 * b ** -0.5), "step": 1, "batch_size": b}
             for b in (8, 16, 32, 64, 128)]
@@ -339,6 +344,7 @@ def test_progress_runs_logs_and_resume_messages(finished_sweep, tmp_path, capfd)
     assert "starting, 4 steps" in first and "step 4/4  loss" in first
 
 
+@pytest.mark.slow
 def test_seed_share_separates_seed_noise_from_the_trend():
     """Seeds at each x: the fit uses every run; the seed-only bootstrap is narrower than the full one,
     and grows with the seed noise."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ def _close(a, b, tol=1e-5):
 
 
 @pytest.mark.parametrize("devices", [1, 4])
+@pytest.mark.slow
 def test_a_member_equals_the_same_point_run_alone(tmp_path, devices):
     members = [config("simclr_mnist1d", **TINY, num_devices=devices, **over) for over in (
         {"seed": 0, "loss.temperature": 0.1},
@@ -39,6 +41,7 @@ def test_a_member_equals_the_same_point_run_alone(tmp_path, devices):
     assert not np.allclose(leaves(final_params(dirs[0])[1])[0], leaves(final_params(dirs[1])[1])[0])
 
 
+@pytest.mark.slow
 def test_swept_loss_keywords_are_traced_and_a_failing_member_stops_alone(tmp_path, monkeypatch):
     base = dict(TINY, **{"loss.name": "debiased"})
     members = [config("simclr_mnist1d", **base, **{"loss.kwargs.tau_plus": t, "seed": s})
@@ -69,18 +72,17 @@ def _moco(**over):
                      **over})
 
 
+@pytest.mark.slow
 def test_moco_queues_resume_exactly_and_share_a_program(tmp_path):
     c = _moco()
     straight = T.train(c, str(tmp_path / "straight"))
     _, state_params = final_params(str(tmp_path / "straight"))
-    half = _moco()
     d = str(tmp_path / "resumed")
-    T.train(half, d)
-    os.remove(os.path.join(d, "result.json"))  # roll back to the step-2 checkpoint
-    for sub in ("checkpoints/4", "manifests/4.json"):
-        path = os.path.join(d, sub)
-        os.system(f"rm -rf '{path}'")
-    resumed = T.train(half, d)
+    shutil.copytree(tmp_path / "straight", d)  # the same run, rolled back to its step-2 checkpoint
+    os.remove(os.path.join(d, "result.json"))
+    shutil.rmtree(os.path.join(d, "checkpoints", "4"))
+    os.remove(os.path.join(d, "manifests", "4.json"))
+    resumed = T.train(c, d)
     assert resumed["resumed_from"] == 2 and resumed["final_loss"] == straight["final_loss"]
     _close(final_params(d)[1], state_params, tol=0)
     import orbax.checkpoint as ocp

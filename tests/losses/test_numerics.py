@@ -44,6 +44,7 @@ def test_bf16_cold_temperature_duplicates_are_finite(fn, block):
 
 
 @pytest.mark.parametrize("block", [None, 2])
+@pytest.mark.slow
 def test_all_masked_rows_give_zero_loss_and_finite_grads(block):
     rng = np.random.default_rng(1)
     q, k = jnp.asarray(rand(rng, 5, 4)), jnp.asarray(rand(rng, 5, 4))

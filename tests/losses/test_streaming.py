@@ -20,8 +20,9 @@ RTOL, ATOL = 1e-5, 1e-6
 def test_streaming_equals_dense_value_and_grad(name, b, block):
     fn, _, x = STREAMING_CASES[name](np.random.default_rng(b * 31 + block), b, 6)
     argnums = tuple(range(len(x)))
-    dense = jax.value_and_grad(lambda *a: fn(*a), argnums=argnums)(*x)
-    streamed = jax.value_and_grad(lambda *a: fn(*a, block_size=block), argnums=argnums)(*x)
+    # jitted: one compile per case instead of one per eager scan (each eager call re-traces it)
+    dense = jax.jit(jax.value_and_grad(lambda *a: fn(*a), argnums=argnums))(*x)
+    streamed = jax.jit(jax.value_and_grad(lambda *a: fn(*a, block_size=block), argnums=argnums))(*x)
     np.testing.assert_allclose(streamed[0], dense[0], rtol=RTOL, atol=ATOL)
     for gs, gd in zip(streamed[1], dense[1]):
         np.testing.assert_allclose(gs, gd, rtol=RTOL, atol=ATOL)
@@ -82,6 +83,7 @@ def _sq(x, same):
     n_labels=st.integers(1, 6),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_pair_stats_property(b, extra, d, block, row_block, n_labels, seed):
     """Random metadata, specs on rows and columns, any key block and row tile (with padding
     on both sides): streamed == dense, value and gradient."""
@@ -101,8 +103,9 @@ def test_pair_stats_property(b, extra, d, block, row_block, n_labels, seed):
         # -inf (empty sets) is a legitimate value; weight only the finite entries.
         return sum(jnp.sum(jnp.where(jnp.isfinite(s), s, 0.0) * wi) for s, wi in zip(r + c, w))
 
-    vd, gd = jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, 1.7, -0.2, None)
-    vs, gs = jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, 1.7, -0.2, block)
+    vg = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)), static_argnums=4)  # one compile per example
+    vd, gd = vg(q, k, 1.7, -0.2, None)
+    vs, gs = vg(q, k, 1.7, -0.2, block)
     np.testing.assert_allclose(vs, vd, rtol=1e-5, atol=1e-4)
     for a, b_ in zip(gs, gd):
         np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-4)

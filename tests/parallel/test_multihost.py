@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -18,6 +20,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_the_single_process_loss(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
