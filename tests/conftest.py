@@ -13,7 +13,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 # costs more than it saves here (compile time -40%, suite -25% on 2 cores). Inherited by the command-line
 # subprocesses; the one test that trains for real (the default config learns) drops these flags.
 # The values stay within the tests' tolerances; bit-identity is only ever asserted within one setting.
-FAST_COMPILE_FLAGS = "--xla_llvm_disable_expensive_passes=true"
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 
 

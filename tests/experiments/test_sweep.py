@@ -359,8 +359,8 @@ def test_seed_share_separates_seed_noise_from_the_trend():
                              "seed": s})
         return pd.DataFrame(rows)
 
-    (quiet,) = results.fit_groups(table(0.002), x="batch_size", y="eval/acc", complement=True, n_bootstrap=30)
-    (noisy,) = results.fit_groups(table(0.05), x="batch_size", y="eval/acc", complement=True, n_bootstrap=30)
+    (quiet,) = results.fit_groups(table(0.002), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
+    (noisy,) = results.fit_groups(table(0.05), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
     for gf in (quiet, noisy):
         assert gf.replicates() and len(gf.x) == 18 and gf.seed_interval is not None
         share = gf.seed_share()
@@ -369,7 +369,7 @@ def test_seed_share_separates_seed_noise_from_the_trend():
         assert list(n) == [3] * 6 and np.all(sd > 0)
     w = lambda gf: gf.seed_interval["alpha"][1] - gf.seed_interval["alpha"][0]
     assert w(noisy) > 5 * w(quiet)
-    text = results.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=30)
+    text = results.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=16)
     assert "seed share of interval width (E, A, alpha)" in text and "Seed share:" in text
     assert "no seeds" not in text
     fig = results.plot_fits([noisy], xlabel="batch_size")
