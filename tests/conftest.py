@@ -14,7 +14,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 # subprocesses; the one test that trains for real (the default config learns) drops these flags.
 # The values stay within the tests' tolerances; bit-identity is only ever asserted within one setting.
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # (xdist workers inherit the controller's)
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 
 
 # A directory for this test session, shared by its xdist workers and their subprocesses: the

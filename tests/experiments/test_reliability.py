@@ -21,17 +21,19 @@ SMALL = ["--config.data.config.num_samples=600", "--config.steps=12", "--config.
          "--config.model.head_hidden=(16,)", "--config.model.embed_dim=16"]
 
 
-def _cli(workdir, *extra):
-    return [sys.executable, "-m", "experiments.train", "--config", "experiments/configs/simclr_mnist1d.py",
-            "--workdir", str(workdir), *SMALL, *extra]
+def _args(workdir):
+    return ["--config", "experiments/configs/simclr_mnist1d.py", "--workdir", str(workdir), *SMALL]
 
 
-def _env(optimized=False):
-    """The test session's environment; ``optimized``: without its fast-compile XLA flags (tests/conftest.py),
-    for a run whose steps, not its compilation, take the time."""
+def _cli(workdir):
+    return [sys.executable, "-m", "experiments.train", *_args(workdir)]
+
+
+def _optimized_env():
+    """The test session's environment without its fast-compile XLA flags (tests/conftest.py), for a run
+    whose steps, not its compilation, take the time."""
     env = dict(os.environ)
-    if optimized:
-        env.pop("XLA_FLAGS", None)
+    env.pop("XLA_FLAGS", None)
     return env
 
 
@@ -53,14 +55,13 @@ runpy.run_module("experiments.train", run_name="__main__")
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
-    subprocess.run(_cli(tmp_path / "straight"), cwd=ROOT, env=_env(), check=True, capture_output=True)
+    subprocess.run(_cli(tmp_path / "straight"), cwd=ROOT, check=True, capture_output=True)
     killed = tmp_path / "killed"
-    cmd = _cli(killed)
-    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_6, *cmd[3:]], cwd=ROOT, env=_env(), capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_6, *_args(killed)], cwd=ROOT, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (killed / "manifests" / "6.json").exists() and not (killed / "checkpoints" / "9").exists()
     assert not (killed / "result.json").exists()
-    out = subprocess.run(_cli(killed), cwd=ROOT, env=_env(), check=True, capture_output=True, text=True)
+    out = subprocess.run(_cli(killed), cwd=ROOT, check=True, capture_output=True, text=True)
     result = json.load(open(killed / "result.json"))
     assert result["resumed_from"] == 6
     step_a, a = final_params(str(tmp_path / "straight"))
@@ -177,7 +178,7 @@ def test_the_default_config_learns(tmp_path):
     0.37 at initialisation (600 steps: 0.63 and 0.78). A broken loss, gradient or optimiser stays at the
     initial encoder's accuracy and fails the +0.2 margins."""
     subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path), "--config.progress=False",
-                    "--config.steps=300"], cwd=ROOT, env=_env(optimized=True), check=True, capture_output=True)
+                    "--config.steps=300"], cwd=ROOT, env=_optimized_env(), check=True, capture_output=True)
     r = json.load(open(tmp_path / "result.json"))
     assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.2
     assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.2
