@@ -9,13 +9,15 @@ import jax
 # Multi-device code is tested on CPU with 8 host devices (set before JAX's first use).
 jax.config.update("jax_num_cpu_devices", 8)
 
-# Tests compile thousands of small programs and run each a few times: XLA:CPU's backend optimisation
-# costs more than it saves here (compile time -40%, suite -25% on 2 cores). Inherited by the command-line
-# subprocesses; the one test that trains for real (the default config learns) drops these flags.
+# Tests compile thousands of small programs and run each a few times: XLA's optimisation passes cost
+# more than they save there (compile time -40%, suite -25% on 2 cores), so they are off
+# (jax_disable_most_optimizations: backend optimisation level 0, no expensive LLVM passes). The
+# environment variable carries it to the command-line subprocesses and xdist workers. Tests marked
+# ``optimized`` (runtime-bound: the float64 L-BFGS scaling fits, the one test that trains for real)
+# compile with every optimisation, in process and in their subprocesses (fixture ``_optimization``).
 # The values stay within the tests' tolerances; bit-identity is only ever asserted within one setting.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # (xdist workers inherit the controller's)
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1")
 
 
 # A directory for this test session, shared by its xdist workers and their subprocesses: the
@@ -53,6 +55,20 @@ def pytest_collection_modifyitems(config, items):
     ``--maxschedchunk`` small (pyproject) xdist hands them out one by one and no long test starts last
     while the other worker sits idle. Otherwise the collection order is kept."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _optimization(request, monkeypatch):
+    """Full XLA optimisation for a test marked ``optimized`` (and the subprocesses it starts)."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture(scope="session", autouse=True)

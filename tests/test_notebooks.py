@@ -37,6 +37,7 @@ def test_both_notebooks_exist_and_are_stored_without_outputs():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_scaling_analysis_runs_on_a_small_sweep(finished_sweep, monkeypatch):
     d, summary = finished_sweep
     monkeypatch.setenv("JAXNEG_SWEEP", d)

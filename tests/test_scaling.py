@@ -7,6 +7,9 @@ import pytest
 
 from jaxneg import scaling
 
+# runtime-bound float64 L-BFGS: compiled with every XLA optimisation (about 30% faster here)
+pytestmark = pytest.mark.optimized
+
 
 @pytest.mark.slow
 def test_power_law_recovery_lies_inside_the_bootstrap_interval():

@@ -29,14 +29,6 @@ def _cli(workdir):
     return [sys.executable, "-m", "experiments.train", *_args(workdir)]
 
 
-def _optimized_env():
-    """The test session's environment without its fast-compile XLA flags (tests/conftest.py), for a run
-    whose steps, not its compilation, take the time."""
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    return env
-
-
 # The command line, SIGKILLed by itself right after the checkpoint of step 6 is saved (and its manifest
 # written): the kill lands at the same point of every run, with no polling and no race.
 _KILL_AFTER_6 = """
@@ -172,13 +164,14 @@ def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_the_default_config_learns(tmp_path):
     """The README's default (SimCLR on MNIST-1D, its model, data, augmentations and optimiser) through the
     command line, on half its schedule: 300 of the 600 steps reach kNN 0.52 and probe 0.68 against 0.26 and
     0.37 at initialisation (600 steps: 0.63 and 0.78). A broken loss, gradient or optimiser stays at the
     initial encoder's accuracy and fails the +0.2 margins."""
     subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path), "--config.progress=False",
-                    "--config.steps=300"], cwd=ROOT, env=_optimized_env(), check=True, capture_output=True)
+                    "--config.steps=300"], cwd=ROOT, check=True, capture_output=True)
     r = json.load(open(tmp_path / "result.json"))
     assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.2
     assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.2

@@ -211,6 +211,7 @@ def test_the_quickstart_defaults_follow_the_platform():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_fit_groups_recovers_a_planted_power_law_per_group():
     rng = np.random.default_rng(0)
     rows = []
@@ -279,6 +280,7 @@ def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_can
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_intervals_contain_the_estimate_and_bands_stay_in_range(monkeypatch):
     rows = [{"run": str(b), "metric": "eval/acc", "value": 1 - (0.1 + 2.0 * b ** -0.5), "step": 1, "batch_size": b}
             for b in (8, 16, 32, 64, 128)]
@@ -345,6 +347,7 @@ def test_progress_runs_logs_and_resume_messages(finished_sweep, tmp_path, capfd)
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_seed_share_separates_seed_noise_from_the_trend():
     """Seeds at each x: the fit uses every run; the seed-only bootstrap is narrower than the full one,
     and grows with the seed noise."""
