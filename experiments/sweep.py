@@ -46,6 +46,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -55,7 +56,7 @@ from typing import Mapping, Sequence
 
 import ml_collections
 
-from experiments import config_lib
+from experiments import config_lib, stopping
 from jaxneg import rundir
 
 BACKENDS = ("local", "slurm")
@@ -295,6 +296,7 @@ def _output_to(path):
 def _worker_init():
     from absl import logging
 
+    stopping.worker_signals()
     logging.set_verbosity(logging.WARNING)
     if os.environ.get("JAXNEG_COMPILATION_CACHE", "0") != "0":  # the command line's cache, inherited
         from experiments import train
@@ -305,8 +307,13 @@ def _worker_init():
 def _worker_run(configs, workdirs):
     """Run a group with the process' output (warnings, XLA logs) in its first member's ``log.txt``."""
     os.makedirs(workdirs[0], exist_ok=True)
-    with _output_to(os.path.join(workdirs[0], rundir.LOG)):
-        return run_group(configs, workdirs)
+    try:
+        with _output_to(os.path.join(workdirs[0], rundir.LOG)):
+            return run_group(configs, workdirs)
+    except stopping.Stop as stop:
+        if multiprocessing.parent_process() is None:  # in the launcher's own process (--workers 1)
+            raise
+        stopping.exit_worker(stop)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -389,7 +396,8 @@ def _run_local(groups, run_dir, workers, progress):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
         futures = {pool.submit(_worker_run, *_group_args(g, run_dir)): g for g in groups}
         for fut in cf.as_completed(futures):
             g = futures[fut]
@@ -398,6 +406,11 @@ def _run_local(groups, run_dir, workers, progress):
             except Exception as e:  # the worker process died (killed, out of memory)
                 outcomes = [{"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}] * len(g)
             _record_group(out, g, outcomes, progress)
+    except stopping.Stop:  # SIGTERM the workers (they stop at their next bytecode), never wait on their queue
+        pool.shutdown(wait=False, cancel_futures=True)
+        stopping.stop_processes(mp.active_children())
+        raise
+    pool.shutdown(wait=True)
     return out
 
 
@@ -413,13 +426,20 @@ def _run_submitit(groups, run_dir, workdir, cluster, params, progress):
             jobs.append((g, executor.submit(_worker_run, *_group_args(g, run_dir))))
     by_job = {id(j): g for g, j in jobs}
     out = {}
-    for job in submitit.helpers.as_completed([j for _, j in jobs]):
-        g = by_job[id(job)]
-        try:
-            outcomes = job.result()
-        except Exception as e:  # the job itself failed (preempted, timed out, killed)
-            outcomes = [{"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}] * len(g)
-        _record_group(out, g, outcomes, progress)
+    try:
+        for job in submitit.helpers.as_completed([j for _, j in jobs]):
+            g = by_job[id(job)]
+            try:
+                outcomes = job.result()
+            except Exception as e:  # the job itself failed (preempted, timed out, killed)
+                outcomes = [{"status": "failed", "error": f"job {job.job_id}: {type(e).__name__}: {e}"}] * len(g)
+            _record_group(out, g, outcomes, progress)
+    except stopping.Stop:  # the jobs are this launch's: cancel the ones still queued or running
+        for _, job in jobs:
+            if not job.done():
+                with contextlib.suppress(Exception):
+                    job.cancel(check=False)
+        raise
     return out
 
 
@@ -486,9 +506,8 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     of another config, and a directory of another sweep (``extend=True`` allows adding
     points to it). Returns the summary (also ``workdir/summary.json``): ``finished``,
     ``skipped`` (finished before this launch), ``failed`` ({name: error}) and ``report``.
+    Raises :class:`experiments.stopping.Busy` when another launch holds ``workdir``.
     """
-    from experiments import train
-
     if backend not in BACKENDS:
         raise config_lib.ConfigError(f"sweep: backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(workers, int) or workers < 1:
@@ -502,6 +521,16 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
     workdir = os.path.abspath(workdir)
+    with stopping.Lock(workdir, "experiments.sweep"):  # a second launch into workdir fails here, naming this one
+        return _launch(sweep, points, workdir, backend=backend, workers=workers, cluster=cluster, slurm=slurm,
+                       progress=progress, analyze_only=analyze_only, extend=extend, vectorize=vectorize,
+                       max_members=max_members)
+
+
+def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progress, analyze_only, extend, vectorize,
+            max_members) -> dict:
+    from experiments import train
+
     runs_dir = os.path.join(workdir, "runs")
     run_dir = lambda p: os.path.join(runs_dir, p.name)
     recorded = _record(sweep, points, workdir, extend)
@@ -697,10 +726,14 @@ def main(argv):
             return
         if not F.workdir:
             raise app.UsageError("--workdir is required (the sweep directory)")
-        summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
-                      slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
-                      extend=F.extend, vectorize=F.vectorize, max_members=F.max_members)
-    except (config_lib.ConfigError, ValueError) as e:
+        with stopping.on_signals():
+            summary = run(sweep, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
+                          slurm=_literal_items(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
+                          extend=F.extend, vectorize=F.vectorize, max_members=F.max_members)
+    except stopping.Stop as stop:
+        stopping.exit_stopped(stop, "the same command (finished runs are skipped, the others resume from their "
+                                    "last checkpoint)")
+    except (config_lib.ConfigError, ValueError, stopping.Busy) as e:
         # run() raises only before any point starts (a point's own failure is recorded, not raised)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -62,7 +62,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import config_lib, tasks
+from experiments import config_lib, stopping, tasks
 from experiments.checkpoints import Checkpoints
 from experiments.tasks.common import AXIS, LOGIT, Setup, build, doc_tower, embed, encoder_params, init_params
 from jaxneg import gradcache, models, parallel, rundir
@@ -273,7 +273,7 @@ class _Member:
         self.primary = jax.process_index() == 0
         self.lr = make_optimizer(config)[1]
         self.result = None
-        self.ckpt = self.log = self.writer = None
+        self.ckpt = self.log = self.writer = self.lock = None
         self.loss_sum, self.loss_count, self.last_ckpt, self.start = 0.0, 0, None, 0
 
     def say(self, text: str) -> None:
@@ -305,7 +305,9 @@ class _Member:
         for f in (self.log, self.writer, self.ckpt):
             if f is not None:
                 f.close()
-        self.log = self.writer = self.ckpt = None
+        if self.lock is not None:
+            self.lock.release()
+        self.log = self.writer = self.ckpt = self.lock = None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -371,15 +373,18 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
     if todo:
         traced = traced_loss_kwargs([m.config for m in todo])
         states = {}
-        for m in todo:
-            if m.primary:
-                os.makedirs(m.workdir, exist_ok=True)  # only now: a config that fails validation leaves no directory
-                rundir.write_json(os.path.join(m.workdir, rundir.CONFIG), config_json(m.config))
-            states[m.workdir] = _restore(m)
-        by_start = {}
-        for m in todo:
-            by_start.setdefault(m.start, []).append(m)
         try:
+            for m in todo:
+                if m.primary:  # only now: a config that fails validation leaves no directory
+                    try:  # a second launch into a run directory in use fails here, naming the holder
+                        m.lock = stopping.Lock(m.workdir, "experiments.train").acquire()
+                    except stopping.Busy as e:
+                        raise config_lib.ConfigError(str(e)) from None
+                    rundir.write_json(os.path.join(m.workdir, rundir.CONFIG), config_json(m.config))
+                states[m.workdir] = _restore(m)
+            by_start = {}
+            for m in todo:
+                by_start.setdefault(m.start, []).append(m)
             for start, group in sorted(by_start.items()):
                 _run(setup, group, [states[m.workdir] for m in group], start, traced)
         finally:
@@ -479,11 +484,12 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
                 t0, done_in_window = time.perf_counter(), 0
             if count % c.checkpoint_every == 0 or count == c.steps:
                 host = jax.device_get(states)
-                for i in active:
-                    m = members[i]
-                    m.ckpt.save(count, {**_member(host, i, shapes[i]),
-                                        "log_window": np.array([m.loss_sum, m.loss_count], np.float64)})
-                    m.last_ckpt = count
+                with stopping.critical():  # a stop waits for the members' checkpoints of this step
+                    for i in active:
+                        m = members[i]
+                        m.ckpt.save(count, {**_member(host, i, shapes[i]),
+                                            "log_window": np.array([m.loss_sum, m.loss_count], np.float64)})
+                        m.last_ckpt = count
             if c.eval_every and count % c.eval_every == 0 and count != c.steps:
                 for i in active:
                     m = members[i]
@@ -502,10 +508,11 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
                       "wall_seconds": wall, "members": len(members), "resumed_from": start or None}
             if m.workdir in init_eval:
                 result["init_eval"] = init_eval[m.workdir]
-            if m.primary:
-                rundir.write_json(os.path.join(m.workdir, rundir.RESULT), result)
+            with stopping.critical():
+                if m.primary:
+                    rundir.write_json(os.path.join(m.workdir, rundir.RESULT), result)
+                m.result = result
             m.say("finished: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float)))
-            m.result = result
     finally:
         if bar is not None:
             bar.close()
@@ -576,7 +583,10 @@ def main(argv):
     enable_compilation_cache()
     try:
         config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _OVERRIDES)
-        result = train(config, flags.FLAGS.workdir)
+        with stopping.on_signals():
+            result = train(config, flags.FLAGS.workdir)
+    except stopping.Stop as stop:
+        stopping.exit_stopped(stop, "the same command (it resumes from the last checkpoint)")
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
