@@ -57,23 +57,12 @@ from typing import Mapping, Sequence
 import ml_collections
 
 from experiments import config_lib, stopping
-from jaxneg import rundir
+from jaxneg import analysis, rundir
 
 BACKENDS = ("local", "slurm")
 
 
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """Fit ``law`` to metric ``y`` (or ``1 - y`` with ``complement``) against config field ``x``, per ``group``."""
-
-    x: str
-    y: str
-    group: str | None = None
-    law: str = "power"
-    complement: bool = False
-    n_bootstrap: int = 200
-    level: float = 0.95
-    where: str = ""        # only the runs for which this expression of config fields / columns is true
+Analysis = analysis.Analysis  # sweep configs build experiments.sweep.Analysis(x=..., y=...)
 
 
 @dataclasses.dataclass
@@ -622,74 +611,42 @@ def _check_analysis(a: Analysis, points, sweep: Sweep | None = None):
 # ----------------------------------------------------------------------------- analysis
 
 
-def plot_name(a: Analysis) -> str:
-    """The PNG of an analysis: ``knn_accuracy_error_vs_batch_size.png`` (``_error`` for ``complement``)."""
-    return _fmt(a.y.split("/")[-1] + ("_error" if a.complement else "") + "_vs_" + a.x.split(".")[-1]) + ".png"
+plot_name = analysis.plot_name
 
 
 def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
-    """Write ``results.csv``, ``fits.json``, one PNG per analysis and ``report.md``; return the report's path."""
+    """Write ``results.csv``, then the analyses' ``fits.json``, PNGs and ``report.md``
+    (:func:`jaxneg.analysis.write_report`); return the report's path."""
     from jaxneg import results
 
-    say = _say if verbose else (lambda message: None)
     runs_dir = os.path.join(workdir, "runs")
     df = results.derive(results.load(runs_dir), sweep.columns)
     df.to_csv(os.path.join(workdir, "results.csv"), index=False)
     table = results.derive(results.runs(runs_dir), sweep.columns)
     swept = [c for c in results.varying(table) if c not in sweep.columns]
-    fits_json, sections, used = [], [], set()
-    for i, a in enumerate(sweep.analyses):
-        say(f"analysis {i + 1}/{len(sweep.analyses)}: fitting {('1 - ' if a.complement else '') + a.y} vs {a.x}"
-            + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
-        head = f"### {('1 - ' if a.complement else '') + a.y} vs {a.x}" + (f" (runs where `{a.where}`)" if a.where else "") + "\n\n"
-        try:
-            fits = results.fit_groups(results.where(df, a.where), x=a.x, y=a.y, group=a.group, law=a.law,
-                                      complement=a.complement, n_bootstrap=a.n_bootstrap, level=a.level)
-        except ValueError as e:  # too few finished points yet: the rest of the report still stands
-            sections.append(head + f"not fitted: {e}\n")
-            continue
-        png = plot_name(a)
-        if png in used:
-            png = png[:-4] + f"_{i + 1}.png"
-        used.add(png)
-        fig = results.plot_fits(fits, xlabel=a.x, group_label=a.group or "",
-                                title=f"{fits[0].label}: {a.law} law, {int(a.level * 100)}% bootstrap band")
-        fig.savefig(os.path.join(workdir, png), dpi=120)
-        fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
-                       "where": a.where or None,
-                       **gf.to_json()} for gf in fits]
-        sections.append(head + results.fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
-                        + f"\n\n![{fits[0].label} vs {a.x}]({png})\n")
-    rundir.write_json(os.path.join(workdir, "fits.json"), fits_json)
     # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of
     # candidates), so it is not comparable across batch sizes or negative counts
     metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + ["wall_seconds"]))
     wide = df[df.metric.isin(metrics)].pivot_table(index=["run"] + swept, columns="metric", values="value")
     wide = wide.reset_index().sort_values(swept or ["run"])
-    lines = [f"# Sweep report: {os.path.basename(workdir)}", ""]
-    if sweep.description:
-        lines += [sweep.description.strip(), ""]
+    preamble = [sweep.description.strip(), ""] if sweep.description else []
     n_points = len(rundir.read_json(os.path.join(workdir, rundir.SWEEP))["points"])  # written by run()
-    lines += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
-              + (f"; not finished: {', '.join(table.run[table.status != 'finished'])}" if (table.status != "finished").any() else "")
-              + ". Every number below is read from `runs/*/result.json` (`results.csv`). The training loss "
-                "(`final_loss` in `results.csv`) is left out: it is bounded by log(number of candidates) and not "
-                "comparable across batch sizes.", ""]
-    lines += ["## Runs", "", _markdown(wide[swept + [m for m in metrics if m in wide.columns]]), ""]
-    lines += ["## Fits", ""] + sections
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    preamble += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
+                 + (f"; not finished: {', '.join(table.run[table.status != 'finished'])}"
+                    if (table.status != "finished").any() else "")
+                 + ". Every number below is read from `runs/*/result.json` (`results.csv`). The training loss "
+                   "(`final_loss` in `results.csv`) is left out: it is bounded by log(number of candidates) and not "
+                   "comparable across batch sizes.", ""]
+    preamble += ["## Runs", "", _markdown(wide[swept + [m for m in metrics if m in wide.columns]]), ""]
+    return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
+                                 preamble=preamble, say=_say if verbose else None)
 
 
 def _markdown(df) -> str:
-    from jaxneg.results import _markdown_rows
-
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    return _markdown_rows(list(df.columns), [[cell(v) for v in row] for row in df.itertuples(index=False)])
+    return analysis.markdown_table(list(df.columns), [[cell(v) for v in row] for row in df.itertuples(index=False)])
 
 
 # ----------------------------------------------------------------------------- command line

@@ -80,7 +80,7 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def evaluate(setup: Setup, params) -> dict:
-    """Downstream metrics of ``params`` on the held-out split (the task's; see :mod:`jaxneg.eval`)."""
+    """Downstream metrics of ``params`` on the held-out split (the task's; see :mod:`jaxneg.evaluation`)."""
     return tasks.get(setup.config.task).evaluate(setup, params)
 
 

@@ -17,7 +17,8 @@ residuals instead). Beside these parametric fits (Hoffmann et al.'s approach 3):
 * :func:`isoflop`: IsoFLOP profiles, a parabola in ``log N`` per compute budget (approach 2);
 * :func:`compute_optimal`: the loss-optimal ``N``, ``D`` per budget implied by a chinchilla fit.
 
-``python -m jaxneg.scaling --csv FILE --x COL --y COL --law LAW --out DIR`` fits any table.
+Fits per group of a result table, their plots and reports: :mod:`jaxneg.analysis` (and its command
+line, ``python -m jaxneg.analysis --csv FILE --x COL --y COL --law LAW --out DIR``).
 
 References:
   Hoffmann et al., *Training Compute-Optimal Large Language Models*, 2022 (approach 3).
@@ -567,91 +568,6 @@ def compute_optimal(fit: Fit, flops, *, flops_per_param_token: float = 6.0, boot
     return Allocation(C, N, D, loss, float(a), float(b), intervals)
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-def main(argv=None) -> int:
-    """``python -m jaxneg.scaling --csv FILE --x COL [--x COL2] --y COL --law LAW --out DIR``.
-
-    Fits any table (one row per run) with the code path of the sweep reports
-    (:func:`jaxneg.results.fit_groups`, ``plot_fits``, ``fit_report``): writes ``fits.json``, one
-    PNG per group (data, frontier runs ringed, fit, bootstrap band, dashed extrapolation; for a
-    law of several variables, observed against predicted) and ``report.md``.
-    """
-    import argparse
-    import json
-    import os
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m jaxneg.scaling", description=main.__doc__.split("\n\n")[1])
-    ap.add_argument("--csv", required=True, help="the table: one row per run")
-    ap.add_argument("--x", action="append", required=True,
-                    help="scale column(s), one per variable of the law, in its order (chinchilla: --x N --x D)")
-    ap.add_argument("--y", required=True, help="the target column (loss, error, accuracy with --complement)")
-    ap.add_argument("--law", default="power", help=f"one of {', '.join(LAWS.names())} (default power)")
-    ap.add_argument("--group", help="fit one law per value of this column")
-    ap.add_argument("--where", help="keep the rows matching this pandas query, e.g. \"dataset == 'cifar10'\"")
-    ap.add_argument("--frontier", nargs="?", type=int, const=0, default=None, metavar="BINS",
-                    help="fit the compute-efficient frontier only: the Pareto set, or the best run per BINS "
-                         "log-spaced bins of the first x (Cherti et al. 2023)")
-    ap.add_argument("--complement", action="store_true", help="fit 1 - y (an error rate from an accuracy)")
-    ap.add_argument("--loss", default="huber_log", choices=LOSSES, help="fit objective (default huber_log)")
-    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for intervals and bands (0: none)")
-    ap.add_argument("--holdout", action="store_true", help="report the ARE at the largest x of a fit without it")
-    ap.add_argument("--out", required=True, help="output directory (created)")
-    args = ap.parse_args(argv)
-    from jaxneg import results
-
-    try:
-        import pandas as pd
-
-        if not os.path.isfile(args.csv):
-            raise ValueError(f"--csv: file {args.csv!r} does not exist")
-        df = pd.read_csv(args.csv)
-        if args.where:
-            try:
-                df = df.query(args.where)
-            except Exception as e:  # noqa: BLE001 - pandas raises many kinds for a bad expression
-                raise ValueError(f"--where {args.where!r}: {type(e).__name__}: {e}") from None
-        if args.y not in df.columns:
-            raise ValueError(f"--y {args.y!r} is not a column; columns: {', '.join(df.columns)}")
-        tidy = df.assign(metric=args.y, value=df[args.y])
-        fits = results.fit_groups(tidy, x=args.x, y=args.y, group=args.group, law=args.law,
-                                  complement=args.complement, n_bootstrap=args.bootstrap, holdout=args.holdout,
-                                  loss=args.loss, frontier=args.frontier)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
-    xname = args.x[0] if len(args.x) == 1 else ", ".join(args.x)
-    sections = []
-    for gf in fits:
-        stem = "fit" if gf.group is None else "fit_" + "".join(c if c.isalnum() or c in "._-" else "-"
-                                                              for c in f"{args.group}={results._plain(gf.group)}")
-        fig = results.plot_fits([gf], xlabel=xname, group_label=args.group or "",
-                                title=f"{gf.label}: {args.law} law" + (" (frontier)" if args.frontier is not None else ""))
-        fig.savefig(os.path.join(args.out, stem + ".png"), dpi=120)
-        sections.append(f"![{stem}]({stem}.png)")
-    with open(os.path.join(args.out, "fits.json"), "w") as f:
-        json.dump([{"x": args.x, "y": args.y, "law": args.law, "complement": args.complement,
-                    "frontier": args.frontier, "group_field": args.group, **gf.to_json()} for gf in fits],
-                  f, indent=2, default=float)
-    what = f"{len(df)} rows of `{args.csv}`" + (f" where `{args.where}`" if args.where else "")
-    if args.frontier is not None:
-        what += ("; fitted on the Pareto frontier" if args.frontier == 0 else
-                 f"; fitted on the best run of each of {args.frontier} log-spaced bins of {args.x[0]}")
-    report = [f"# Scaling fit: {('1 - ' if args.complement else '') + args.y} vs {xname}", "", what + ".", "",
-              results.fit_report(fits, x=args.x, group=args.group, law=args.law, n_bootstrap=args.bootstrap), "",
-              *sections, ""]
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write("\n".join(report))
-    for gf in fits:
-        print(json.dumps({"group": results._plain(gf.group), **gf.fit.params,
-                          **({"holdout_are": gf.holdout_are} if gf.holdout_are is not None else {})}, default=float))
-    print(f"wrote {os.path.join(args.out, 'report.md')}", file=sys.stderr)
-    return 0
-
-
 __all__ = ["CHINCHILLA", "Allocation", "Fit", "IsoFlop", "LAWS", "Law", "POWER", "PURE_POWER", "compute_optimal",
            "fit", "frontier", "isoflop"]
 
@@ -659,6 +575,5 @@ __all__ = ["CHINCHILLA", "Allocation", "Fit", "IsoFlop", "LAWS", "Law", "POWER",
 if __name__ == "__main__":
     import sys as _sys
 
-    from jaxneg.scaling import main as _main  # the importable module's copy, which jaxneg.results uses
-
-    _sys.exit(_main())
+    _sys.exit("The command line that fits a table moved: python -m jaxneg.analysis --csv FILE --x COL --y COL "
+              "--out DIR (the same options; jaxneg.scaling keeps the math)")

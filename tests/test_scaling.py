@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxneg import scaling
+from jaxneg import analysis, scaling
 
 # runtime-bound float64 L-BFGS: compiled with every XLA optimisation (about 30% faster here)
 pytestmark = pytest.mark.optimized
@@ -245,7 +245,7 @@ def test_the_command_line_fits_any_table(tmp_path):
                              * np.exp(0.01 * rng.standard_normal()), "keep": waste < 3})
     path = tmp_path / "table.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    rc = scaling.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--group", "task", "--where", "keep",
+    rc = analysis.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--group", "task", "--where", "keep",
                        "--frontier", "--bootstrap", "8", "--holdout", "--out", str(tmp_path / "out")])
     assert rc == 0
     fits = json.load(open(tmp_path / "out" / "fits.json"))
@@ -258,9 +258,9 @@ def test_the_command_line_fits_any_table(tmp_path):
     # a law of two variables, and clear errors
     N, D, _, L = _isoflop_runs(0.01)
     pd.DataFrame({"N": N, "D": D, "loss": L}).to_csv(tmp_path / "c.csv", index=False)
-    assert scaling.main(["--csv", str(tmp_path / "c.csv"), "--x", "N", "--x", "D", "--y", "loss", "--law",
+    assert analysis.main(["--csv", str(tmp_path / "c.csv"), "--x", "N", "--x", "D", "--y", "loss", "--law",
                          "chinchilla", "--bootstrap", "0", "--out", str(tmp_path / "c")]) == 0
     assert "E + A / N^alpha + B / D^beta" in open(tmp_path / "c" / "report.md").read()
-    assert scaling.main(["--csv", str(path), "--x", "compute", "--y", "los", "--out", str(tmp_path / "e")]) == 2
-    assert scaling.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--law", "chinchilla",
+    assert analysis.main(["--csv", str(path), "--x", "compute", "--y", "los", "--out", str(tmp_path / "e")]) == 2
+    assert analysis.main(["--csv", str(path), "--x", "compute", "--y", "loss", "--law", "chinchilla",
                          "--out", str(tmp_path / "e")]) == 2

@@ -14,7 +14,7 @@ vectorised program):
 
        error(B) = E + A · B^-alpha,      error = 1 - accuracy
 
-   is fitted to every seed's run (:func:`jaxneg.results.fit_groups`), with bootstrap
+   is fitted to every seed's run (:func:`jaxneg.analysis.fit_groups`), with bootstrap
    intervals and the share of their width that comes from seed noise.
 
 2. **Negatives per anchor** (MoCo: InfoNCE with a momentum key encoder, m = 0.99, and

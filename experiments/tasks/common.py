@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments import config_lib
 from jaxneg import LOSSES, data, models, parallel
-from jaxneg import eval as E
+from jaxneg import evaluation
 
 AXIS = parallel.DATA
 LOGIT = "logit"  # the parameter-tree key of the learned logit scale (and SigLIP bias)
@@ -193,14 +193,14 @@ def encode_all(model, params, x, chunk=1024):
 
 #: the representation metrics, jitted once (they are several small ops each; run eagerly, their
 #: dispatch cost more than their arithmetic in every evaluation)
-METRICS = {name: jax.jit(getattr(E, name)) for name in ("alignment", "uniformity", "tolerance", "rankme")}
+METRICS = {name: jax.jit(getattr(evaluation, name)) for name in ("alignment", "uniformity", "tolerance", "rankme")}
 
 
 def pair_metrics(setup: Setup, z1, z2, key) -> dict:
     """Metrics of matched embedding pairs ``z1[i] <-> z2[i]`` every task reports."""
     m = min(setup.config.eval.num_candidates, z1.shape[0])
     return {"alignment": float(METRICS["alignment"](z1, z2)), "uniformity": float(METRICS["uniformity"](z1)),
-            "contrastive_accuracy": E.contrastive_accuracy(key, z1, z2, num_candidates=m)}
+            "contrastive_accuracy": evaluation.contrastive_accuracy(key, z1, z2, num_candidates=m)}
 
 
 def eval_key(setup: Setup):

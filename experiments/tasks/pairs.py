@@ -26,7 +26,7 @@ from experiments.tasks import common
 from experiments.tasks.common import (METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
 from jaxneg import SAMPLERS, samplers
-from jaxneg import eval as E
+from jaxneg import evaluation
 from jaxneg._array import l2_normalize
 
 NEEDS = ("tokens", "doc_id", "group")
@@ -170,7 +170,7 @@ def evaluate(setup: Setup, params) -> dict:
     _, z1 = encode_all(setup.query_model, params["query"], test["tokens"])
     z2 = zc[test["doc_id"]]
     ks = tuple(k for k in ev.ks if k <= len(setup.corpus)) or (1,)
-    out = dict(E.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=ks))
+    out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=ks))
     out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out

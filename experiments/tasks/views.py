@@ -35,7 +35,7 @@ from experiments.tasks import common
 from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
                                       process_batch)
 from jaxneg import data, parallel, samplers
-from jaxneg import eval as E
+from jaxneg import evaluation
 
 NEEDS = ("x",)
 USES_CORPUS = False
@@ -153,9 +153,9 @@ def evaluate(setup: Setup, params) -> dict:
     if "label" in train:
         h_tr, _ = encode_all(model, p, view(train["x"]))
         k = setup.test.num_classes
-        out["knn_accuracy"] = E.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
+        out["knn_accuracy"] = evaluation.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
                                              temperature=ev.knn_temperature, num_classes=k)
-        out["linear_probe_accuracy"] = E.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
+        out["linear_probe_accuracy"] = evaluation.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
                                                       steps=ev.probe_steps)["test_accuracy"]
         out["tolerance"] = float(METRICS["tolerance"](z_te, jnp.asarray(test["label"])))
     v1, v2 = two_views(key, jnp.asarray(test["x"]))

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import sweep as S
 from experiments import train as T
-from jaxneg import results
+from jaxneg import analysis, results
 from tests.experiments.helpers import SMALL_SWEEP, config, small_sweep
 
 def test_expand_takes_the_grid_product_and_zips_fields_together():
@@ -221,7 +221,7 @@ def test_fit_groups_recovers_a_planted_power_law_per_group():
             err = (E + A * b ** -alpha) * np.exp(rng.normal(0, 0.002))
             rows.append({"run": f"{t}-{b}", "metric": "eval/acc", "value": 1 - err, "step": 1, "batch_size": b,
                          "loss.temperature": t})
-    fits = results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", group="loss.temperature",
+    fits = analysis.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", group="loss.temperature",
                               complement=True, n_bootstrap=20)
     for gf in fits:
         E, A, alpha = truth[gf.group]
@@ -230,12 +230,12 @@ def test_fit_groups_recovers_a_planted_power_law_per_group():
         assert gf.holdout_are < 0.02
         lo, hi = gf.band([8, 512])
         assert np.all(lo <= hi)
-    fig = results.plot_fits(fits, xlabel="batch size", group_label="T")
+    fig = analysis.plot_fits(fits, xlabel="batch size", group_label="T")
     assert len(fig.axes[0].collections) >= 4  # points and a band per group
     with pytest.raises(ValueError, match="metrics present: \\['eval/acc'\\]"):
-        results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/knn")
+        analysis.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/knn")
     with pytest.raises(ValueError, match="x='batch' is not a column"):
-        results.fit_groups(pd.DataFrame(rows), x="batch", y="eval/acc")
+        analysis.fit_groups(pd.DataFrame(rows), x="batch", y="eval/acc")
 
 
 def test_results_on_a_directory_without_runs_fail_clearly(tmp_path):
@@ -284,21 +284,21 @@ def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_can
 def test_intervals_contain_the_estimate_and_bands_stay_in_range(monkeypatch):
     rows = [{"run": str(b), "metric": "eval/acc", "value": 1 - (0.1 + 2.0 * b ** -0.5), "step": 1, "batch_size": b}
             for b in (8, 16, 32, 64, 128)]
-    real = results.scaling.Fit.bootstrap
+    real = analysis.scaling.Fit.bootstrap
 
     def off_by_a_bit(self, n, key, level=0.95):  # refits that pile up just below the estimate of E
         out = real(self, n, key, level=level)
         out["E"] = (self.params["E"] * 0.5, self.params["E"] * 0.9)
         return out
 
-    monkeypatch.setattr(results.scaling.Fit, "bootstrap", off_by_a_bit)
-    (gf,) = results.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", complement=True, n_bootstrap=8)
+    monkeypatch.setattr(analysis.scaling.Fit, "bootstrap", off_by_a_bit)
+    (gf,) = analysis.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", complement=True, n_bootstrap=8)
     assert gf.widened == ("E",) and gf.interval["E"][1] == gf.fit.params["E"]
     assert any("did not contain the estimate" in w for w in gf.warnings())
     lo, hi = gf.band(np.geomspace(0.01, 1e6, 50))
     assert lo.min() >= 0 and hi.max() <= 1  # an error rate stays in [0, 1]
     assert gf.predict([1e-4]).max() <= 1
-    fig = results.plot_fits([gf], xlabel="batch_size")
+    fig = analysis.plot_fits([gf], xlabel="batch_size")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("batch_size^-" in t for t in labels) and any("extrapolation" in t for t in labels)
     assert any("bootstrap band" in t for t in labels)
@@ -362,8 +362,8 @@ def test_seed_share_separates_seed_noise_from_the_trend():
                              "seed": s})
         return pd.DataFrame(rows)
 
-    (quiet,) = results.fit_groups(table(0.002), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
-    (noisy,) = results.fit_groups(table(0.05), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
+    (quiet,) = analysis.fit_groups(table(0.002), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
+    (noisy,) = analysis.fit_groups(table(0.05), x="batch_size", y="eval/acc", complement=True, n_bootstrap=16)
     for gf in (quiet, noisy):
         assert gf.replicates() and len(gf.x) == 18 and gf.seed_interval is not None
         share = gf.seed_share()
@@ -372,10 +372,10 @@ def test_seed_share_separates_seed_noise_from_the_trend():
         assert list(n) == [3] * 6 and np.all(sd > 0)
     w = lambda gf: gf.seed_interval["alpha"][1] - gf.seed_interval["alpha"][0]
     assert w(noisy) > 5 * w(quiet)
-    text = results.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=16)
+    text = analysis.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=16)
     assert "seed share of interval width (E, A, alpha)" in text and "Seed share:" in text
     assert "no seeds" not in text
-    fig = results.plot_fits([noisy], xlabel="batch_size")
+    fig = analysis.plot_fits([noisy], xlabel="batch_size")
     assert "mean ± sd over seeds (faint: each seed)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert noisy.to_json()["seed_share"] == pytest.approx(noisy.seed_share())
 

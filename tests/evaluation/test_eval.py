@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxneg import eval as E
+from jaxneg import evaluation
 
 
 def _unit(x):
@@ -24,7 +24,7 @@ def test_knn_accuracy_matches_a_brute_force_weighted_vote():
         np.add.at(votes, ytr[top], np.exp(row[top] / t))
         pred.append(np.argmax(votes))
     want = np.mean(np.asarray(pred) == yte)
-    got = E.knn_accuracy(tr.astype(np.float32), ytr, te.astype(np.float32), yte, k=k, temperature=t)
+    got = evaluation.knn_accuracy(tr.astype(np.float32), ytr, te.astype(np.float32), yte, k=k, temperature=t)
     assert got == pytest.approx(want)
 
 
@@ -33,9 +33,9 @@ def test_linear_probe_separates_separable_classes_and_not_noise():
     y = rng.integers(0, 3, 300)
     x = rng.standard_normal((300, 10)).astype(np.float32)
     x[:, 0] += 4.0 * y
-    assert E.linear_probe(x[:200], y[:200], x[200:], y[200:])["test_accuracy"] > 0.9
+    assert evaluation.linear_probe(x[:200], y[:200], x[200:], y[200:])["test_accuracy"] > 0.9
     noise = rng.standard_normal((300, 10)).astype(np.float32)
-    assert E.linear_probe(noise[:200], y[:200], noise[200:], y[200:])["test_accuracy"] < 0.55
+    assert evaluation.linear_probe(noise[:200], y[:200], noise[200:], y[200:])["test_accuracy"] < 0.55
 
 
 def test_retrieval_metrics_match_a_reference_with_duplicate_groups():
@@ -47,7 +47,7 @@ def test_retrieval_metrics_match_a_reference_with_duplicate_groups():
     qg[qg == 7] = 3
     qg[qg == 9] = 3
     q = corpus[qg] + 0.8 * rng.standard_normal((20, 6))
-    got = E.retrieval_metrics(q.astype(np.float32), corpus.astype(np.float32), qg, group, ks=(1, 5))
+    got = evaluation.retrieval_metrics(q.astype(np.float32), corpus.astype(np.float32), qg, group, ks=(1, 5))
     order = np.argsort(-(_unit(q) @ _unit(corpus).T), axis=1, kind="stable")
     rel = group[order] == qg[:, None]
     nrel = np.array([np.sum(group == g) for g in qg])
@@ -64,11 +64,11 @@ def test_retrieval_metrics_match_a_reference_with_duplicate_groups():
 def test_contrastive_accuracy_is_one_for_matched_pairs_and_chance_for_noise():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((400, 16)).astype(np.float32)
-    assert E.contrastive_accuracy(jax.random.key(0), x, x, num_candidates=8) == 1.0
+    assert evaluation.contrastive_accuracy(jax.random.key(0), x, x, num_candidates=8) == 1.0
     y = rng.standard_normal((400, 16)).astype(np.float32)
-    assert abs(E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=8) - 1 / 8) < 0.05
+    assert abs(evaluation.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=8) - 1 / 8) < 0.05
     with pytest.raises(ValueError, match="num_candidates"):
-        E.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=401)
+        evaluation.contrastive_accuracy(jax.random.key(0), x, y, num_candidates=401)
 
 
 def test_tolerance_is_the_mean_same_class_cosine():
@@ -78,8 +78,8 @@ def test_tolerance_is_the_mean_same_class_cosine():
     y[-1] = 17  # a class with a single member contributes no pair
     u = x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
     sims = [u[i] @ u[j] for i in range(50) for j in range(50) if i != j and y[i] == y[j]]
-    np.testing.assert_allclose(float(E.tolerance(x, y)), np.mean(sims), rtol=1e-5, atol=1e-6)
-    assert float(E.tolerance(np.ones((4, 3)), [0, 0, 1, 1])) == pytest.approx(1.0)
-    assert np.isnan(float(E.tolerance(x[:3], [0, 1, 2])))
+    np.testing.assert_allclose(float(evaluation.tolerance(x, y)), np.mean(sims), rtol=1e-5, atol=1e-6)
+    assert float(evaluation.tolerance(np.ones((4, 3)), [0, 0, 1, 1])) == pytest.approx(1.0)
+    assert np.isnan(float(evaluation.tolerance(x[:3], [0, 1, 2])))
     with pytest.raises(ValueError, match=r"labels must be integer \[N\] = \[50\]"):
-        E.tolerance(x, y[:10])
+        evaluation.tolerance(x, y[:10])
