@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from jaxneg import rundir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,8 +37,8 @@ def run(arg: str, vectorize: bool, workdir: str) -> float:
 
 def metrics(workdir: str) -> dict:
     out = {}
-    for name in sorted(os.listdir(os.path.join(workdir, "runs"))):
-        with open(os.path.join(workdir, "runs", name, "result.json")) as f:
+    for name in sorted(os.listdir(os.path.join(workdir, rundir.RUNS))):
+        with open(os.path.join(workdir, rundir.RUNS, name, rundir.RESULT)) as f:
             out[name] = json.load(f)["eval"]
     return out
 

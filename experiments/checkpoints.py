@@ -26,9 +26,11 @@ import shutil
 
 import orbax.checkpoint as ocp
 
+from jaxneg import rundir
+
 log = logging.getLogger(__name__)
 
-QUARANTINE = "quarantine"
+QUARANTINE = rundir.QUARANTINE
 
 
 def _digest(root: str) -> dict:
@@ -53,7 +55,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep: int, primary: bool = True):
         self.directory = os.path.abspath(directory)
-        self.manifests = os.path.join(os.path.dirname(self.directory), "manifests")
+        self.manifests = os.path.join(os.path.dirname(self.directory), rundir.MANIFESTS)
         self.primary = primary
         os.makedirs(self.manifests, exist_ok=True)
         self.manager = ocp.CheckpointManager(

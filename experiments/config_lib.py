@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import checks, tasks
+
 
 class ConfigError(ValueError):
     """A bad config, override or work directory, found before any compute starts.
@@ -17,10 +19,9 @@ class ConfigError(ValueError):
     The command lines print its message as one line (no traceback) and exit with status 2.
     """
 
-TASKS = ("views", "pairs")
 #: the loss input families experiments.train can call (registry metadata ``inputs``; "teacher" needs
 #: teacher scores), and the sampler kinds it draws with (``train``); names come from the registries
-TRAINED_INPUTS = ("pair", "views", "labelled", "sampled")
+TRAINED_INPUTS = tasks.common.TRAINED_INPUTS
 TRAINED_SAMPLERS = ("per_query", "shared", "mined")
 #: loss / sampler arguments experiments.train sets itself from other fields (not settable in kwargs)
 LOSS_RESERVED = ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "labels",
@@ -110,16 +111,6 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _choice(field, value, options):
-    if value not in options:
-        raise ValueError(f"config.{field}={value!r} is not valid; valid values: {', '.join(map(repr, options))}")
-
-
-def _positive(field, value, low=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"config.{field} must be an integer >= {low}, got {value!r}")
-
-
 def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_collections.ConfigDict:
     """Check every field against the schema of :func:`base_config`; return ``config``.
 
@@ -127,73 +118,48 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     loads no data, compiles nothing (the dataset name is checked against tfds' list).
     """
     from jaxneg import LOSSES, SAMPLERS, data, models
-    from jaxneg.data.views import VIEWS
 
     unknown = _unknown_fields(config, base_config())
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
-    _choice("task", config.task, TASKS)
+    task = tasks.get(config.task)  # unknown names list the valid ones
     if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not 0 <= config.seed < 2 ** 31:
         raise ValueError(f"config.seed must be an integer in [0, 2**31), got {config.seed!r}")
-    _positive("steps", config.steps)
-    _positive("batch_size", config.batch_size, 2)
-    _positive("num_devices", config.num_devices, 0)
+    checks.positive("steps", config.steps)
+    checks.positive("batch_size", config.batch_size, 2)
+    checks.positive("num_devices", config.num_devices, 0)
     if config.batch_size % num_devices:
         raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {num_devices} devices")
     data.check_name(config.data.name)
     if config.data.name in data.BUILDERS:
         data.pipeline.builder_config(config.data.name, config.data.config.to_dict())
-    if config.task == "views":
-        _choice("data.view", config.data.view, sorted(VIEWS))
-        _kwargs("data.view_kwargs", VIEWS[config.data.view], config.data.view_kwargs, ("key", "x"), optional_only=True)
     for field, name in (("model.name", config.model.name), ("model.doc_name", config.model.doc_name or "mlp")):
-        _choice(field, name, sorted(models.BACKBONES))
-    _kwargs("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
+        checks.choice(field, name, sorted(models.BACKBONES))
+    checks.keyword_arguments("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
     if config.model.doc_name:
-        _kwargs("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs, ("parent", "name"))
+        checks.keyword_arguments("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs, ("parent", "name"))
     loss = LOSSES.info(config.loss.name)  # unknown names list the valid ones
     if loss.inputs not in TRAINED_INPUTS:
         raise ValueError(f"config.loss.name={config.loss.name!r} is not valid here: it needs {loss.inputs} inputs, "
                          f"which experiments.train does not provide; valid values: "
                          f"{', '.join(map(repr, LOSSES.select(inputs=TRAINED_INPUTS)))}")
-    _kwargs("loss.kwargs", loss, config.loss.kwargs, LOSS_RESERVED, optional_only=True)
-    _choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
+    checks.keyword_arguments("loss.kwargs", loss, config.loss.kwargs, LOSS_RESERVED, optional_only=True)
+    checks.choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
     if not config.loss.temperature > 0:
         raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
-    if config.moco.enabled or config.moco.queue_size:
-        if config.task != "views":
-            raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
-        if not config.moco.enabled:
-            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} needs config.moco.enabled=True "
-                             f"(the queue holds the key encoder's keys)")
-        if not 0.0 <= config.moco.momentum < 1.0:
-            raise ValueError(f"config.moco.momentum must be in [0, 1), got {config.moco.momentum}")
-        _positive("moco.queue_size", config.moco.queue_size, 0)
-        if 0 < config.moco.queue_size < config.batch_size:
-            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} must be 0 or >= config.batch_size="
-                             f"{config.batch_size} (each step pushes the batch's keys)")
-        if loss.inputs != "pair":
-            raise ValueError(f"config.moco needs a loss of (query, key) pairs; {config.loss.name!r} takes "
-                             f"{loss.inputs} inputs; valid: {', '.join(LOSSES.select(inputs=('pair',)))}")
-        if config.moco.queue_size and not loss.extra_negatives:
-            raise ValueError(f"config.moco.queue_size needs a loss that takes extra negatives; "
-                             f"{config.loss.name!r} does not; valid: "
-                             f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
     trained_samplers = SAMPLERS.select(train=TRAINED_SAMPLERS)
     if config.sampler.name:
         SAMPLERS.info(config.sampler.name)
-    _choice("sampler.name", config.sampler.name, [""] + trained_samplers)
-    if config.sampler.name and config.task != "pairs":
-        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+    checks.choice("sampler.name", config.sampler.name, [""] + trained_samplers)
     if loss.inputs == "sampled" and not config.sampler.name:
         raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
                          f"(one of {', '.join(trained_samplers)})")
     if config.sampler.name:
         # the trainer passes sampler.kwargs to the sampler (uniform takes none of its own)
-        _kwargs("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs, SAMPLER_RESERVED,
+        checks.keyword_arguments("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs, SAMPLER_RESERVED,
                 optional_only=True)
-        _positive("sampler.num_negatives", config.sampler.num_negatives)
-        _positive("sampler.refresh_every", config.sampler.refresh_every)
+        checks.positive("sampler.num_negatives", config.sampler.num_negatives)
+        checks.positive("sampler.refresh_every", config.sampler.refresh_every)
     if (config.sampler.name and SAMPLERS.info(config.sampler.name).train == "shared" and loss.inputs == "sampled"
             and "log_q" not in loss.keywords):  # bpr: per-query negatives [B, K] only
         raise ValueError(f"config.sampler.name={config.sampler.name!r} draws shared negatives; "
@@ -201,19 +167,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
                          f"({', '.join(SAMPLERS.select(train=('per_query', 'mined')))})")
     if config.sampler.name == "simans" and config.sampler.candidates < config.sampler.num_negatives:
         raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
-    _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
-    _choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
-    _positive("optimizer.accumulate", config.optimizer.accumulate)
+    checks.choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+    checks.choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
+    checks.positive("optimizer.accumulate", config.optimizer.accumulate)
     if config.steps % config.optimizer.accumulate:
         raise ValueError(f"config.optimizer.accumulate={config.optimizer.accumulate} must divide "
                          f"config.steps={config.steps}")
     if not config.optimizer.learning_rate > 0:
         raise ValueError(f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
-    if config.task == "pairs" and config.sampler.name and not loss.extra_negatives:
-        raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
-                         f"{', '.join(LOSSES.select(extra_negatives=True, inputs=TRAINED_INPUTS))}")
     if config.gradcache_chunk:
-        _positive("gradcache_chunk", config.gradcache_chunk)
+        checks.positive("gradcache_chunk", config.gradcache_chunk)
         if config.sampler.name == "popularity":
             raise ValueError("config.gradcache_chunk needs per-example inputs; the popularity sampler's shared "
                              "negatives are not split into chunks (use uniform / hard_topk / simans, or no gradcache)")
@@ -221,37 +184,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         if local % config.gradcache_chunk:
             raise ValueError(f"config.gradcache_chunk={config.gradcache_chunk} must divide the per-device batch {local}")
     for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
-        _positive(field, config[field])
-    _positive("eval_every", config.eval_every, 0)
-    _positive("eval.max_examples", config.eval.max_examples, 2)
-    _positive("eval.num_candidates", config.eval.num_candidates, 2)
+        checks.positive(field, config[field])
+    checks.positive("eval_every", config.eval_every, 0)
+    checks.positive("eval.max_examples", config.eval.max_examples, 2)
+    checks.positive("eval.num_candidates", config.eval.num_candidates, 2)
+    task.validate(config, loss)  # the task's own rules (experiments.tasks)
     return config
-
-
-def _kwargs(field, target, kwargs, reserved, optional_only=False):
-    """``config.<field>`` keys must be keyword arguments of ``target`` that the trainer does not set
-    itself (``optional_only``: only those with a default; the others are the arrays it is called
-    with). ``target``: a registry entry (its keywords, read once at registration) or a function."""
-    from jaxneg.registry import Entry
-
-    keys = set(kwargs.keys())
-    taken = sorted(keys & set(reserved))
-    if taken:
-        raise ValueError(f"config.{field}: {taken} are set by experiments.train from other fields; remove them")
-    if isinstance(target, Entry):
-        names = list(target.keywords) + ([] if optional_only else list(target.required))
-    else:  # a model or view constructor (not a registry)
-        import inspect
-
-        params = inspect.signature(target).parameters
-        names = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-                 and not (optional_only and p.default is p.empty)]
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-    valid = sorted(set(names) - set(reserved))
-    bad = sorted(keys - set(valid))
-    if bad:
-        raise ValueError(f"config.{field}: unknown argument(s) {bad}; valid: {', '.join(valid)}")
 
 
 #: free-form keyword-argument dicts: any key may be set, and validate() checks the keys

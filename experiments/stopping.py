@@ -34,8 +34,10 @@ import threading
 import time
 import warnings
 
+from jaxneg import rundir
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-LOCK = "lock"
+LOCK = rundir.LOCK
 
 
 class Stop(BaseException):

@@ -16,14 +16,9 @@ config fields) and the :class:`Analysis` fits to make at the end (each on the ru
 ``where`` expression selects). Every point is expanded and validated before
 the first run starts; a bad field or value fails naming the point.
 
-Layout of ``DIR``::
-
-    sweep.json                 the points (name -> overrides) and the base config
-    runs/<name>/               one experiments.train work directory per point
-    results.csv                jaxneg.results.load(DIR/runs): one row per run and metric
-    fits.json, <y>.png         one law per group of each Analysis, with bootstrap intervals
-    report.md                  the run table, the fitted parameters and the plots
-    summary.json               finished / failed / skipped runs of the last launch
+``DIR`` holds ``sweep.json``, one run directory per point under ``runs/``, ``results.csv``,
+``fits.json``, a PNG per analysis, ``report.md`` and ``summary.json`` (the layout:
+:mod:`jaxneg.rundir`).
 
 Programs: points whose configs differ only in :data:`experiments.train.MEMBER_FIELDS` (seed,
 temperature, learning rate, weight decay, float loss keywords, MoCo queue length) run as the
@@ -36,7 +31,10 @@ one job per program through ``submitit`` (``--cluster local`` runs those jobs as
 processes, for testing). Launching the same sweep again skips finished runs, resumes
 interrupted ones from their last checkpoint and retries failed ones; the analysis is
 rewritten from every finished run. Datasets are prepared once, here, before any worker
-starts, so workers never race to write the same tfds files.
+starts, so workers never race to write the same tfds files. One launch holds ``DIR`` at a time
+(a second is refused, naming the first); SIGINT (Ctrl-C) and SIGTERM stop the launcher and its
+workers within seconds with exit status 130 / 143, finished runs and checkpoints kept
+(:mod:`experiments.stopping`).
 """
 
 from __future__ import annotations
@@ -406,7 +404,7 @@ def _run_local(groups, run_dir, workers, progress):
 def _run_submitit(groups, run_dir, workdir, cluster, params, progress):
     import submitit
 
-    executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit", "%j"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=os.path.join(workdir, rundir.SUBMITIT, "%j"), cluster=cluster)
     if params:
         executor.update_parameters(**params)
     jobs = []
@@ -520,7 +518,7 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
             max_members) -> dict:
     from experiments import train
 
-    runs_dir = os.path.join(workdir, "runs")
+    runs_dir = os.path.join(workdir, rundir.RUNS)
     run_dir = lambda p: os.path.join(runs_dir, p.name)
     recorded = _record(sweep, points, workdir, extend)
     done, resumable = [], {}
@@ -528,7 +526,7 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
         cfg = os.path.join(run_dir(p), rundir.CONFIG)
         if os.path.exists(cfg):
             try:
-                train._check_workdir(run_dir(p), train.config_json(p.config))
+                train.check_workdir(run_dir(p), train.config_json(p.config))
             except config_lib.ConfigError as e:
                 raise config_lib.ConfigError(f"sweep point {p.name}: {e} (or delete that run)") from None
         if rundir.status(run_dir(p)) == "finished":
@@ -619,9 +617,9 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
     (:func:`jaxneg.analysis.write_report`); return the report's path."""
     from jaxneg import results
 
-    runs_dir = os.path.join(workdir, "runs")
+    runs_dir = os.path.join(workdir, rundir.RUNS)
     df = results.derive(results.load(runs_dir), sweep.columns)
-    df.to_csv(os.path.join(workdir, "results.csv"), index=False)
+    df.to_csv(os.path.join(workdir, rundir.RESULTS), index=False)
     table = results.derive(results.runs(runs_dir), sweep.columns)
     swept = [c for c in results.varying(table) if c not in sweep.columns]
     # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of

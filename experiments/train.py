@@ -34,14 +34,13 @@ device, the others are computed per device and averaged. The batch order and eve
 key are pure functions of ``(config.seed, step)``, so a resumed run is bit-identical to an
 uninterrupted one.
 
-The work directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per logged
-step or evaluation), ``log.txt`` (the progress lines), TensorBoard event files (``tb/``,
-written by tensorboardX: no TensorFlow), orbax checkpoints (``checkpoints/``, every
-``checkpoint_every`` steps and at the end, newest ``keep_checkpoints`` kept, each verified
-by ``manifests/``) and, when the run is done, ``result.json``. Starting again in the same
-directory resumes from the newest good checkpoint, or returns the finished result. A
+The work directory's files are listed in :mod:`jaxneg.rundir`. Checkpoints are written every
+``checkpoint_every`` steps and at the end (the newest ``keep_checkpoints`` kept, each verified by
+its manifest). Starting again in the same directory resumes from the newest good checkpoint, or
+returns the finished result; a directory that another process is training is refused. A
 non-finite loss stops the run (the member) with the step number (``failed.json``), leaving
-the last good checkpoint in place.
+the last good checkpoint in place. SIGINT and SIGTERM stop the command line cleanly
+(:mod:`experiments.stopping`: exit 130 / 143, checkpoints kept).
 
 The command lines turn on JAX's persistent compilation cache
 (:func:`enable_compilation_cache`), so relaunching a run or a sweep does not compile again.
@@ -64,8 +63,8 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import config_lib, stopping, tasks
 from experiments.checkpoints import Checkpoints
-from experiments.tasks.common import AXIS, LOGIT, Setup, build, doc_tower, embed, encoder_params, init_params
-from jaxneg import gradcache, models, parallel, rundir
+from experiments.tasks.common import AXIS, LOGIT, Setup, doc_tower, embed, encoder_params, init_params
+from jaxneg import data, gradcache, models, parallel, rundir
 
 __all__ = ["train", "train_group", "group_key", "MEMBER_FIELDS", "hparams", "build", "init_params", "evaluate",
            "make_optimizer", "make_step", "Setup", "NonFiniteLoss", "enable_compilation_cache"]
@@ -82,6 +81,44 @@ class NonFiniteLoss(FloatingPointError):
 def evaluate(setup: Setup, params) -> dict:
     """Downstream metrics of ``params`` on the held-out split (the task's; see :mod:`jaxneg.evaluation`)."""
     return tasks.get(setup.config.task).evaluate(setup, params)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _encoder(name, kwargs, config, corpus):
+    kwargs = dict(kwargs)
+    if name in ("bag_of_tokens",) and "vocab_size" not in kwargs:
+        kwargs["vocab_size"] = int(max(corpus.arrays["tokens"].max(), 1)) + 1 if corpus else 2048
+    if name == "id_embedding" and "num_items" not in kwargs:
+        kwargs["num_items"] = len(corpus)
+    head = models.ProjectionHead(config.model.embed_dim, tuple(config.model.head_hidden)) if config.model.embed_dim else None
+    return models.build(name, head, **kwargs)
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+    """Validate ``config``, load the data and build the models (no compilation yet)."""
+    devices = jax.devices()
+    if config.num_devices > len(devices):
+        raise ValueError(f"config.num_devices={config.num_devices} but only {len(devices)} devices exist")
+    mesh = parallel.data_mesh(AXIS, devices[: config.num_devices or None])
+    config_lib.validate(config, mesh.size)
+    task = tasks.get(config.task)
+    d = config.data
+    kw = dict(data_dir=d.data_dir or None, config=d.config.to_dict())
+    train = data.load(d.name, d.train_split, max_examples=d.max_train_examples or None, **kw)
+    test = data.load(d.name, d.test_split, **kw)
+    corpus = data.load(d.name, d.corpus_split, **kw) if task.uses_corpus else None
+    eval_train = data.load(d.name, d.eval_train_split, max_examples=config.eval.max_examples, **kw) \
+        if d.eval_train_split and d.eval_train_split != d.train_split else train
+    needs = task.needs(config)
+    for split in (train, test):
+        if not set(needs) <= set(split.arrays):
+            raise ValueError(f"config.task={config.task!r} (with this config) needs fields {sorted(needs)} in dataset "
+                             f"{d.name!r} split {split.split!r}, which has {sorted(split.arrays)}")
+    q = _encoder(config.model.name, config.model.kwargs, config, corpus)
+    doc = _encoder(config.model.doc_name, config.model.doc_kwargs, config, corpus) if config.model.doc_name else None
+    return Setup(config, mesh, train, test, corpus, eval_train, q, doc, config.model.doc_name == "id_embedding")
 
 
 # ----------------------------------------------------------------------------- members
@@ -203,7 +240,7 @@ def make_step(setup: Setup):
         tx, _ = make_optimizer(c, hp)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), step), jax.lax.axis_index(AXIS))
         k_view, k_neg, k_enc = jax.random.split(key, 3)
-        inputs, extra, shared, fixed = task.inputs(setup, (k_view, k_neg), state, batch, consts, hp)
+        inputs, extra, shared, fixed = task.inputs(setup, (k_view, k_neg), state, batch, consts, hp)  # StepInputs
         with_fixed = (lambda reps: reps) if fixed is None else (lambda reps: (reps[0], reps[1], fixed))
         params = state["params"]
         lp = params.get(LOGIT)
@@ -252,7 +289,7 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def _check_workdir(workdir: str, cj: dict) -> None:
+def check_workdir(workdir: str, cj: dict) -> None:
     """A work directory that holds a run of another config is refused, naming the differing fields."""
     path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
@@ -354,7 +391,7 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
                                      f"loss.kwargs; these differ in {[d for d in diff if d not in MEMBER_FIELDS]}")
     try:
         for c, w in zip(configs, workdirs):
-            _check_workdir(w, config_json(c))
+            check_workdir(w, config_json(c))
         setup = build(configs[0])  # validates first: bad configs fail here, before any compute
         for c in configs[1:]:
             config_lib.validate(c, setup.mesh.size)
@@ -405,7 +442,7 @@ def _init_state(m: _Member) -> dict:
 def _restore(m: _Member) -> dict:
     """The member's state: fresh, or from its newest good checkpoint (sets ``m.start``, the loss window)."""
     state = _init_state(m)
-    m.ckpt = Checkpoints(os.path.join(m.workdir, "checkpoints"), m.config.keep_checkpoints, m.primary)
+    m.ckpt = Checkpoints(os.path.join(m.workdir, rundir.CHECKPOINTS), m.config.keep_checkpoints, m.primary)
     # the loss logged every log_every steps is the mean since the last log line; its running
     # (sum, count) is checkpointed so a resumed run logs the same values as an uninterrupted one
     restored = m.ckpt.restore({**state, "log_window": np.zeros(2, np.float64)}, optional=("log_window",))
@@ -444,7 +481,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
     t0, done_in_window, wall0 = time.perf_counter(), 0, time.perf_counter()
     try:
         for step in range(start, c.steps):
-            if step > 0 and task is tasks.pairs and c.sampler.refresh_every and step % c.sampler.refresh_every == 0:
+            if step > 0 and task.refresh_every(c) and step % task.refresh_every(c) == 0:
                 states = _refresh(setup, members, states, step, replicated, shapes)
             by_seed = {seed: task.host_batch(setup, seed, step) for seed in {m.config.seed for m in members}}
             batch = _stack([by_seed[m.config.seed] for m in members])  # members of one seed share its batch
@@ -537,7 +574,7 @@ def _fail(m: _Member, step: int, loss: float) -> None:
 def _tb_writer(workdir, start):
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(os.path.join(workdir, "tb"), purge_step=start or None)
+    return SummaryWriter(os.path.join(workdir, rundir.TENSORBOARD), purge_step=start or None)
 
 
 def _progress(c, start):

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxneg import results, rundir, scaling
 
-FITS, REPORT = "fits.json", "report.md"
+FITS, REPORT = rundir.FITS, rundir.REPORT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,7 +168,7 @@ def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> flo
     The candidates of query ``i`` are its positive and ``num_candidates - 1`` other keys
     drawn uniformly without replacement (Gumbel top-k). Unlike the InfoNCE value, whose
     range ``log(candidates)`` grows with the batch, this compares runs of any batch size
-    (DESIGN: evaluate with a fixed candidate count). Cost ``O(N^2)``: meant for held-out
+    (runs are compared at a fixed candidate count). Cost ``O(N^2)``: meant for held-out
     sets of up to a few thousand pairs. Ties count as failures.
     """
     fn = "contrastive_accuracy"

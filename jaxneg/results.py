@@ -1,9 +1,8 @@
 r"""Sweep results as tidy pandas tables.
 
-A sweep directory (``experiments.sweep``) holds one run directory per point, each with
-``config.json``, ``metrics.jsonl`` and, once finished, ``result.json`` (``failed.json`` if
-the loss became non-finite, ``error.txt`` if the run raised). This module only reads those files, so it works on a sweep
-copied off a cluster, while it is still running, and in notebooks::
+A sweep directory holds one run directory per point (the files: :mod:`jaxneg.rundir`). This
+module only reads those files, so it works on a sweep copied off a cluster, while it is still
+running, and in notebooks::
 
     df = results.load("runs/quickstart")                 # one row per finished run and metric
     df = results.where(df, "batch_size >= 64")            # the runs an expression of config fields selects

@@ -1,18 +1,33 @@
-"""The files of a run directory and of a sweep directory: their names and their I/O, in one place.
+r"""The files of a run directory and of a sweep directory: their names, their layout and their I/O, in one place.
 
-``experiments.train`` writes a run directory, ``experiments.sweep`` a sweep of them, and
+``experiments.train`` writes a run directory, ``experiments.sweep`` a sweep of them,
 :mod:`jaxneg.results` reads both (it works on a directory copied off a cluster, without
-``experiments``). A run directory holds::
+``experiments``) and :mod:`jaxneg.analysis` writes the fits and the report. Every other
+module names these files through the constants below::
 
-    config.json      the run's config (written first; a different config is refused)
-    metrics.jsonl    one JSON object per logged step or evaluation, rewound on resume
-    checkpoints/     orbax steps (manifests/ beside them; checkpoints/quarantine/ for bad ones)
-    result.json      the final result (its presence means "finished")
-    failed.json      a non-finite loss stopped the run;   error.txt   the run raised
-    log.txt          the run's progress lines (start or resume, logged steps, final metrics; in a sweep also
-                     the process' warnings, in the first member's file of each program)
+    <sweep>/                       a sweep directory (experiments.sweep --workdir)
+        sweep.json       SWEEP     its points (name -> overrides), base config and analyses
+        summary.json     SUMMARY   finished / failed / skipped runs of the last launch
+        results.csv      RESULTS   one row per finished run and metric (jaxneg.results.load)
+        fits.json        FITS      one law per group of each analysis, with bootstrap intervals
+        report.md        REPORT    the run table, the fitted parameters and the figures (*.png)
+        lock             LOCK      the launch that holds the directory (experiments.stopping)
+        submitit/        SUBMITIT  the SLURM backend's job folders
+        runs/            RUNS      one run directory per point:
+            <name>/                a run directory (experiments.train --workdir)
+                config.json    CONFIG       the run's config (written first; a different config is refused)
+                metrics.jsonl  METRICS      one JSON object per logged step or evaluation, rewound on resume
+                log.txt        LOG          progress lines (start or resume, logged steps, final metrics; in a
+                                            sweep also the process' warnings, in the first member's file
+                                            of each program)
+                tb/            TENSORBOARD  TensorBoard event files (tensorboardX)
+                checkpoints/   CHECKPOINTS  orbax steps; checkpoints/quarantine/ (QUARANTINE) for bad ones
+                manifests/     MANIFESTS    size and SHA-256 of every file of each checkpoint step
+                result.json    RESULT       the final result (its presence means "finished")
+                failed.json    FAILED       a non-finite loss stopped the run
+                error.txt      ERROR        the run raised (the traceback)
+                lock           LOCK         the process that trains it
 
-and a sweep directory ``sweep.json`` (its points), ``summary.json``, ``runs/<name>/``.
 JSON files are written atomically (a temporary file, then a rename), so a crash never
 leaves half a file.
 """
@@ -22,9 +37,14 @@ from __future__ import annotations
 import json
 import os
 
+# a run directory
 CONFIG, METRICS, RESULT, FAILED, ERROR, LOG = "config.json", "metrics.jsonl", "result.json", "failed.json", "error.txt", "log.txt"
-CHECKPOINTS = "checkpoints"
-SWEEP, SUMMARY = "sweep.json", "summary.json"
+CHECKPOINTS, MANIFESTS, QUARANTINE, TENSORBOARD = "checkpoints", "manifests", "quarantine", "tb"
+# a sweep directory
+SWEEP, SUMMARY, RESULTS, FITS, REPORT, RUNS, SUBMITIT = ("sweep.json", "summary.json", "results.csv", "fits.json",
+                                                         "report.md", "runs", "submitit")
+# both
+LOCK = "lock"
 
 
 def _default(v):

@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+from jaxneg import rundir
+
 
 def command(module, description):
     """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, points)``
@@ -37,7 +39,7 @@ def command(module, description):
     summary = S.run(sw, args.workdir, workers=args.workers, analyze_only=args.print_only)
     if summary["failed"]:
         print(f"warning: failed runs: {summary['failed']}", file=sys.stderr)
-    return results.load(os.path.join(args.workdir, "runs")), S.expand(sw)
+    return results.load(os.path.join(args.workdir, rundir.RUNS)), S.expand(sw)
 
 
 def table(head, rows) -> str:

@@ -1,4 +1,4 @@
-"""The full-scale paper grids of the issue-4 configs, as sweeps (accelerators; hours to days).
+"""The full-scale paper grids of the paper configs (``experiments/configs``), as sweeps (accelerators; hours to days).
 
 ``--config`` picks the table:
 
@@ -26,6 +26,7 @@ import os
 from experiments.configs import debiased_stl10, simclr_cifar10, uniformity_cifar
 from experiments.reproduce import metric, table
 from experiments.sweep import Analysis, Sweep, get_field
+from jaxneg import rundir
 
 TABLES = ("simclr_batch", "debiased_tau_plus", "uniformity_temperature")
 
@@ -67,7 +68,7 @@ def main():
     sw = get_config(f"table={args.config}")
     S.run(sw, args.workdir, backend=args.backend, workers=args.workers, slurm=S._literal_items(args.slurm),
           analyze_only=args.print_only)
-    df = results.load(os.path.join(args.workdir, "runs"))
+    df = results.load(os.path.join(args.workdir, rundir.RUNS))
     field = {"simclr_batch": "batch_size", "debiased_tau_plus": "loss.kwargs.tau_plus",
              "uniformity_temperature": "loss.temperature"}[args.config]
     rows = [(v, metric(df, "eval/linear_probe_accuracy", **{field: v}), metric(df, "eval/knn_accuracy", **{field: v}),

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import config_lib
 from jaxneg import LOSSES, data, models, parallel
+from jaxneg.registry import Registry
 from jaxneg import evaluation
 
 AXIS = parallel.DATA
+#: the loss inputs (``jaxneg.LOSSES`` metadata) that :func:`make_objective` knows how to call
+TRAINED_INPUTS = ("pair", "views", "labelled", "sampled")
 LOGIT = "logit"  # the parameter-tree key of the learned logit scale (and SigLIP bias)
 
 
@@ -42,6 +45,78 @@ class Setup:
         return dataclasses.replace(self, config=config)
 
 
+class StepInputs(NamedTuple):
+    """What a task hands the step for one member (inside ``shard_map``): ``Task.inputs``' result."""
+
+    encoder: tuple       # (a, b, per-query negative inputs or None): what the encoder sees
+    extra: dict          # arrays the loss and after_step read (ids, labels, log_q, masks, MoCo keys)
+    shared: Any = None   # negative inputs shared by the whole batch, [K, ...] (the popularity sampler)
+    fixed: Any = None    # negative embeddings that take no gradient (the MoCo queue)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a run trains on (``config.task``): a record of functions of the run's :class:`Setup`.
+
+    ==============================================  =================================================
+    ``needs``, ``uses_corpus``                      dataset fields it reads; whether it loads the
+                                                    corpus split
+    ``validate(config, loss)``                      the task's own config rules (``loss``: the loss'
+                                                    registry entry); raises ``ValueError`` naming the
+                                                    field; called by ``config_lib.validate``
+    ``host_batch(setup, seed, step)``               this process' share of batch ``step`` (NumPy), a
+                                                    pure function of (seed, step)
+    ``example_inputs(setup)``                       (query input, doc input or None) of one example,
+                                                    to initialise the models
+    ``consts(setup)``                               device constants every step reads (corpus, counts)
+    ``init_state(setup, params, key)``              state beside params / opt_state (index, queue, key
+                                                    encoder)
+    ``make_encode(setup)``                          ``encode(enc_params, inputs, key) -> (z_a, z_b,
+                                                    z_neg)``
+    ``make_objective(setup)``                       ``objective(reps, logit_params, extra, hp) -> loss``
+    ``inputs(setup, keys, state, batch, consts, hp)``  inside ``shard_map``, one member:
+                                                    :class:`StepInputs`
+    ``after_step(setup, state, params, extra, hp)``  state updates after the optimizer step (queue,
+                                                    EMA)
+    ``evaluate(setup, params)``                     downstream metrics of ``params``
+    ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
+    ``refresh_every(config)``                       index) and their period in steps (0: never)
+    ==============================================  =================================================
+    """
+
+    name: str
+    needs: tuple
+    uses_corpus: bool
+    validate: Callable
+    host_batch: Callable
+    example_inputs: Callable
+    consts: Callable
+    init_state: Callable
+    make_encode: Callable
+    make_objective: Callable
+    inputs: Callable
+    after_step: Callable
+    evaluate: Callable
+    refresh: Callable = lambda setup, state, step: state
+    refresh_every: Callable = lambda config: 0
+
+
+#: the tasks by ``config.task`` name; a task module registers its :class:`Task` here
+TASKS = Registry("task")
+
+
+def register(task: Task) -> Task:
+    """Register ``task`` under ``task.name`` (one line at the end of a task module)."""
+    return TASKS.register(task.name)(task)
+
+
+def get(name: str) -> Task:
+    """The :class:`Task` of ``config.task``."""
+    if name not in TASKS:
+        raise ValueError(f"config.task={name!r} is not valid; valid values: {', '.join(map(repr, TASKS.names()))}")
+    return TASKS.get(name)
+
+
 def encoder_params(params: dict) -> dict:
     """The towers' parameters (everything but the logit parameters)."""
     return {k: v for k, v in params.items() if k != LOGIT}
@@ -54,51 +129,11 @@ def doc_tower(setup: Setup, enc: dict):
     return setup.query_model, enc["query"]
 
 
-def _encoder(name, kwargs, config, corpus):
-    kwargs = dict(kwargs)
-    if name in ("bag_of_tokens",) and "vocab_size" not in kwargs:
-        kwargs["vocab_size"] = int(max(corpus.arrays["tokens"].max(), 1)) + 1 if corpus else 2048
-    if name == "id_embedding" and "num_items" not in kwargs:
-        kwargs["num_items"] = len(corpus)
-    head = models.ProjectionHead(config.model.embed_dim, tuple(config.model.head_hidden)) if config.model.embed_dim else None
-    return models.build(name, head, **kwargs)
-
-
-def build(config: ml_collections.ConfigDict) -> Setup:
-    """Validate ``config``, load the data and build the models (no compilation yet)."""
-    from experiments import tasks
-
-    devices = jax.devices()
-    if config.num_devices > len(devices):
-        raise ValueError(f"config.num_devices={config.num_devices} but only {len(devices)} devices exist")
-    mesh = parallel.data_mesh(AXIS, devices[: config.num_devices or None])
-    config_lib.validate(config, mesh.size)
-    task = tasks.get(config.task)
-    d = config.data
-    kw = dict(data_dir=d.data_dir or None, config=d.config.to_dict())
-    train = data.load(d.name, d.train_split, max_examples=d.max_train_examples or None, **kw)
-    test = data.load(d.name, d.test_split, **kw)
-    corpus = data.load(d.name, d.corpus_split, **kw) if task.USES_CORPUS else None
-    eval_train = data.load(d.name, d.eval_train_split, max_examples=config.eval.max_examples, **kw) \
-        if d.eval_train_split and d.eval_train_split != d.train_split else train
-    for split in (train, test):
-        if not set(task.NEEDS) <= set(split.arrays):
-            raise ValueError(f"config.task={config.task!r} needs fields {sorted(task.NEEDS)} in dataset {d.name!r} "
-                             f"split {split.split!r}, which has {sorted(split.arrays)}")
-    if config.loss.supervised and "label" not in train.arrays and config.task == "views":
-        raise ValueError(f"config.loss.supervised needs a 'label' field in dataset {d.name!r}")
-    q = _encoder(config.model.name, config.model.kwargs, config, corpus)
-    doc = _encoder(config.model.doc_name, config.model.doc_kwargs, config, corpus) if config.model.doc_name else None
-    return Setup(config, mesh, train, test, corpus, eval_train, q, doc, config.model.doc_name == "id_embedding")
-
-
 def init_params(setup: Setup, key) -> dict:
     """Fresh parameters of the member ``setup.config`` from ``key``."""
-    from experiments import tasks
-
     c = setup.config
     kq, kd = jax.random.split(key)
-    xq, xd = tasks.get(c.task).example_inputs(setup)
+    xq, xd = get(c.task).example_inputs(setup)
     params = {"query": init_fn(setup.query_model)(kq, xq)}
     if setup.doc_model is not None:
         params["doc"] = init_fn(setup.doc_model)(kd, xd)

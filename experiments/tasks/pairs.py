@@ -25,12 +25,17 @@ import numpy as np
 from experiments.tasks import common
 from experiments.tasks.common import (METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
-from jaxneg import SAMPLERS, samplers
-from jaxneg import evaluation
+from jaxneg import LOSSES, SAMPLERS, evaluation, samplers
 from jaxneg._array import l2_normalize
 
-NEEDS = ("tokens", "doc_id", "group")
-USES_CORPUS = True
+
+def validate(config, loss) -> None:
+    """No MoCo (a key encoder is a views-task feature); with a sampler, a loss that takes extra negatives."""
+    if config.moco.enabled or config.moco.queue_size:
+        raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
+    if config.sampler.name and not loss.extra_negatives:
+        raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
+                         f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -59,9 +64,12 @@ def consts(setup: Setup) -> dict:
     return out
 
 
+def _mined_config(config) -> bool:
+    return bool(config.sampler.name) and SAMPLERS.info(config.sampler.name).train == "mined"
+
+
 def _mined(setup: Setup) -> bool:
-    c = setup.config
-    return bool(c.sampler.name) and SAMPLERS.info(c.sampler.name).train == "mined"
+    return _mined_config(setup.config)
 
 
 def _index(setup: Setup, params):
@@ -141,8 +149,8 @@ def make_encode(setup: Setup):
 make_objective = common.make_objective
 
 
-def inputs(setup: Setup, keys, state, batch, consts, hp):
-    """``(inputs, extra, shared, fixed)`` of one member's step (inside ``shard_map``); ``keys = (views, negatives)``."""
+def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
+    """One member's step inputs (inside ``shard_map``); ``keys = (views, negatives)``."""
     c = setup.config
     a, b, neg, shared = batch["q"], batch["doc"], None, None
     extra = {"doc_id": batch["doc_id"], "labels": batch["group"]}
@@ -151,7 +159,7 @@ def inputs(setup: Setup, keys, state, batch, consts, hp):
         extra.update(more)
         if SAMPLERS.info(c.sampler.name).train == "shared":  # one set of negatives [K] for the batch
             neg, shared = None, neg
-    return (a, b, neg), extra, shared, None
+    return common.StepInputs((a, b, neg), extra, shared, None)
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
@@ -174,3 +182,11 @@ def evaluate(setup: Setup, params) -> dict:
     out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
+
+
+TASK = common.register(common.Task(
+    name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), uses_corpus=True, validate=validate,
+    host_batch=host_batch, example_inputs=example_inputs, consts=consts, init_state=init_state,
+    make_encode=make_encode, make_objective=make_objective, inputs=inputs, after_step=after_step,
+    evaluate=evaluate, refresh=refresh,
+    refresh_every=lambda config: config.sampler.refresh_every if _mined_config(config) else 0))

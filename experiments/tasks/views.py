@@ -31,14 +31,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import checks
 from experiments.tasks import common
 from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
                                       process_batch)
-from jaxneg import data, parallel, samplers
-from jaxneg import evaluation
+from jaxneg import LOSSES, data, evaluation, parallel, samplers
 
-NEEDS = ("x",)
-USES_CORPUS = False
+
+def validate(config, loss) -> None:
+    """The view (``data.view`` and its keyword arguments), MoCo's settings, and no document sampler."""
+    checks.choice("data.view", config.data.view, sorted(data.VIEWS))
+    checks.keyword_arguments("data.view_kwargs", data.VIEWS[config.data.view], config.data.view_kwargs, ("key", "x"),
+                             optional_only=True)
+    if config.moco.enabled or config.moco.queue_size:
+        if not config.moco.enabled:
+            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} needs config.moco.enabled=True "
+                             f"(the queue holds the key encoder's keys)")
+        if not 0.0 <= config.moco.momentum < 1.0:
+            raise ValueError(f"config.moco.momentum must be in [0, 1), got {config.moco.momentum}")
+        checks.positive("moco.queue_size", config.moco.queue_size, 0)
+        if 0 < config.moco.queue_size < config.batch_size:
+            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} must be 0 or >= config.batch_size="
+                             f"{config.batch_size} (each step pushes the batch's keys)")
+        if loss.inputs != "pair":
+            raise ValueError(f"config.moco needs a loss of (query, key) pairs; {config.loss.name!r} takes "
+                             f"{loss.inputs} inputs; valid: {', '.join(LOSSES.select(inputs=('pair',)))}")
+        if config.moco.queue_size and not loss.extra_negatives:
+            raise ValueError(f"config.moco.queue_size needs a loss that takes extra negatives; "
+                             f"{config.loss.name!r} does not; valid: "
+                             f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
+    if config.sampler.name:
+        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+
+
+def needs(config) -> tuple:
+    """The dataset fields it reads: ``x``, and ``label`` for a supervised loss."""
+    return ("x", "label") if config.loss.supervised else ("x",)
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -76,10 +104,6 @@ def init_state(setup: Setup, params, key) -> dict:
     return out
 
 
-def refresh(setup: Setup, state, step: int):
-    return state
-
-
 def make_encode(setup: Setup):
     """``encode(enc_params, (a, b, None), key) -> (z_a, z_b, None)``: both views through the query tower,
     except with a MoCo key encoder, where ``b`` already holds the key encoder's embeddings."""
@@ -98,8 +122,8 @@ def make_encode(setup: Setup):
 make_objective = common.make_objective
 
 
-def inputs(setup: Setup, keys, state, batch, consts, hp):
-    """``(inputs, extra, shared, fixed)`` of one member's step (inside ``shard_map``); ``keys = (views, negatives)``."""
+def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
+    """One member's step inputs (inside ``shard_map``); ``keys = (views, negatives)``."""
     c = setup.config
     k_view, k_key = keys
     a, b = data.two_views(k_view, batch["x"], c.data.view, **c.data.view_kwargs.to_dict())
@@ -113,7 +137,7 @@ def inputs(setup: Setup, keys, state, batch, consts, hp):
         if "queue" in state:
             queue = samplers.Queue(**state["queue"])
             fixed, extra["negatives_mask"] = queue.keys, queue.mask
-    return (a, b, None), extra, None, fixed
+    return common.StepInputs((a, b, None), extra, None, fixed)
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
@@ -164,3 +188,9 @@ def evaluate(setup: Setup, params) -> dict:
     out["rankme"] = float(METRICS["rankme"](h_te))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
+
+
+TASK = common.register(common.Task(
+    name="views", needs=needs, uses_corpus=False, validate=validate, host_batch=host_batch,
+    example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
+    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate))

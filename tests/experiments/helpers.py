@@ -18,6 +18,17 @@ def config(name, arg=None, **overrides):
     return c
 
 
+def patch_task(monkeypatch, name, **fields):
+    """Make ``experiments.train`` see the registered task ``name`` with ``fields`` replaced (for this test)."""
+    import dataclasses
+
+    from experiments import tasks
+
+    get = tasks.get
+    patched = dataclasses.replace(get(name), **fields)
+    monkeypatch.setattr(tasks, "get", lambda n: patched if n == name else get(n))
+
+
 def final_params(workdir):
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(steps[-1]), "default"))

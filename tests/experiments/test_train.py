@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from experiments import train as T
 from experiments.tasks import views
 from jaxneg import data as jaxneg_data
-from tests.experiments.helpers import config, final_params, leaves
+from tests.experiments.helpers import config, final_params, leaves, patch_task
 
 MNIST = {"num_samples": 1000}
 RETRIEVAL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128}
@@ -122,7 +122,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
             b["x"] = np.full_like(b["x"], np.nan)
         return b
 
-    monkeypatch.setattr(views, "host_batch", poisoned)
+    patch_task(monkeypatch, "views", host_batch=poisoned)
     with pytest.raises(T.NonFiniteLoss, match="at step 5; stopped. Last good checkpoint: step 4") as e:
         T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 10}), str(tmp_path))
     assert e.value.step == 5

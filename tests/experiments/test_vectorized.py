@@ -10,7 +10,7 @@ import pytest
 from experiments import sweep as S
 from experiments import train as T
 from experiments.tasks import views
-from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves
+from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves, patch_task
 
 TINY = dict(SMALL_SWEEP, steps=5, checkpoint_every=5, log_every=5, batch_size=16)
 
@@ -55,12 +55,12 @@ def test_swept_loss_keywords_are_traced_and_a_failing_member_stops_alone(tmp_pat
             b["x"] = np.full_like(b["x"], np.nan)
         return b
 
-    monkeypatch.setattr(views, "host_batch", poisoned)
-    dirs = [str(tmp_path / f"m{i}") for i in range(3)]
-    results = T.train_group(members, dirs)
+    with monkeypatch.context() as patched:
+        patch_task(patched, "views", host_batch=poisoned)
+        dirs = [str(tmp_path / f"m{i}") for i in range(3)]
+        results = T.train_group(members, dirs)
     assert [r["status"] for r in results] == ["finished", "finished", "failed"]
     assert results[2]["step"] == 3 and json.load(open(os.path.join(dirs[2], "failed.json")))["step"] == 3
-    monkeypatch.setattr(views, "host_batch", real)
     alone = T.train(members[1], str(tmp_path / "alone"))
     _close(final_params(dirs[1])[1], final_params(str(tmp_path / "alone"))[1])
     assert alone["final_loss"] == pytest.approx(results[1]["final_loss"], rel=1e-5)
