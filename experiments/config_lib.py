@@ -8,9 +8,12 @@ cannot split) fails before data is loaded or anything is compiled, naming the va
 
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 from experiments import checks, tasks
+from jaxneg import LOSSES, SAMPLERS, data, models
 
 
 class ConfigError(ValueError):
@@ -111,13 +114,17 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def config_json(config: ml_collections.ConfigDict) -> dict:
+    """``config`` as plain JSON data (what ``config.json`` holds)."""
+    return json.loads(config.to_json_best_effort())
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_collections.ConfigDict:
     """Check every field against the schema of :func:`base_config`; return ``config``.
 
     Raises ``ValueError`` naming the field and the valid values. Cheap: builds nothing,
     loads no data, compiles nothing (the dataset name is checked against tfds' list).
     """
-    from jaxneg import LOSSES, SAMPLERS, data, models
 
     unknown = _unknown_fields(config, base_config())
     if unknown:

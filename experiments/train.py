@@ -48,6 +48,7 @@ The command lines turn on JAX's persistent compilation cache
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -64,9 +65,9 @@ from jax.sharding import PartitionSpec as P
 from experiments import config_lib, stopping, tasks
 from experiments.checkpoints import Checkpoints
 from experiments.tasks.common import AXIS, LOGIT, Setup, doc_tower, embed, encoder_params, init_params
-from jaxneg import data, gradcache, models, parallel, rundir
+from jaxneg import LOSSES, data, gradcache, models, parallel, rundir
 
-__all__ = ["train", "train_group", "group_key", "MEMBER_FIELDS", "hparams", "build", "init_params", "evaluate",
+__all__ = ["train", "train_group", "group_key", "MEMBER_FIELDS", "MEMBERS", "hparams", "build", "init_params", "evaluate",
            "make_optimizer", "make_step", "Setup", "NonFiniteLoss", "enable_compilation_cache"]
 
 
@@ -124,19 +125,45 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 # ----------------------------------------------------------------------------- members
 
 
-#: config fields whose values may differ between the members of one compiled program: they
-#: reach the step as traced arrays (:func:`hparams`). Float-valued ``loss.kwargs`` may differ
-#: too (those that do are traced). Every other field, shapes included, must be equal.
-MEMBER_FIELDS = ("seed", "loss.temperature", "loss.bias", "optimizer.learning_rate", "optimizer.weight_decay",
-                 "optimizer.momentum", "moco.momentum", "moco.queue_size", "progress")
+@dataclasses.dataclass(frozen=True)
+class MemberField:
+    """A config field whose value may differ between the members of one compiled program.
+
+    ``name``: its key in the member's hyperparameters (:func:`hparams`), which reach the step as
+    traced arrays of ``dtype``; ``None``: a field the step never reads (it only shapes output).
+    """
+
+    field: str
+    name: str | None = None
+    dtype: type = np.float32
+
+
+#: the one table of member fields: :data:`MEMBER_FIELDS`, :func:`group_key` and :func:`hparams`
+#: derive from it. Besides these, a loss' float keywords may differ (traced per member) unless its
+#: registry entry lists them as ``static`` (:mod:`jaxneg.registry`). Every other field, shapes
+#: included, must be equal.
+MEMBERS = (
+    MemberField("seed", "seed", np.int32),
+    MemberField("loss.temperature", "temperature"),
+    MemberField("loss.bias", "bias"),
+    MemberField("optimizer.learning_rate", "learning_rate"),
+    MemberField("optimizer.weight_decay", "weight_decay"),
+    MemberField("optimizer.momentum", "momentum"),
+    MemberField("moco.momentum", "moco_momentum"),
+    MemberField("moco.queue_size", "queue_size", np.int32),  # queues of any length > 0 share a program
+    MemberField("progress"),
+)
+MEMBER_FIELDS = tuple(m.field for m in MEMBERS)
 
 
 def _float_kwargs(config) -> dict:
-    return {k: v for k, v in config.loss.kwargs.items() if isinstance(v, float)}
+    """The loss keywords that may be traced per member: its float ``loss.kwargs`` that are not ``static``."""
+    static = set(LOSSES.info(config.loss.name).static)
+    return {k: v for k, v in config.loss.kwargs.items() if isinstance(v, float) and k not in static}
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
-    """Configs with equal keys can run as members of one program (see :data:`MEMBER_FIELDS`)."""
+    """Configs with equal keys can run as members of one program (see :data:`MEMBERS`)."""
     flat = rundir.flat(config_json(config))
     for field in MEMBER_FIELDS:
         flat.pop(field, None)
@@ -154,13 +181,9 @@ def traced_loss_kwargs(configs) -> tuple:
 
 def hparams(config: ml_collections.ConfigDict, loss_kwargs: tuple = ()) -> dict:
     """The member's per-run values, as the arrays the step traces (stacked over members)."""
-    c = config
-    f = np.float32
-    return {"seed": np.int32(c.seed), "temperature": f(c.loss.temperature), "bias": f(c.loss.bias),
-            "learning_rate": f(c.optimizer.learning_rate), "weight_decay": f(c.optimizer.weight_decay),
-            "momentum": f(c.optimizer.momentum), "moco_momentum": f(c.moco.momentum),
-            "queue_size": np.int32(c.moco.queue_size),
-            "loss_kwargs": {k: f(c.loss.kwargs[k]) for k in loss_kwargs}}
+    out = {m.name: m.dtype(config_lib.get_field(config, m.field)) for m in MEMBERS if m.name}
+    out["loss_kwargs"] = {k: np.float32(config.loss.kwargs[k]) for k in loss_kwargs}
+    return out
 
 
 def _stack(trees):
@@ -285,8 +308,7 @@ def make_step(setup: Setup):
 # ----------------------------------------------------------------------------- the run
 
 
-def config_json(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json_best_effort())
+config_json = config_lib.config_json
 
 
 def check_workdir(workdir: str, cj: dict) -> None:
@@ -301,19 +323,33 @@ def check_workdir(workdir: str, cj: dict) -> None:
                                      f"use another workdir")
 
 
-class _Member:
-    """One run of a group: its config, directory, files, logged-loss window and outcome."""
+class _Writer:
+    """A run's outputs: ``metrics.jsonl`` and TensorBoard (the same rows), and ``log.txt`` (progress
+    lines, also to stderr with ``echo``). Only the primary process (process 0) writes."""
 
-    def __init__(self, setup: Setup, config, workdir: str, echo: bool):
-        self.config, self.workdir, self.echo = config, workdir, echo
-        self.setup = setup.member(config)
-        self.primary = jax.process_index() == 0
-        self.lr = make_optimizer(config)[1]
-        self.result = None
-        self.ckpt = self.log = self.writer = self.lock = None
-        self.loss_sum, self.loss_count, self.last_ckpt, self.start = 0.0, 0, None, 0
+    def __init__(self, workdir: str, primary: bool, echo: bool):
+        self.workdir, self.primary, self.echo = workdir, primary, echo
+        self.jsonl = self.tb = None
 
-    def say(self, text: str) -> None:
+    def open(self, start: int) -> None:
+        """Rewind ``metrics.jsonl`` (and TensorBoard) to step ``start`` and open them for appending."""
+        if self.primary:
+            rundir.truncate_metrics(self.workdir, start)
+            self.jsonl = open(os.path.join(self.workdir, rundir.METRICS), "a")
+            self.tb = _tb_writer(self.workdir, start)
+
+    def row(self, row: dict) -> None:
+        """One logged step or evaluation ``{"step": ..., name: value, ...}``."""
+        if self.jsonl is None:
+            return
+        self.jsonl.write(json.dumps(row, default=float) + "\n")
+        self.jsonl.flush()
+        for k, v in row.items():
+            if k != "step":
+                self.tb.add_scalar(k, v, row["step"])
+        self.tb.flush()
+
+    def line(self, text: str) -> None:
         """A progress line: appended to ``log.txt``; also to stderr for a run of its own."""
         if not self.primary:
             return
@@ -322,29 +358,56 @@ class _Member:
         if self.echo:
             print(text, file=sys.stderr, flush=True)
 
-    def open(self, start: int) -> None:
-        if self.primary:
-            rundir.truncate_metrics(self.workdir, start)
-            self.log = open(os.path.join(self.workdir, rundir.METRICS), "a")
-            self.writer = _tb_writer(self.workdir, start)
-
-    def write(self, row: dict) -> None:
-        if self.log is None:
-            return
-        self.log.write(json.dumps(row, default=float) + "\n")
-        self.log.flush()
-        for k, v in row.items():
-            if k != "step":
-                self.writer.add_scalar(k, v, row["step"])
-        self.writer.flush()
-
     def close(self) -> None:
-        for f in (self.log, self.writer, self.ckpt):
+        for f in (self.jsonl, self.tb):
             if f is not None:
                 f.close()
+        self.jsonl = self.tb = None
+
+
+class _Window:
+    """The running (sum, count) of the losses since the last log line. It is checkpointed with the
+    state, so a resumed run logs the same mean losses as an uninterrupted one."""
+
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def add(self, loss: float) -> None:
+        self.sum, self.count = self.sum + loss, self.count + 1
+
+    def take(self) -> float:
+        """The mean since the last call; starts a new window."""
+        mean = self.sum / self.count
+        self.sum, self.count = 0.0, 0
+        return mean
+
+    def array(self) -> np.ndarray:
+        return np.array([self.sum, self.count], np.float64)
+
+    def load(self, a) -> None:
+        self.sum, self.count = float(a[0]), int(a[1])
+
+
+class _Member:
+    """One run of a group: its config, directory, checkpoints, lock, loss window and outcome."""
+
+    def __init__(self, setup: Setup, config, workdir: str, echo: bool):
+        self.config, self.workdir = config, workdir
+        self.setup = setup.member(config)
+        self.primary = jax.process_index() == 0
+        self.lr = make_optimizer(config)[1]
+        self.out = _Writer(workdir, self.primary, echo)
+        self.window = _Window()
+        self.result = self.ckpt = self.lock = self.last_ckpt = None
+        self.start = 0
+
+    def close(self) -> None:
+        self.out.close()
+        if self.ckpt is not None:
+            self.ckpt.close()
         if self.lock is not None:
             self.lock.release()
-        self.log = self.writer = self.ckpt = self.lock = None
+        self.ckpt = self.lock = None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -443,123 +506,156 @@ def _restore(m: _Member) -> dict:
     """The member's state: fresh, or from its newest good checkpoint (sets ``m.start``, the loss window)."""
     state = _init_state(m)
     m.ckpt = Checkpoints(os.path.join(m.workdir, rundir.CHECKPOINTS), m.config.keep_checkpoints, m.primary)
-    # the loss logged every log_every steps is the mean since the last log line; its running
-    # (sum, count) is checkpointed so a resumed run logs the same values as an uninterrupted one
     restored = m.ckpt.restore({**state, "log_window": np.zeros(2, np.float64)}, optional=("log_window",))
     if restored is None:
         return state
     m.start = m.last_ckpt = restored[0]
     state = dict(restored[1])
-    window = state.pop("log_window", None)  # None: a checkpoint of an older version
+    window = state.pop("log_window", None)  # None: a checkpoint written without it
     if window is not None:
-        m.loss_sum, m.loss_count = float(window[0]), int(window[1])
+        m.window.load(window)
     return state
 
 
 def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -> None:
-    """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``."""
+    """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``.
+
+    The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish.
+    """
     c = members[0].config
-    task = tasks.get(c.task)
     for m in members:
-        m.say(f"run {m.workdir}: " + (f"resuming from the checkpoint of step {start} of {c.steps}" if start
-                                      else f"starting, {c.steps} steps")
-              + (f" (one of {len(members)} members of a vectorised group)" if len(members) > 1 else ""))
-        m.open(start)
-    init_eval = {}
-    if c.eval.at_init:
-        for m in members:
-            init_eval[m.workdir] = evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
-    replicated = NamedSharding(setup.mesh, P())
-    shapes = [jax.tree.map(lambda x: np.zeros(np.shape(x), bool), s) for s in states]  # each member's own
-    states = jax.device_put(_stack(states), replicated)
-    hps = jax.device_put(_stack([hparams(m.config, traced) for m in members]), replicated)
-    consts = jax.device_put(task.consts(setup), replicated)
-    step_fn = make_step(setup.member(members[0].config))
-    bar = _progress(c, start) if len(members) == 1 else None
-    active = list(range(len(members)))
-    batch_sharding = NamedSharding(setup.mesh, P(None, AXIS))
-    t0, done_in_window, wall0 = time.perf_counter(), 0, time.perf_counter()
+        m.out.line(f"run {m.workdir}: " + (f"resuming from the checkpoint of step {start} of {c.steps}" if start
+                                           else f"starting, {c.steps} steps")
+                   + (f" (one of {len(members)} members of a vectorised group)" if len(members) > 1 else ""))
+        m.out.open(start)
+    init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
+                 for m in members} if c.eval.at_init else {}
+    program = _Program(setup, members, states, traced, start)
+    wall0 = time.perf_counter()
     try:
         for step in range(start, c.steps):
-            if step > 0 and task.refresh_every(c) and step % task.refresh_every(c) == 0:
-                states = _refresh(setup, members, states, step, replicated, shapes)
-            by_seed = {seed: task.host_batch(setup, seed, step) for seed in {m.config.seed for m in members}}
-            batch = _stack([by_seed[m.config.seed] for m in members])  # members of one seed share its batch
-            batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
-            states, metrics = step_fn(states, batch, jnp.int32(step), consts, hps)
-            losses = np.asarray(metrics["loss"], np.float64)
-            for i in list(active):
-                m = members[i]
-                if not np.isfinite(losses[i]):
-                    _fail(m, step, losses[i])
-                    active.remove(i)
-                    continue
-                m.loss_sum, m.loss_count = m.loss_sum + float(losses[i]), m.loss_count + 1
-            if not active:
-                return
-            done_in_window += 1
+            program.refresh(step)
+            if not program.step(step):
+                return  # every member failed
             count = step + 1
-            if bar is not None:
-                bar.update(1)
             if count % c.log_every == 0 or count == c.steps:
-                rate = done_in_window / (time.perf_counter() - t0)
-                grad_norm = np.asarray(metrics["grad_norm"])
-                temps = np.asarray(metrics["temperature"]) if "temperature" in metrics else None
-                for i in active:
-                    m = members[i]
-                    row = {"step": count, "loss": m.loss_sum / m.loss_count, "learning_rate": float(m.lr(step)),
-                           "grad_norm": float(grad_norm[i]), "steps_per_sec": rate}
-                    if temps is not None:
-                        row["temperature"] = float(temps[i])
-                    m.write(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4f}")
-                    else:  # no bar (sweeps, logs): one line per logged step instead
-                        m.say(f"step {count}/{c.steps}  loss {row['loss']:.4f}  lr {row['learning_rate']:.3g}  "
-                              f"{rate:.1f} steps/s")
-                    m.loss_sum, m.loss_count = 0.0, 0
-                t0, done_in_window = time.perf_counter(), 0
+                program.log(count)
             if count % c.checkpoint_every == 0 or count == c.steps:
-                host = jax.device_get(states)
-                with stopping.critical():  # a stop waits for the members' checkpoints of this step
-                    for i in active:
-                        m = members[i]
-                        m.ckpt.save(count, {**_member(host, i, shapes[i]),
-                                            "log_window": np.array([m.loss_sum, m.loss_count], np.float64)})
-                        m.last_ckpt = count
+                program.checkpoint(count)
             if c.eval_every and count % c.eval_every == 0 and count != c.steps:
-                for i in active:
-                    m = members[i]
-                    m.write({"step": count, **{f"eval/{k}": v for k, v in
-                                               evaluate(m.setup, _member(states["params"], i)).items()}})
-        wall = time.perf_counter() - wall0
-        for i in active:
-            m = members[i]
-            params = _member(states["params"], i)
+                program.evaluate(count)
+        program.finish(time.perf_counter() - wall0, init_eval)
+    finally:
+        program.close()
+
+
+class _Program:
+    """The device side of :func:`_run`: the members' stacked state, their hyperparameters, the
+    compiled step, and which members are still active."""
+
+    def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int):
+        c = members[0].config
+        self.setup, self.members, self.config = setup, members, c
+        self.task = tasks.get(c.task)
+        self.replicated = NamedSharding(setup.mesh, P())
+        self.batch_sharding = NamedSharding(setup.mesh, P(None, AXIS))
+        self.shapes = [jax.tree.map(lambda x: np.zeros(np.shape(x), bool), s) for s in states]  # each member's own
+        self.states = jax.device_put(_stack(states), self.replicated)
+        self.hps = jax.device_put(_stack([hparams(m.config, traced) for m in members]), self.replicated)
+        self.consts = jax.device_put(self.task.consts(setup), self.replicated)
+        self.step_fn = make_step(setup.member(c))
+        self.bar = _progress(c, start) if len(members) == 1 else None
+        self.active = list(range(len(members)))
+        self.metrics = None
+        self.t0, self.steps_in_window = time.perf_counter(), 0
+
+    def refresh(self, step: int) -> None:
+        """Host-side task updates (the mined index) when the task's schedule says so, member by member."""
+        every = self.task.refresh_every(self.config)
+        if step > 0 and every and step % every == 0:
+            out = [self.task.refresh(m.setup, _member(self.states, i, self.shapes[i]), step)
+                   for i, m in enumerate(self.members)]
+            self.states = jax.device_put(_stack(out), self.replicated)
+
+    def step(self, step: int) -> bool:
+        """One step of every member; a member whose loss is not finite stops alone. False: none is left."""
+        by_seed = {seed: self.task.host_batch(self.setup, seed, step) for seed in {m.config.seed for m in self.members}}
+        batch = _stack([by_seed[m.config.seed] for m in self.members])  # members of one seed share its batch
+        batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+        self.states, self.metrics = self.step_fn(self.states, batch, jnp.int32(step), self.consts, self.hps)
+        losses = np.asarray(self.metrics["loss"], np.float64)
+        for i in list(self.active):
+            if not np.isfinite(losses[i]):
+                _fail(self.members[i], step, losses[i])
+                self.active.remove(i)
+            else:
+                self.members[i].window.add(float(losses[i]))
+        if not self.active:
+            return False
+        self.steps_in_window += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        return True
+
+    def log(self, count: int) -> None:
+        """Each active member's mean loss since the last log line, learning rate, gradient norm, rate."""
+        rate = self.steps_in_window / (time.perf_counter() - self.t0)
+        grad_norm = np.asarray(self.metrics["grad_norm"])
+        temps = np.asarray(self.metrics["temperature"]) if "temperature" in self.metrics else None
+        for i in self.active:
+            m = self.members[i]
+            row = {"step": count, "loss": m.window.take(), "learning_rate": float(m.lr(count - 1)),
+                   "grad_norm": float(grad_norm[i]), "steps_per_sec": rate}
+            if temps is not None:
+                row["temperature"] = float(temps[i])
+            m.out.row(row)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}")
+            else:  # no bar (sweeps, logs): one line per logged step instead
+                m.out.line(f"step {count}/{self.config.steps}  loss {row['loss']:.4f}  lr {row['learning_rate']:.3g}  "
+                           f"{rate:.1f} steps/s")
+        self.t0, self.steps_in_window = time.perf_counter(), 0
+
+    def checkpoint(self, count: int) -> None:
+        """Each active member's state and loss window at step ``count``."""
+        host = jax.device_get(self.states)
+        with stopping.critical():  # a stop waits for the members' checkpoints of this step
+            for i in self.active:
+                m = self.members[i]
+                m.ckpt.save(count, {**_member(host, i, self.shapes[i]), "log_window": m.window.array()})
+                m.last_ckpt = count
+
+    def evaluate(self, count: int) -> None:
+        """A mid-run evaluation of each active member, logged at step ``count``."""
+        for i in self.active:
+            m = self.members[i]
+            m.out.row({"step": count, **{f"eval/{k}": v for k, v in
+                                         evaluate(m.setup, _member(self.states["params"], i)).items()}})
+
+    def finish(self, wall: float, init_eval: dict) -> None:
+        """The final evaluation and ``result.json`` of each active member."""
+        c = self.config
+        for i in self.active:
+            m = self.members[i]
+            params = _member(self.states["params"], i)
             final = evaluate(m.setup, params)
-            m.write({"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
+            m.out.row({"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
             result = {"status": "finished", "steps": c.steps, "eval": final,
                       "final_loss": rundir.last_loss(m.workdir) if m.primary else None,
-                      "num_devices": setup.mesh.size,
+                      "num_devices": self.setup.mesh.size,
                       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-                      "wall_seconds": wall, "members": len(members), "resumed_from": start or None}
+                      "wall_seconds": wall, "members": len(self.members), "resumed_from": self.members[0].start or None}
             if m.workdir in init_eval:
                 result["init_eval"] = init_eval[m.workdir]
             with stopping.critical():
                 if m.primary:
                     rundir.write_json(os.path.join(m.workdir, rundir.RESULT), result)
                 m.result = result
-            m.say("finished: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float)))
-    finally:
-        if bar is not None:
-            bar.close()
+            m.out.line("finished: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float)))
 
-
-def _refresh(setup, members, states, step, replicated, shapes):
-    """Host-side task updates (the mined index), member by member."""
-    task = tasks.get(members[0].config.task)
-    out = [task.refresh(m.setup, _member(states, i, shapes[i]), step) for i, m in enumerate(members)]
-    return jax.device_put(_stack(out), replicated)
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _fail(m: _Member, step: int, loss: float) -> None:
@@ -568,7 +664,7 @@ def _fail(m: _Member, step: int, loss: float) -> None:
     if m.primary:
         rundir.write_json(os.path.join(m.workdir, rundir.FAILED),
                           {"status": "non_finite_loss", "step": step, "loss": str(loss), "last_checkpoint": m.last_ckpt})
-    m.say(f"error: loss is {loss} at step {step}; stopped. Last good checkpoint: step {m.last_ckpt}")
+    m.out.line(f"error: loss is {loss} at step {step}; stopped. Last good checkpoint: step {m.last_ckpt}")
 
 
 def _tb_writer(workdir, start):
@@ -605,48 +701,7 @@ def enable_compilation_cache() -> str | None:
     return where
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
-
-
-def main(argv):
-    from absl import flags, logging
-
-    del argv
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-        logging.set_verbosity(logging.WARNING)
-    enable_compilation_cache()
-    try:
-        config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _OVERRIDES)
-        with stopping.on_signals():
-            result = train(config, flags.FLAGS.workdir)
-    except stopping.Stop as stop:
-        stopping.exit_stopped(stop, "the same command (it resumes from the last checkpoint)")
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    print(json.dumps({"workdir": flags.FLAGS.workdir, **result["eval"]}, indent=2, default=float))
-
-
-def _flags():
-    from absl import flags
-
-    flags.DEFINE_string("config", "experiments/configs/simclr_mnist1d.py",
-                        "run config: path/to/file.py[:arg]. Override any field with --config.<field>=<value> "
-                        "(a Python literal, else a string), including keyword arguments: "
-                        "--config.loss.kwargs.tau_plus=0.1, --config.model.kwargs.channels='(16, 32)'")
-    flags.DEFINE_string("workdir", None, "run directory (created; an existing one is resumed)")
-    flags.mark_flags_as_required(["workdir"])
-
-
 if __name__ == "__main__":
-    from absl import app
+    from experiments import cli
 
-    _flags()
-    parallel.initialize()
-    app.run(main, flags_parser=config_lib.flags_parser(_OVERRIDES))
+    cli.train_command()

@@ -17,6 +17,10 @@ Loss metadata (:data:`LOSSES`):
 * ``scale``: ``"temperature"``, ``"logit_scale"`` (with ``logit_bias``) or ``None``.
 * ``extra_negatives``: accepts ``negatives`` beside its in-batch ones; ``labels``: accepts
   class/instance ``labels`` that mask false negatives.
+* ``static``: the float keywords it needs as Python numbers, because they shape the
+  computation (a coefficient of the streamed statistics' structure, a branch). Every other
+  float keyword may be a traced array: a vectorised sweep passes the members' values as one
+  array, while points that differ in a static keyword run as separate programs.
 
 Sampler metadata (:data:`SAMPLERS`): ``train``: how ``experiments.train`` draws with it for
 the pairs task: ``"per_query"`` (``[B, K]`` ids), ``"shared"`` (``[K]`` ids with ``log_q``),
@@ -124,5 +128,5 @@ class Registry:
 
 
 LOSSES = Registry("loss", inputs="pair", streams=False, cross_device=False, scale=None, extra_negatives=False,
-                  labels=False)
+                  labels=False, static=())
 SAMPLERS = Registry("sampler", train=None)

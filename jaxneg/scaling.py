@@ -232,7 +232,7 @@ class Fit:
         for r, k in enumerate(jax.random.split(key, n)):
             for j, (kk, idx) in enumerate(zip(jax.random.split(k, len(members)), members)):
                 draw = idx[np.asarray(jax.random.randint(kk, (len(idx),), 0, len(idx)))] if len(members) > 1 else \
-                    np.asarray(jax.random.randint(k, (m,), 0, m))  # (one stratum: the draws of earlier versions)
+                    np.asarray(jax.random.randint(k, (m,), 0, m))  # one stratum: draws over every point
                 counts[r] += np.bincount(draw, minlength=m)
         grid = _grid(self.law.grid)
         spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)

@@ -95,3 +95,58 @@ print(float(losses.infonce(q, q)), len(losses.LOSSES), len(samplers.SAMPLERS))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _import_graph():
+    """``{module: modules it imports at module level}`` over jaxneg/, experiments/ and benchmarks/."""
+    import ast
+
+    mods = {}
+    for base in ("jaxneg", "experiments", "benchmarks"):
+        for path in (ROOT / base).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name[: -len(".__init__")] if name.endswith(".__init__") else name] = path
+    edges = {}
+    for m, path in mods.items():
+        package = m if path.name == "__init__.py" else m.rpartition(".")[0]
+        out = set()
+        for node in ast.parse(path.read_text()).body:  # module level (not `if __name__`, not functions)
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base] * bool(base))
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            else:
+                continue
+            for n in names:
+                while n and n not in mods:
+                    n = n.rpartition(".")[0]
+                if n and n != m:
+                    out.add(n)
+        edges[m] = out
+    return edges
+
+
+def test_the_import_graph_has_no_circle_and_no_import_from_a_lower_layer_to_a_higher_one():
+    edges = _import_graph()
+    layer = lambda m: ("jaxneg", "experiments", "benchmarks").index(m.split(".")[0])
+    upward = [(a, b) for a, bs in edges.items() for b in bs if layer(b) > layer(a)]
+    assert not upward, upward
+    state, path = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        path.append(m)
+        for n in sorted(edges[m]):
+            assert state.get(n) != "open", " -> ".join(path[path.index(n):] + [n])
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+    assert "experiments.spec" in edges and "jaxneg.analysis" in edges["experiments.spec"]

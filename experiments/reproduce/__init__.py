@@ -20,14 +20,13 @@ import argparse
 import os
 import sys
 
-from jaxneg import rundir
+from experiments import sweep as S
+from jaxneg import results, rundir
 
 
 def command(module, description):
     """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, points)``
     (``points``: the sweep's expanded points, in ``get_config``'s order)."""
-    from experiments import sweep as S
-    from jaxneg import results
 
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--workdir", required=True, help="the sweep directory (resumed if it exists)")

@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 
+from experiments import cli
+from experiments import sweep as S
 from experiments.configs import debiased_stl10, simclr_cifar10, uniformity_cifar
 from experiments.reproduce import metric, table
 from experiments.sweep import Analysis, Sweep, get_field
-from jaxneg import rundir
+from jaxneg import results, rundir
 
 TABLES = ("simclr_batch", "debiased_tau_plus", "uniformity_temperature")
 
@@ -54,9 +56,6 @@ def get_config(arg=None):
 
 
 def main():
-    from experiments import sweep as S
-    from jaxneg import results
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=TABLES, required=True)
     p.add_argument("--workdir", required=True)
@@ -66,7 +65,7 @@ def main():
     p.add_argument("--print_only", action="store_true")
     args = p.parse_args()
     sw = get_config(f"table={args.config}")
-    S.run(sw, args.workdir, backend=args.backend, workers=args.workers, slurm=S._literal_items(args.slurm),
+    S.run(sw, args.workdir, backend=args.backend, workers=args.workers, slurm=cli.slurm_options(args.slurm),
           analyze_only=args.print_only)
     df = results.load(os.path.join(args.workdir, rundir.RUNS))
     field = {"simclr_batch": "batch_size", "debiased_tau_plus": "loss.kwargs.tau_plus",

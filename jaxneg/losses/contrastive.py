@@ -450,7 +450,8 @@ def debiased(
     return C.reduce(_debiased_estimator(pos, lse_neg, n, scale, tau_plus), reduction, axis_name)
 
 
-@LOSSES.register("hard_negative", inputs="pair", streams=True, cross_device=True, scale="temperature")
+@LOSSES.register("hard_negative", inputs="pair", streams=True, cross_device=True, scale="temperature",
+                 static=("beta",))  # beta is a coefficient of the streamed statistics' structure
 def hard_negative(
     z1,
     z2,

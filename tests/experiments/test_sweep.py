@@ -392,13 +392,13 @@ def test_parts_columns_and_where_select_the_runs_an_analysis_fits():
     assert points[-1].overrides == {"loss.name": "infonce", "moco.enabled": True, "batch_size": 8,
                                     "moco.queue_size": 24}
     for a in sw.analyses:
-        S._check_analysis(a, points, sw)
-    rows = pd.DataFrame([S._columns_row(sw, p.config) for p in points])
+        S.check_analysis(a, points, sw)
+    rows = pd.DataFrame([S.columns_row(sw, p.config) for p in points])
     assert list(results.where(rows, "moco.enabled").n) == [7, 31]
     assert list(results.derive(rows, {"m": "n * 2"}).m) == [14, 30, 14, 30, 14, 62]
     with pytest.raises(ValueError, match="not a config field or a column"):
-        S._check_analysis(S.Analysis(x="negatives", y="eval/knn_accuracy"), points, sw)
+        S.check_analysis(S.Analysis(x="negatives", y="eval/knn_accuracy"), points, sw)
     with pytest.raises(ValueError, match="selects no point"):
-        S._check_analysis(S.Analysis(x="n", y="eval/knn_accuracy", where="moco.queue_size > 100"), points, sw)
+        S.check_analysis(S.Analysis(x="n", y="eval/knn_accuracy", where="moco.queue_size > 100"), points, sw)
     with pytest.raises(ValueError, match="unknown name 'open'"):
         results.where(rows, "open('x')")
