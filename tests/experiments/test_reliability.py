@@ -167,11 +167,11 @@ def test_logged_losses_do_not_depend_on_where_a_run_resumed(tmp_path):
 @pytest.mark.optimized
 def test_the_default_config_learns(tmp_path):
     """The README's default (SimCLR on MNIST-1D, its model, data, augmentations and optimiser) through the
-    command line, on half its schedule: 300 of the 600 steps reach kNN 0.52 and probe 0.68 against 0.26 and
-    0.37 at initialisation (600 steps: 0.63 and 0.78). A broken loss, gradient or optimiser stays at the
-    initial encoder's accuracy and fails the +0.2 margins."""
+    command line, on a quarter of its schedule: 150 steps reach kNN 0.38 and probe 0.55 against 0.26 and 0.37
+    at initialisation (300 steps: 0.52 and 0.68; 600: 0.63 and 0.78). A broken loss, gradient or optimiser
+    stays at the initial encoder's accuracy and fails the +0.08 / +0.12 margins."""
     subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path), "--config.progress=False",
-                    "--config.steps=300"], cwd=ROOT, check=True, capture_output=True)
+                    "--config.steps=150"], cwd=ROOT, check=True, capture_output=True)
     r = json.load(open(tmp_path / "result.json"))
-    assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.2
-    assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.2
+    assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.08
+    assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.12
