@@ -145,6 +145,20 @@ def _grid(grid: Mapping[str, tuple]) -> dict:
     return {k: pts[:, i] for i, k in enumerate(names)}
 
 
+def _padded(data: dict, log_y, weights):
+    """``(data, log_y, weights)`` padded along the points to a power of two (at least 8) with copies of the
+    first point at weight 0: every fit of a law on up to that many points runs the same compiled solver
+    (groups, holdout fits and bootstrap refits of different sizes), and the objective is unchanged."""
+    n = len(log_y)
+    pad = max(8, 1 << (n - 1).bit_length()) - n
+    if not pad:
+        return data, log_y, weights
+    data = {k: jnp.concatenate([v, jnp.repeat(v[:1], pad)]) for k, v in data.items()}
+    log_y = jnp.concatenate([log_y, jnp.repeat(log_y[:1], pad)])
+    weights = jnp.concatenate([weights, jnp.zeros(weights.shape[:-1] + (pad,), weights.dtype)], axis=-1)
+    return data, log_y, weights
+
+
 @functools.lru_cache(maxsize=32)  # one compiled solver per law: fits of the same law reuse it
 def _solver(log_predict, delta, steps, weights_per_start=False):
     """``solve(starts, data, log_y, weights, steps) -> (params, objective)`` vmapped over starts
@@ -243,7 +257,8 @@ class Fit:
             d = {name: jnp.asarray(v) for name, v in self.data.items()}
             p0 = {name: jnp.asarray(np.tile(v, n)) for name, v in starts.items()}
             w = jnp.asarray(np.repeat(counts, per_refit, axis=0))
-            p, obj = solve(p0, d, jnp.log(self.target), w, self.steps)
+            d, log_y, w = _padded(d, jnp.log(self.target), w)
+            p, obj = solve(p0, d, log_y, w, self.steps)
             best = np.arange(n) * per_refit + np.argmin(np.asarray(obj).reshape(n, per_refit), axis=1)
             raw = {name: np.asarray(v)[best] for name, v in p.items()}
             public = {name: np.asarray(v) for name, v in self.law.public({name: jnp.asarray(v) for name, v in raw.items()}).items()}
@@ -308,7 +323,7 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
     with jax.enable_x64(True):
         huber = float(delta) if loss == "huber_log" else None
         solve = _solver(law.log_predict, huber, steps)
-        args = ({k: jnp.asarray(v) for k, v in d.items()}, jnp.log(y), jnp.ones_like(jnp.asarray(y)))
+        args = _padded({k: jnp.asarray(v) for k, v in d.items()}, jnp.log(y), jnp.ones_like(jnp.asarray(y)))
         p = {k: jnp.asarray(v) for k, v in s.items()}
         if screen is not None and screen[0] < steps and screen[1] < len(next(iter(s.values()))):
             p, obj = solve(p, *args, int(screen[0]))
