@@ -38,7 +38,11 @@ def pytest_sessionfinish(session, exitstatus):
 # One persistent compilation cache for the session: a program compiled by one test (or worker, or
 # command-line subprocess) is loaded by the next that builds the same one (tests train the same tiny
 # models many times). Never the user's ~/.cache; new each session, so CI still compiles from cold.
-os.environ["JAXNEG_COMPILATION_CACHE"] = str(SESSION / "xla")  # the command lines' subprocesses
+# JAX reads the two JAX_* variables at start-up, so every subprocess shares the cache too: command lines,
+# sweep workers, submitit jobs and notebook kernels (which compile the same scaling-fit solvers as the tests).
+os.environ["JAXNEG_COMPILATION_CACHE"] = str(SESSION / "xla")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXNEG_COMPILATION_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 jax.config.update("jax_compilation_cache_dir", os.environ["JAXNEG_COMPILATION_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 

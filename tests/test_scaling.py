@@ -101,7 +101,7 @@ def test_unidentifiable_data_is_refused():
     assert np.isfinite(f.objective)
 
 
-# ----------------------------------------------------------------------------- issue 13: the three approaches
+# ----------------------------------------------------------------------------- the three approaches
 
 
 def _brute_frontier(x, y):

@@ -133,7 +133,7 @@ def test_quickstart_arguments_name_the_bad_option():
 
 
 def test_quickstart_checkpoints_often_enough_to_resume():
-    """An interrupted quickstart run resumes from a checkpoint, not from step 0 (issue 12, item 11)."""
+    """An interrupted quickstart run resumes from a checkpoint, not from step 0."""
     from experiments.configs import quickstart
 
     for platform in ("cpu", "accelerator"):
@@ -145,6 +145,7 @@ def test_the_command_lines_turn_on_the_persistent_compilation_cache(tmp_path):
     code = ("import jax; from experiments import train; d = train.enable_compilation_cache(); "
             "print(d, jax.config.jax_compilation_cache_dir)")
     env = dict(os.environ, JAXNEG_COMPILATION_CACHE=str(tmp_path / "xla"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # (the test session's own cache, tests/conftest.py)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.stdout.split() == [str(tmp_path / "xla")] * 2, out.stderr
     env["JAXNEG_COMPILATION_CACHE"] = "0"

@@ -183,7 +183,7 @@ def test_gradient_accumulation_updates_once_every_k_steps(tmp_path):
 
 @pytest.mark.parametrize("name", ["simclr_mnist1d", "retrieval_synthetic"])
 def test_evaluate_compiles_once(name):
-    """A second evaluation (eval_every, the final one) reuses every compiled function (issue 14)."""
+    """A second evaluation (eval_every, the final one) reuses every compiled function."""
     import logging
 
     overrides = {"data.config": MNIST if name == "simclr_mnist1d" else RETRIEVAL}
