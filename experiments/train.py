@@ -528,12 +528,8 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
                                            else f"starting, {c.steps} steps")
                    + (f" (one of {len(members)} members of a vectorised group)" if len(members) > 1 else ""))
         m.out.open(start)
-    init_eval = {}
-    if c.eval.at_init:  # the untrained encoder of each member, as one evaluation
-        task = tasks.get(c.task)
-        at_init = task.evaluate_all([m.setup for m in members],
-                                    [init_params(m.setup, jax.random.key(m.config.seed)) for m in members])
-        init_eval = {m.workdir: r for m, r in zip(members, at_init)}
+    init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
+                 for m in members} if c.eval.at_init else {}
     program = _Program(setup, members, states, traced, start)
     wall0 = time.perf_counter()
     try:
@@ -629,22 +625,20 @@ class _Program:
                 m.ckpt.save(count, {**_member(host, i, self.shapes[i]), "log_window": m.window.array()})
                 m.last_ckpt = count
 
-    def _evaluate(self) -> list[dict]:
-        """The active members' metrics, in one evaluation (``Task.evaluate_all``)."""
-        return self.task.evaluate_all([self.members[i].setup for i in self.active],
-                                      [_member(self.states["params"], i) for i in self.active])
-
     def evaluate(self, count: int) -> None:
         """A mid-run evaluation of each active member, logged at step ``count``."""
-        for i, metrics in zip(self.active, self._evaluate()):
-            self.members[i].out.row({"step": count, **{f"eval/{k}": v for k, v in metrics.items()}})
+        for i in self.active:
+            m = self.members[i]
+            m.out.row({"step": count, **{f"eval/{k}": v for k, v in
+                                         evaluate(m.setup, _member(self.states["params"], i)).items()}})
 
     def finish(self, wall: float, init_eval: dict) -> None:
         """The final evaluation and ``result.json`` of each active member."""
         c = self.config
-        for i, final in zip(self.active, self._evaluate()):
+        for i in self.active:
             m = self.members[i]
             params = _member(self.states["params"], i)
+            final = evaluate(m.setup, params)
             m.out.row({"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
             result = {"status": "finished", "steps": c.steps, "eval": final,
                       "final_loss": rundir.last_loss(m.workdir) if m.primary else None,

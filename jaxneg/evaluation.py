@@ -59,33 +59,20 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     k = min(C.integer(fn, "k", k, 1), train_x.shape[0])
     C.scalar(fn, "temperature", temperature, low=0.0)
     c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
-    hits = _knn_jit(train_x, jnp.asarray(train_y), test_x, jnp.asarray(test_y), jnp.asarray(temperature, jnp.float32),
-                    k, c)
-    return int(hits) / len(test_y)
+    pred = _knn_predict(test_x, train_x, jnp.asarray(train_y), jnp.asarray(temperature, jnp.float32), k, c)
+    return float(np.mean(np.asarray(pred) == test_y))
 
 
-def knn_hits(train_x, train_y, test_x, test_y, temperature, k: int, num_classes: int):
-    """The test rows :func:`knn_accuracy` classifies correctly, as a traceable int32 count (no input
-    checks), for evaluations compiled whole; the accuracy is ``hits / rows``, divided on the host."""
-    return jnp.sum(knn_predict(test_x, train_x, train_y, temperature, k, num_classes) == test_y, dtype=jnp.int32)
-
-
-_knn_jit = jax.jit(knn_hits, static_argnums=(5, 6))  # one compilation per shape, k and class count
-
-
-def knn_predict(test_x, train_x, train_y, temperature, k, c):
-    """The weighted kNN vote of :func:`knn_accuracy`: the predicted class of each test row ``[M]``."""
+@functools.partial(jax.jit, static_argnums=(4, 5))  # one compilation per shape, k and class count
+def _knn_predict(test_x, train_x, train_y, temperature, k, c):
     mined = hard_topk(l2_normalize(test_x), l2_normalize(train_x), k)
     w = jnp.exp((mined.scores - 1.0) / temperature)  # shifted by the max cosine for stability
     votes = jnp.zeros((test_x.shape[0], c)).at[jnp.arange(test_x.shape[0])[:, None], train_y[mined.indices]].add(w)
     return jnp.argmax(votes, axis=1)
 
 
-PROBE_L2, PROBE_LEARNING_RATE = 1e-4, 0.1  # linear_probe's defaults
-
-
 def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = None, steps: int = 300,
-                 l2: float = PROBE_L2, learning_rate: float = PROBE_LEARNING_RATE) -> dict:
+                 l2: float = 1e-4, learning_rate: float = 0.1) -> dict:
     r"""Linear evaluation: softmax regression on standardised frozen features.
 
     Minimises ``mean_i CE(W x_i + b, y_i) + l2 ||W||^2`` on the training features (each
@@ -105,25 +92,14 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = 
     C.integer(fn, "steps", steps, 1)
     C.scalar(fn, "l2", l2, low=0.0, low_inclusive=True)
     c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
-    train_hits, test_hits = _probe_jit(train_x, jnp.asarray(train_y), test_x, jnp.asarray(test_y),
-                                       jnp.asarray(l2, jnp.float32), c, steps, float(learning_rate))
-    return {"train_accuracy": int(train_hits) / len(train_y), "test_accuracy": int(test_hits) / len(test_y)}
-
-
-def probe_hits(train_x, train_y, test_x, test_y, l2, num_classes: int, steps: int, learning_rate: float):
-    """``(train hits, test hits)``: the correctly classified rows of :func:`linear_probe`, as traceable
-    int32 counts (no input checks), for evaluations compiled whole (and vmapped over the members of a
-    vectorised sweep); the accuracy is ``hits / rows``, divided on the host."""
     mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
     xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
-    p = _fit_probe(xtr, train_y, l2, num_classes, steps, learning_rate)
-    hits = lambda x, y: jnp.sum(jnp.argmax(x @ p["w"] + p["b"], 1) == y, dtype=jnp.int32)
-    return hits(xtr, train_y), hits(xte, test_y)
+    p = _fit_probe(xtr, jnp.asarray(train_y), jnp.asarray(l2, jnp.float32), c, steps, float(learning_rate))
+    acc = lambda x, y: float(np.mean(np.asarray(jnp.argmax(x @ p["w"] + p["b"], 1)) == y))
+    return {"train_accuracy": acc(xtr, train_y), "test_accuracy": acc(xte, test_y)}
 
 
-_probe_jit = jax.jit(probe_hits, static_argnums=(5, 6, 7))  # one compilation per shape and setting
-
-
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))  # one compilation per shape and setting, not per call
 def _fit_probe(xtr, ytr, l2, c, steps, learning_rate):
     opt = optax.adam(learning_rate)
     params = {"w": jnp.zeros((xtr.shape[1], c)), "b": jnp.zeros((c,))}
@@ -203,11 +179,11 @@ def contrastive_accuracy(key, queries, keys, *, num_candidates: int = 16) -> flo
     c = C.integer(fn, "num_candidates", num_candidates, 2)
     if c > n:
         raise ValueError(f"{fn}: num_candidates={c} exceeds the {n} pairs")
-    return float(_contrastive_jit(key, queries, keys, c))
+    return float(_contrastive_hits(key, queries, keys, c))
 
 
-def contrastive_hits(key, queries, keys, c: int):
-    """:func:`contrastive_accuracy` as a traceable array (no input checks), for evaluations compiled whole."""
+@functools.partial(jax.jit, static_argnums=3)
+def _contrastive_hits(key, queries, keys, c):
     n = queries.shape[0]
     s = l2_normalize(queries) @ l2_normalize(keys).T
     g = jax.random.gumbel(key, (n, n))
@@ -217,8 +193,5 @@ def contrastive_hits(key, queries, keys, c: int):
     return jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1))
 
 
-_contrastive_jit = jax.jit(contrastive_hits, static_argnums=3)
-
-
-__all__ = ["alignment", "contrastive_accuracy", "contrastive_hits", "knn_hits", "knn_predict", "probe_hits", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
+__all__ = ["alignment", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
            "tolerance", "uniformity"]

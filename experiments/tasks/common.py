@@ -79,8 +79,6 @@ class Task:
     ``after_step(setup, state, params, extra, hp)``  state updates after the optimizer step (queue,
                                                     EMA)
     ``evaluate(setup, params)``                     downstream metrics of ``params``
-    ``evaluate_members(setups, params)``            (optional) the members' metrics in one compiled
-                                                    program
     ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
     ``refresh_every(config)``                       index) and their period in steps (0: never)
     ==============================================  =================================================
@@ -101,13 +99,6 @@ class Task:
     evaluate: Callable
     refresh: Callable = lambda setup, state, step: state
     refresh_every: Callable = lambda config: 0
-    evaluate_members: Callable | None = None
-
-    def evaluate_all(self, setups: list, params: list) -> list[dict]:
-        """:attr:`evaluate` of several members: one compiled program with ``evaluate_members``, else one by one."""
-        if self.evaluate_members is not None:
-            return self.evaluate_members(setups, params)
-        return [self.evaluate(s, p) for s, p in zip(setups, params)]
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here

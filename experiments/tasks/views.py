@@ -33,7 +33,8 @@ import numpy as np
 
 from experiments import checks
 from experiments.tasks import common
-from experiments.tasks.common import AXIS, Setup, embed, eval_key, first_rows, process_batch
+from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
+                                      process_batch)
 from jaxneg import LOSSES, data, evaluation, parallel, samplers
 
 
@@ -154,80 +155,42 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
     return state
 
 
+@functools.lru_cache(maxsize=16)
+def _view_fns(view: str, kwargs_items: tuple):
+    """Jitted ``(identity views of a batch, two random views)`` for a view name and its kwargs' items."""
+    kwargs = dict(kwargs_items)
+    return (jax.jit(jax.vmap(data.identity_view, (None, 0))),
+            jax.jit(lambda k, x: data.two_views(k, x, view, **kwargs)))
+
+
 def evaluate(setup: Setup, params) -> dict:
     """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics."""
-    return evaluate_members([setup], [params])[0]
-
-
-def evaluate_members(setups: list, params: list) -> list[dict]:
-    """:func:`evaluate` of several members (the same data and evaluation settings; each its own
-    parameters and seed) as one compiled program, vmapped over the members.
-
-    Each member's metrics are those :func:`evaluate` gives it alone (up to float reassociation):
-    held-out features of the identity view (key ``eval_key``), kNN (``eval.knn_k``,
-    ``eval.knn_temperature``) and a linear probe (``eval.probe_steps``) fitted on the first
-    ``eval.max_examples`` rows of the evaluation split, tolerance and RankMe of the test rows, and
-    alignment, uniformity and contrastive accuracy of two random views of them. The accuracies are
-    counted on the device and divided on the host, so they are exact fractions of the test rows.
-    """
-    c, ev = setups[0].config, setups[0].config.eval
-    test = first_rows(setups[0].test, ev.max_examples)
-    train = first_rows(setups[0].eval_train, ev.max_examples)
-    labelled = "label" in train
-    n_test = len(test["x"])
-    run = _evaluator(setups[0].query_model, c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())),
-                     labelled, ev.knn_k, float(ev.knn_temperature), setups[0].test.num_classes if labelled else 0,
-                     ev.probe_steps, min(ev.num_candidates, n_test))
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[p["query"] for p in params])
-    keys = jnp.stack([eval_key(s) for s in setups])
-    y = lambda split: jnp.asarray(split["label"]) if labelled else None
-    out = jax.device_get(run(stacked, keys, jnp.asarray(test["x"]), y(test), jnp.asarray(train["x"]), y(train)))
-    results = []
-    for i in range(len(setups)):
-        r = {}
-        if labelled:
-            r["knn_accuracy"] = int(out["knn_hits"][i]) / n_test
-            r["linear_probe_accuracy"] = int(out["probe_hits"][i]) / n_test
-            r["tolerance"] = float(out["tolerance"][i])
-        r.update({k: float(out[k][i]) for k in ("rankme", "alignment", "uniformity", "contrastive_accuracy")})
-        results.append(r)
-    return results
-
-
-@functools.lru_cache(maxsize=16)
-def _evaluator(model, view: str, view_kwargs: tuple, labelled: bool, k: int, knn_temperature: float,
-               num_classes: int, probe_steps: int, num_candidates: int, chunk: int = 1024):
-    """The jitted evaluation ``(params [M, ...], keys [M], test_x, test_y, train_x, train_y) -> {name: [M]}``."""
-    kwargs = dict(view_kwargs)
-    identity = jax.vmap(data.identity_view, (None, 0))
-
-    def encode(p, x):  # in the row blocks of common.encode_all
-        outs = [model.apply(p, x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
-        return jnp.concatenate([o[0] for o in outs]), jnp.concatenate([o[1] for o in outs])
-
-    def one(p, key, test_x, test_y, train_x, train_y):
-        h_te, z_te = encode(p, identity(key, test_x))
-        out = {}
-        if labelled:
-            h_tr, _ = encode(p, identity(key, train_x))
-            out["knn_hits"] = evaluation.knn_hits(h_tr, train_y, h_te, test_y, jnp.float32(knn_temperature), k,
-                                                  num_classes)
-            out["probe_hits"] = evaluation.probe_hits(h_tr, train_y, h_te, test_y, jnp.float32(evaluation.PROBE_L2),
-                                                      num_classes, probe_steps, evaluation.PROBE_LEARNING_RATE)[1]
-            out["tolerance"] = evaluation.tolerance(z_te, test_y)
-        v1, v2 = data.two_views(key, test_x, view, **kwargs)
-        z1, z2 = encode(p, v1)[1], encode(p, v2)[1]
-        out["rankme"] = evaluation.rankme(h_te)
-        out["alignment"] = evaluation.alignment(z1, z2)
-        out["uniformity"] = evaluation.uniformity(z1)
-        out["contrastive_accuracy"] = evaluation.contrastive_hits(key, z1, z2, num_candidates)
-        return out
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+    c, ev = setup.config, setup.config.eval
+    key = eval_key(setup)
+    test = first_rows(setup.test, ev.max_examples)
+    train = first_rows(setup.eval_train, ev.max_examples)
+    identity, two_views = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
+    view = lambda x: identity(key, jnp.asarray(x))
+    model, p = setup.query_model, params["query"]
+    h_te, z_te = encode_all(model, p, view(test["x"]))
+    out = {}
+    if "label" in train:
+        h_tr, _ = encode_all(model, p, view(train["x"]))
+        k = setup.test.num_classes
+        out["knn_accuracy"] = evaluation.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
+                                             temperature=ev.knn_temperature, num_classes=k)
+        out["linear_probe_accuracy"] = evaluation.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
+                                                      steps=ev.probe_steps)["test_accuracy"]
+        out["tolerance"] = float(METRICS["tolerance"](z_te, jnp.asarray(test["label"])))
+    v1, v2 = two_views(key, jnp.asarray(test["x"]))
+    _, z1 = encode_all(model, p, v1)
+    _, z2 = encode_all(model, p, v2)
+    out["rankme"] = float(METRICS["rankme"](h_te))
+    out.update(pair_metrics(setup, z1, z2, key))
+    return out
 
 
 TASK = common.register(common.Task(
     name="views", needs=needs, uses_corpus=False, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
-    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate,
-    evaluate_members=evaluate_members))
+    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate))

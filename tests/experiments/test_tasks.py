@@ -84,39 +84,3 @@ def test_a_static_loss_keyword_splits_programs_and_every_other_float_keyword_tra
                 jax.jit(lambda v: entry.fn(*args[entry.inputs], **{kw: v}))(jnp.float32(default or 0.1))
                 checked.append(f"{name}.{kw}")
     assert "debiased.tau_plus" in checked and "hard_negative.beta" not in checked
-
-
-def test_members_evaluated_as_one_program_equal_the_public_metrics_one_member_at_a_time():
-    """The views task evaluates a group's members in one compiled program (vmap); each member's numbers
-    are those of jaxneg.evaluation's public functions on that member alone, to 1e-6."""
-    import jax
-
-    from experiments.tasks import common, views
-    from jaxneg import evaluation
-    from tests.experiments.helpers import SMALL_SWEEP
-
-    c = [config("simclr_mnist1d", **SMALL_SWEEP, seed=s) for s in (0, 1)]
-    setup = train.build(c[0])
-    setups = [setup.member(x) for x in c]
-    params = [train.init_params(s, jax.random.key(s.config.seed)) for s in setups]
-    together = views.evaluate_members(setups, params)
-    for s, p, got in zip(setups, params, together):
-        ev, key = s.config.eval, common.eval_key(s)
-        test, tr = common.first_rows(s.test, ev.max_examples), common.first_rows(s.eval_train, ev.max_examples)
-        identity = jax.vmap(views.data.identity_view, (None, 0))
-        h_te, z_te = common.encode_all(s.query_model, p["query"], identity(key, test["x"]))
-        h_tr, _ = common.encode_all(s.query_model, p["query"], identity(key, tr["x"]))
-        v1, v2 = views.data.two_views(key, test["x"], s.config.data.view, **s.config.data.view_kwargs.to_dict())
-        z1, z2 = (common.encode_all(s.query_model, p["query"], v)[1] for v in (v1, v2))
-        k = s.test.num_classes
-        want = {"knn_accuracy": evaluation.knn_accuracy(h_tr, tr["label"], h_te, test["label"], k=ev.knn_k,
-                                                        temperature=ev.knn_temperature, num_classes=k),
-                "linear_probe_accuracy": evaluation.linear_probe(h_tr, tr["label"], h_te, test["label"], num_classes=k,
-                                                                 steps=ev.probe_steps)["test_accuracy"],
-                "tolerance": float(evaluation.tolerance(z_te, test["label"])), "rankme": float(evaluation.rankme(h_te)),
-                "alignment": float(evaluation.alignment(z1, z2)), "uniformity": float(evaluation.uniformity(z1)),
-                "contrastive_accuracy": evaluation.contrastive_accuracy(key, z1, z2, num_candidates=ev.num_candidates)}
-        assert set(got) == set(want)
-        for name in want:
-            assert got[name] == pytest.approx(want[name], rel=1e-6, abs=1e-6), name
-    assert together[0] != together[1]  # each member its own parameters and views
