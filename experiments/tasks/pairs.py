@@ -83,10 +83,9 @@ def init_state(setup: Setup, params, key) -> dict:
 
 
 def refresh(setup: Setup, state, step: int):
-    """Re-encode the mined index every ``config.sampler.refresh_every`` steps (host side, per member)."""
-    if _mined(setup) and step > 0 and step % setup.config.sampler.refresh_every == 0:
-        state = dict(state, index=_index(setup, state["params"]))
-    return state
+    """Re-encode the mined index (host side, per member). The loop calls it on the task's schedule,
+    ``refresh_every``: every ``config.sampler.refresh_every`` steps with a mined sampler, else never."""
+    return dict(state, index=_index(setup, state["params"]))
 
 
 def _sample(setup: Setup, key, state, batch, consts):
