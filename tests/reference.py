@@ -58,15 +58,21 @@ def infonce(q, k, t, symmetric=False, labels=None, negatives=None, margin=0.0, n
     return l
 
 
-def ntxent(z1, z2, t):
+def ntxent(z1, z2, t, negatives=None, negatives_mask=None, mask=None):
+    """NT-Xent; ``negatives [M, D]`` join every anchor's sum unless ``negatives_mask[m]`` is False or
+    ``mask[i, j]`` (columns: the 2B views, then the M negatives) drops the pair."""
     z = norm(np.concatenate([z1, z2]))
     n = z.shape[0]
     b = n // 2
-    sim = z @ z.T / t
+    cols = z if negatives is None else np.concatenate([z, norm(negatives)])
+    sim = z @ cols.T / t
     out = []
     for i in range(n):
         p = (i + b) % n
-        out.append(-sim[i, p] + lse([sim[i, j] for j in range(n) if j != i]))
+        keep = [j for j in range(cols.shape[0]) if j not in (i, p)
+                and (j < n or negatives_mask is None or negatives_mask[j - n])
+                and (mask is None or not mask[i, j])]
+        out.append(-sim[i, p] + lse([sim[i, p]] + [sim[i, j] for j in keep]))
     return np.array(out)
 
 

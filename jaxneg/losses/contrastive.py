@@ -116,6 +116,37 @@ def _two_views(fn, z1, z2, normalize, min_batch=1, axis_name=None, gather="all_g
     return z, b, world, Meta(pos_id, sample, pos_id, sample)
 
 
+def _with_extra(fn, z, meta, negatives, negatives_mask, mask, world, normalize):
+    """``(columns, meta)`` of the two-view rows ``z [2B, D]`` plus shared extra ``negatives [M, D]``
+    (``negatives_mask [M]`` marks padding) and a pair ``mask`` over ``W (2B + M)`` columns."""
+    rows, d = z.shape
+    cols = z
+    if negatives is not None:
+        shared = _maybe_normalize(C.as_float_array(fn, "negatives", negatives, 2, f"[M, {d}]"), normalize)
+        if shared.shape[1] != d:
+            raise ValueError(f"{fn}: negatives must have shape [M, D] with D={d}, got {list(shared.shape)}")
+        pos = jnp.full((shared.shape[0],), EXTRA, jnp.int32)
+        if negatives_mask is not None:
+            negatives_mask = jnp.asarray(negatives_mask)
+            if negatives_mask.shape != pos.shape or negatives_mask.dtype != jnp.bool_:
+                raise ValueError(f"{fn}: negatives_mask must be bool of shape [M] = {list(pos.shape)}, got "
+                                 f"{negatives_mask.dtype} {list(negatives_mask.shape)}")
+            pos = jnp.where(negatives_mask, pos, PAD)
+        cols = jnp.concatenate([z, shared.astype(z.dtype)])
+        meta = meta._replace(col_pos=jnp.concatenate([meta.col_pos, pos]),
+                             col_label=jnp.concatenate([meta.col_label, jnp.full(pos.shape, EXTRA, jnp.int32)]))
+    elif negatives_mask is not None:
+        raise ValueError(f"{fn}: negatives_mask needs negatives")
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        want = (rows, world * cols.shape[0])
+        if mask.shape != want or mask.dtype != jnp.bool_:
+            raise ValueError(f"{fn}: mask must be bool of shape [2B, W (2B + M)] = {list(want)}, got {mask.dtype} "
+                             f"{list(mask.shape)}")
+        meta = meta._replace(drop=mask)
+    return cols, meta
+
+
 def _positive_logits(z, b, scale):
     """``x_{i, partner(i)}`` for the 2B rows of ``_two_views``."""
     s = _rowdot(z[:b], z[b:])
@@ -285,12 +316,15 @@ def additive_margin(query, key, *, margin=0.3, temperature=0.05, symmetric: bool
 # ----------------------------------------------------------------------------- two-view (SimCLR) family
 
 
-@LOSSES.register("ntxent", inputs="pair", streams=True, cross_device=True, scale="temperature")
+@LOSSES.register("ntxent", inputs="pair", streams=True, cross_device=True, scale="temperature", extra_negatives=True)
 def ntxent(
     z1,
     z2,
     *,
     temperature=0.07,
+    negatives=None,
+    negatives_mask=None,
+    mask=None,
     normalize: bool = True,
     reduction: str = "mean",
     block_size: int | None = None,
@@ -303,9 +337,22 @@ def ntxent(
 
         loss_i = -x_{i,p(i)} + log sum_{j != i} exp(x_ij),        i = 1..2B.
 
+    With shared extra ``negatives [M, D]`` (a memory bank of earlier embeddings: cross-batch
+    memory, Wang et al. 2020) every anchor's sum also runs over ``x_im = <z_i, n_m> / t``;
+    ``negatives_mask [M]`` keeps only the slots flagged True, and ``mask [2B, 2B + M]`` drops
+    individual pairs from anchor ``i``'s sum (e.g. all but ``n`` random in-batch negatives,
+    :func:`jaxneg.samplers.subsample`, or a bank slot holding ``i``'s own earlier embedding).
+    The mask's entries on ``i`` itself and on its positive ``p(i)`` are ignored. A row with
+    no negatives has loss 0.
+
     Args:
       z1, z2: ``[B, D]`` two views of the same ``B`` samples.
       temperature: ``t > 0``.
+      negatives: optional ``[M, D]`` extra negatives shared by every anchor.
+      negatives_mask: optional bool ``[M]``: True marks a real negative, False padding.
+      mask: optional bool ``[2B, 2B + M]`` (columns: view 1, view 2, then the negatives);
+        True drops the pair. With ``axis_name``: ``[2B, W (2B + M)]``, every device's
+        (views, negatives) block in device order.
       reduction: ``"none"`` returns ``[2B]`` (view 1 anchors first).
       block_size: stream over blocks of the ``2B`` candidates.
       axis_name: inside ``jax.shard_map``, the mesh axis the batch is sharded over; the
@@ -320,9 +367,10 @@ def ntxent(
     scale = _temperature(fn, temperature)
     C.reduction(fn, reduction)
     block_size = C.block_size(fn, block_size)
-    z, b, _, meta = _two_views(fn, z1, z2, normalize, axis_name=axis_name, gather=gather)
+    z, b, world, meta = _two_views(fn, z1, z2, normalize, axis_name=axis_name, gather=gather)
+    cols, meta = _with_extra(fn, z, meta, negatives, negatives_mask, mask, world, normalize)
     (lse_neg,), _ = pair_stats(
-        z, z, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather,
+        z, cols, scale, 0.0, meta, (Lse("neg"),), (), block_size, axis_name=axis_name, gather=gather,
         bound=_bound(normalize),
     )
     pos = _positive_logits(z, b, scale)

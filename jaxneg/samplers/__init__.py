@@ -6,11 +6,12 @@ Pure, jit-able functions: randomness only through an explicit ``jax.random`` key
 
 ==================  =====================================================================
 ``uniform``         uniform item indices, never one of the row's ``exclude`` (positives)
+``subsample``       n random candidates per row (fewer negatives at a fixed batch)
 ``popularity``      draws ``∝ count^alpha`` with their ``log_q`` for the log-Q correction
 ``hard_topk``       exact streamed top-k mining with false-negative filters
 ``simans``          SimANS ambiguous negatives (Gumbel top-k, no replacement)
 ``mochi``           MoCHi synthetic hard negatives (mixing)
-``queue_*``         MoCo FIFO memory of negatives
+``queue_*``         FIFO memory of negatives (MoCo queue, memory bank) with ids and ages
 ``guided_mask``     GISTEmbed guide-model false-negative mask (``infonce(mask=...)``)
 ``kmeans``          k-means++ / Lloyd in JAX (topics for batch composition)
 ``cluster_batches`` single-cluster batches (NGAME / topic-aware)
@@ -20,9 +21,9 @@ Pure, jit-able functions: randomness only through an explicit ``jax.random`` key
 
 from jaxneg.registry import SAMPLERS
 from jaxneg.samplers.batching import ClusterBatches, KMeans, TASBatch, cluster_batches, kmeans, tas_balanced
-from jaxneg.samplers.memory import Queue, queue_init, queue_push
+from jaxneg.samplers.memory import Queue, queue_init, queue_push, queue_stats
 from jaxneg.samplers.mining import Mined, guided_mask, hard_topk, mochi, score_threshold
-from jaxneg.samplers.stochastic import popularity, popularity_log_q, simans, uniform
+from jaxneg.samplers.stochastic import popularity, popularity_log_q, simans, subsample, uniform
 
 SAMPLERS.register("queue_push")(queue_push)
 
@@ -36,6 +37,8 @@ __all__ = [
     "SAMPLERS",
     "get",
     "uniform",
+    "subsample",
+    "queue_stats",
     "popularity",
     "popularity_log_q",
     "hard_topk",

@@ -1,4 +1,9 @@
-"""A MoCo-style FIFO memory of negatives as an explicit state pytree."""
+"""A FIFO memory of negatives (MoCo queue, cross-batch memory bank) as an explicit state pytree.
+
+Besides the keys, every slot records the id of the example it came from (so an anchor can be
+kept from its own earlier embedding, a stale copy of its positive) and the step it was pushed
+at (so a run can report how old its negatives are).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,29 @@ from jax import lax
 from jaxneg import _checks as C
 from jaxneg._array import l2_normalize
 
+EMPTY = -1  # ``ids`` / ``steps`` of a slot that holds no pushed key (empty or randomly initialised)
+
 
 class Queue(NamedTuple):
-    """``keys [S, D]``, ``ptr`` (next slot to overwrite) and ``count`` (slots filled, ``<= S``)."""
+    """``keys [S, D]``, ``ptr`` (next slot to overwrite), ``count`` (slots filled, ``<= S``),
+    ``ids [S]`` (the example each key came from) and ``steps [S]`` (the step it was pushed at);
+    both ``-1`` (:data:`EMPTY`) where no key was pushed."""
 
     keys: jax.Array
     ptr: jax.Array
     count: jax.Array
+    ids: jax.Array
+    steps: jax.Array
 
     @property
     def mask(self):
         """``[S]`` bool: the slots holding a pushed (or randomly initialised) key."""
         return jnp.arange(self.keys.shape[0]) < self.count
+
+    def excludes(self, ids):
+        """``[B, S]`` bool: True where slot ``s`` holds an earlier key of example ``ids[b]`` itself."""
+        ids = jnp.asarray(ids, jnp.int32)
+        return (self.ids[None, :] == ids[:, None]) & (ids[:, None] != EMPTY)
 
 
 def queue_init(size: int, dim: int, *, key=None, dtype=jnp.float32) -> Queue:
@@ -34,13 +50,14 @@ def queue_init(size: int, dim: int, *, key=None, dtype=jnp.float32) -> Queue:
     """
     fn = "queue_init"
     size, dim = C.integer(fn, "size", size, 1), C.integer(fn, "dim", dim, 1)
+    empty = jnp.full((size,), EMPTY, jnp.int32)
     if key is None:
-        return Queue(jnp.zeros((size, dim), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        return Queue(jnp.zeros((size, dim), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), empty, empty)
     keys = l2_normalize(jax.random.normal(key, (size, dim), jnp.float32)).astype(dtype)
-    return Queue(keys, jnp.zeros((), jnp.int32), jnp.full((), size, jnp.int32))
+    return Queue(keys, jnp.zeros((), jnp.int32), jnp.full((), size, jnp.int32), empty, empty)
 
 
-def queue_push(state: Queue, keys, *, size=None) -> Queue:
+def queue_push(state: Queue, keys, *, size=None, ids=None, step=None) -> Queue:
     r"""Enqueue ``keys [n, D]`` (``n <= S``), overwriting the oldest entries (FIFO).
 
     Slots ``ptr, ptr + 1, ..., ptr + n - 1 (mod S)`` receive the new keys, then
@@ -50,9 +67,12 @@ def queue_push(state: Queue, keys, *, size=None) -> Queue:
     ``size`` (optional, ``n <= size <= capacity``, may be traced): use only the first ``size``
     slots as the queue (``S = size`` above), so queues of different lengths can share one
     array shape, e.g. the members of a vectorised sweep; the slots beyond it stay masked.
+    ``ids`` (optional ``[n]`` int) and ``step`` (optional int, may be traced) are recorded in
+    the slots' ``ids`` and ``steps`` (else :data:`EMPTY`).
 
     References:
       He et al., *Momentum Contrast for Unsupervised Visual Representation Learning*, CVPR 2020.
+      Wang et al., *Cross-Batch Memory for Embedding Learning*, CVPR 2020.
     """
     fn = "queue_push"
     if not isinstance(state, Queue):
@@ -62,9 +82,26 @@ def queue_push(state: Queue, keys, *, size=None) -> Queue:
     if keys.shape[1] != d or keys.shape[0] > s:
         raise ValueError(f"{fn}: keys must have shape [n, D] with n <= {s}, D={d}, got {list(keys.shape)}")
     n = keys.shape[0]
+    if ids is None:
+        ids = jnp.full((n,), EMPTY, jnp.int32)
+    ids = jnp.asarray(ids)
+    if ids.shape != (n,) or not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"{fn}: ids must be int of shape [n] = [{n}], got {ids.dtype} {list(ids.shape)}")
     if size is not None:
         C.scalar(fn, "size", size, low=n, high=s, low_inclusive=True)
         s = jnp.asarray(size, jnp.int32)
     slots = (state.ptr + jnp.arange(n, dtype=jnp.int32)) % s
     new = state.keys.at[slots].set(lax.stop_gradient(keys).astype(state.keys.dtype))
-    return Queue(new, (state.ptr + n) % s, jnp.minimum(state.count + n, s))
+    steps = state.steps.at[slots].set(jnp.asarray(EMPTY if step is None else step, jnp.int32))
+    return Queue(new, (state.ptr + n) % s, jnp.minimum(state.count + n, s), state.ids.at[slots].set(ids.astype(jnp.int32)),
+                 steps)
+
+
+def queue_stats(state: Queue, step, *, size=None) -> dict:
+    """Diagnostics of a queue at ``step``: ``fill`` (pushed slots / ``size``, default the capacity)
+    and ``age`` (mean of ``step - steps[s]`` over the pushed slots, in steps; 0 when none is)."""
+    s = state.keys.shape[0] if size is None else size
+    pushed = state.steps != EMPTY
+    count = jnp.sum(pushed)
+    age = jnp.sum(jnp.where(pushed, step - state.steps, 0)) / jnp.maximum(count, 1)
+    return {"fill": count / jnp.asarray(s, jnp.float32), "age": age.astype(jnp.float32)}

@@ -208,3 +208,37 @@ def simans(key, scores, positive_scores, k: int, *, a: float = 1.0, b: float = 0
     got = v > -jnp.inf
     i = jnp.where(got, i, -1)
     return Mined(i, jnp.where(got, jnp.take_along_axis(s, jnp.maximum(i, 0), axis=1), -jnp.inf), got)
+
+
+@SAMPLERS.register("subsample")
+def subsample(key, candidates, n):
+    r"""Keep ``n`` random candidates of each row: a fresh uniformly random subset per row and key.
+
+    Row ``i`` keeps ``min(n, c_i)`` of its ``c_i`` candidate columns (``candidates[i, j]``
+    True), every ``min(n, c_i)``-subset equally likely: each candidate draws ``u_ij ~ U[0, 1)``
+    and the ``n`` smallest are kept (ranks from a sort, so exactly ``n`` even with ties).
+    Used to isolate the number of negatives per anchor at a fixed batch: the dropped
+    columns go to a loss' ``mask`` (``infonce(mask=~keep)``, ``ntxent(mask=~keep)``).
+
+    Args:
+      key: a ``jax.random`` key.
+      candidates: bool ``[R, C]``, the columns row ``i`` may keep (e.g. every in-batch key
+        but its own positive).
+      n: negatives to keep per row, an int ``>= 1`` (may be traced, e.g. a swept
+        hyperparameter; then ``n < 1`` keeps none).
+
+    Returns:
+      bool ``[R, C]``, True for the kept columns (a subset of ``candidates``).
+    """
+    fn = "subsample"
+    candidates = jnp.asarray(candidates)
+    if candidates.ndim != 2 or candidates.dtype != jnp.bool_:
+        raise ValueError(f"{fn}: candidates must be bool of shape [R, C], got {candidates.dtype} "
+                         f"{list(candidates.shape)}")
+    if C.is_concrete(n):
+        if isinstance(n, bool) or not (isinstance(n, numbers.Integral) or (hasattr(n, "dtype") and
+                                       jnp.issubdtype(n.dtype, jnp.integer) and jnp.ndim(n) == 0)) or int(n) < 1:
+            raise ValueError(f"{fn}: n (negatives kept per row) must be an int >= 1, got {n!r}")
+    u = jnp.where(candidates, jax.random.uniform(key, candidates.shape), 2.0)  # non-candidates sort last
+    rank = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
+    return candidates & (rank < n)

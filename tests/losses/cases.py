@@ -61,9 +61,15 @@ def case_infonce(rng, b, d, *, symmetric=False, use_labels=False, neg=None, marg
     return Case(fn, ref, tuple(inputs))
 
 
-def case_ntxent(rng, b, d, t=0.2):
-    return Case(lambda z1, z2, **o: L.ntxent(z1, z2, temperature=t, **o),
-                lambda z1, z2: R.ntxent(z1, z2, t), (rand(rng, b, d), rand(rng, b, d)))
+def case_ntxent(rng, b, d, t=0.2, bank=False):
+    if not bank:
+        return Case(lambda z1, z2, **o: L.ntxent(z1, z2, temperature=t, **o),
+                    lambda z1, z2: R.ntxent(z1, z2, t), (rand(rng, b, d), rand(rng, b, d)))
+    # a memory bank of 5 slots (one of them padding) and a random pair mask (e.g. subsampled negatives)
+    nm = np.array([True, True, False, True, True])
+    mask = rng.random((2 * b, 2 * b + 5)) < 0.4
+    return Case(lambda z1, z2, neg, **o: L.ntxent(z1, z2, temperature=t, negatives=neg, negatives_mask=nm, mask=mask, **o),
+                lambda z1, z2, neg: R.ntxent(z1, z2, t, neg, nm, mask), (rand(rng, b, d), rand(rng, b, d), rand(rng, 5, d)))
 
 
 def case_decoupled(rng, b, d, t=0.1, sigma=None):
@@ -102,6 +108,7 @@ STREAMING_CASES = {
     "infonce_margin": lambda rng, b, d: case_infonce(rng, b, d, margin=0.3, use_labels=True),
     "infonce_pair_mask": lambda rng, b, d: case_infonce(rng, b, d, neg="shared", symmetric=True, use_mask=True),
     "ntxent": case_ntxent,
+    "ntxent_bank_mask": lambda rng, b, d: case_ntxent(rng, b, d, bank=True),
     "decoupled": case_decoupled,
     "decoupled_weighted": lambda rng, b, d: case_decoupled(rng, b, d, sigma=0.5),
     "debiased": case_debiased,

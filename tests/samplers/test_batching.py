@@ -5,6 +5,7 @@ import collections
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxneg import samplers as S
 from tests.samplers.test_stochastic import P_MIN, chi2_p
@@ -35,6 +36,22 @@ def test_queue_init_with_a_key_is_full_of_unit_vectors():
     np.testing.assert_allclose(np.linalg.norm(np.asarray(q.keys, np.float32), axis=1), 1.0, rtol=1e-2)
     g = jax.grad(lambda x: jnp.sum(S.queue_push(S.queue_init(4, 2), x).keys))(jnp.ones((2, 2)))
     np.testing.assert_array_equal(g, 0.0)  # a memory bank holds constants
+
+
+def test_queue_records_ids_and_steps_and_excludes_an_anchor_own_keys():
+    q = S.queue_init(5, 2)
+    push = jax.jit(S.queue_push)
+    for step, ids in enumerate(([3, 7], [1, 3], [9, 4])):  # 6 keys into 5 slots: the first key is overwritten
+        q = push(q, jnp.ones((2, 2)) * step, ids=jnp.asarray(ids), step=step)
+    np.testing.assert_array_equal(q.ids, [4, 7, 1, 3, 9])  # slot 0 went round: ptr 0,2,4 -> slots 0,1 | 2,3 | 4,0
+    np.testing.assert_array_equal(q.steps, [2, 0, 1, 1, 2])
+    excl = np.asarray(q.excludes(jnp.asarray([3, 8, 4])))
+    np.testing.assert_array_equal(excl, [[0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
+    stats = S.queue_stats(q, 3)  # ages at step 3: 1, 3, 2, 2, 1
+    assert float(stats["fill"]) == 1.0 and float(stats["age"]) == pytest.approx((1 + 3 + 2 + 2 + 1) / 5)
+    half = S.queue_stats(S.queue_push(S.queue_init(8, 2), jnp.ones((2, 2)), ids=jnp.arange(2), step=4), 6)
+    assert float(half["fill"]) == 0.25 and float(half["age"]) == 2.0
+    assert not np.asarray(S.queue_init(3, 2).excludes(jnp.asarray([-1, 0]))).any()  # empty slots are nobody's
 
 
 def blobs(rng, k, per, d, spread=20.0):

@@ -132,3 +132,28 @@ def test_samplers_are_pure_functions_of_the_key(draw):
     a, b, c = draw(jax.random.key(7)), draw(jax.random.key(7)), draw(jax.random.key(8))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_subsample_keeps_exactly_n_random_candidates_per_row():
+    rng = np.random.default_rng(0)
+    cand = jnp.asarray(rng.random((40, 30)) < 0.6)
+    counts = np.asarray(cand).sum(1)
+    f = jax.jit(S.subsample)
+    seen = []
+    for n in (1, 5, 30):  # a traced n, one compilation
+        for seed in range(3):
+            keep = np.asarray(f(jax.random.key(seed), cand, jnp.int32(n)))
+            assert not (keep & ~np.asarray(cand)).any()  # only candidates
+            np.testing.assert_array_equal(keep.sum(1), np.minimum(n, counts))
+            seen.append(keep)
+    assert not np.array_equal(seen[0], seen[1])  # a fresh subset per key
+    # uniform over the candidates: every candidate of a row is kept equally often
+    keys = jax.random.split(jax.random.key(1), 2000)
+    freq = np.asarray(jax.vmap(lambda k: S.subsample(k, cand[:1], 3))(keys)).mean(0)[0]
+    row = np.asarray(cand[0])
+    np.testing.assert_allclose(freq[row], 3 / row.sum(), atol=0.05)
+    assert (freq[~row] == 0).all()
+    with pytest.raises(ValueError, match="n .* must be an int >= 1, got 0"):
+        S.subsample(jax.random.key(0), cand, 0)
+    with pytest.raises(ValueError, match="candidates must be bool of shape"):
+        S.subsample(jax.random.key(0), jnp.ones((3,), bool), 1)
