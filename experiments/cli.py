@@ -47,6 +47,12 @@ def _train_main(argv):
     train.enable_compilation_cache()
     try:
         config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _TRAIN_OVERRIDES)
+        if flags.FLAGS.baselines is not None:
+            seeds = [int(s) for s in flags.FLAGS.baselines.split(",") if s.strip()] or None
+            print(json.dumps(train.baselines(config, seeds), indent=2, default=float))
+            return
+        if not flags.FLAGS.workdir:
+            raise config_lib.ConfigError("--workdir is required (except with --baselines)")
         with stopping.on_signals():
             result = train.train(config, flags.FLAGS.workdir)
     except stopping.Stop as stop:
@@ -67,8 +73,10 @@ def _train_flags():
                         "run config: path/to/file.py[:arg]. Override any field with --config.<field>=<value> "
                         "(a Python literal, else a string), including keyword arguments: "
                         "--config.loss.kwargs.tau_plus=0.1, --config.model.kwargs.channels='(16, 32)'")
-    flags.DEFINE_string("workdir", None, "run directory (created; an existing one is resumed)")
-    flags.mark_flags_as_required(["workdir"])
+    flags.DEFINE_string("workdir", None, "run directory (created; an existing one is resumed); required to train")
+    flags.DEFINE_string("baselines", None, "print the run's baselines (raw-input and untrained-encoder metrics of its "
+                        "evaluation protocol) as JSON and exit without training: --baselines= for the config's seed, "
+                        "--baselines=0,1,2 for the untrained encoder's mean over those seeds")
 
 
 def train_command() -> None:

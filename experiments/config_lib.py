@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 TRAINED_INPUTS = tasks.common.TRAINED_INPUTS
 TRAINED_SAMPLERS = ("per_query", "shared", "mined")
 #: loss / sampler arguments experiments.train sets itself from other fields (not settable in kwargs)
-LOSS_RESERVED = ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "labels",
+LOSS_RESERVED = ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "negatives_mask", "mask", "labels",
                  "log_q", "positive_log_q", "positive_ids", "negative_ids")
 SAMPLER_RESERVED = ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
                     "num_items")
@@ -78,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.moco.enabled = False           # keys from a momentum (EMA) copy of the encoder, without gradient
     c.moco.momentum = 0.99           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
     c.moco.queue_size = 0            # earlier batches' keys added as negatives to every anchor (FIFO)
+
+    c.negatives = ml_collections.ConfigDict()  # views task: the negatives each anchor sees (ntxent, infonce)
+    c.negatives.subsample = 0        # > 0: only this many random in-batch negatives per anchor (0: all)
+    c.negatives.memory = 0           # > 0: also a memory bank of the encoder's own recent embeddings of this size
+    c.negatives.memory_from = 0      # the step from which the (full) bank counts as negatives (a warm-up before)
 
     c.sampler = ml_collections.ConfigDict()
     c.sampler.name = ""

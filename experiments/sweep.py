@@ -353,6 +353,7 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
 
 def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progress, analyze_only, extend, vectorize,
             max_members) -> dict:
+    t_launch = time.perf_counter()
     runs_dir = os.path.join(workdir, rundir.RUNS)
     run_dir = lambda p: os.path.join(runs_dir, p.name)
     recorded = _record(sweep, points, workdir, extend)
@@ -401,11 +402,73 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
                "failed": {n: r["error"] for n, r in sorted(outcomes.items()) if r["status"] != "finished"},
                "missing": sorted(p.name for p in points if analyze_only and p.name not in done),
                "seconds": time.perf_counter() - t0, "report": None}
+    t_train = time.perf_counter()
     if summary["finished"] or done:
-        summary["report"] = analyze(sweep, workdir, verbose=progress)
+        write_baselines([p.config for p in points], workdir)
+        t_baselines = time.perf_counter()
+        timings = {}
+        summary["report"] = analyze(sweep, workdir, verbose=progress, timings=timings)
         _say(f"report: {summary['report']}")
+        summary["analysis_seconds"] = timings
+        account = {"startup": t0 - t_launch, "training": t_train - t0, "baselines": t_baselines - t_train,
+                   "analysis": time.perf_counter() - t_baselines}
+    else:
+        account = {"startup": t0 - t_launch, "training": t_train - t0}
+    programs = program_accounts(runs_dir, [p.name for p in points if p.name in outcomes])
+    summary["time_account"] = {**account, "wall": time.perf_counter() - t_launch,
+                               "programs": len(programs), **_phase_sums(programs)}
     rundir.write_json(os.path.join(workdir, rundir.SUMMARY), summary)
     return summary
+
+
+def program_accounts(runs_dir: str, names) -> dict:
+    """``{program: time account}`` of the programs that trained the runs ``names`` (each once)."""
+    out = {}
+    for name in names:
+        path = os.path.join(runs_dir, name, rundir.RESULT)
+        if os.path.exists(path):
+            r = rundir.read_json(path)
+            if "time_account" in r:
+                out.setdefault(r.get("program", name), r["time_account"])
+    return out
+
+
+def _phase_sums(programs: dict) -> dict:
+    """The programs' phases summed, as ``program_<phase>`` seconds (with several workers they overlap in time)."""
+    phases = train.Clock.PHASES + ("total",)
+    return {f"program_{k}": sum(a.get(k, 0.0) for a in programs.values()) for k in phases}
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def write_baselines(configs, workdir: str) -> dict:
+    """``baselines.json``: :func:`experiments.train.baselines` once per evaluation protocol of ``configs``
+    (the untrained encoder averaged over the seeds its points use), keyed by dataset name (``name#2`` ...
+    for a second protocol of the same dataset). A file that already holds the same protocols and seeds
+    is kept. Returns its content."""
+    path = os.path.join(workdir, rundir.BASELINES)
+    groups = {}
+    for c in configs:
+        key = json.dumps(train.protocol(c), sort_keys=True, default=str)
+        groups.setdefault(key, (c, set()))[1].add(int(c.seed))
+    out = {}
+    for key, (c, seeds) in groups.items():
+        name = c.data.name
+        while name in out:
+            name = f"{c.data.name}#{len(out) + 1}"
+        out[name] = {"protocol": train.protocol(c), "seeds": sorted(seeds)}
+    old = rundir.read_json(path) if os.path.exists(path) else {}
+    same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    if old and set(old) == set(out) and all(same({f: old[k].get(f) for f in ("protocol", "seeds")}, v)
+                                            for k, v in out.items()):
+        return old
+    for key, (c, seeds) in groups.items():
+        name = next(k for k, v in out.items() if v["protocol"] == train.protocol(c))
+        _say(f"baselines of {name}: raw input, untrained encoder (seeds {sorted(seeds)})")
+        out[name] = {**train.baselines(c, sorted(seeds)), "seeds": sorted(seeds)}
+    rundir.write_json(path, out)
+    return out
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -414,9 +477,10 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
 plot_name = analysis.plot_name
 
 
-def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
+def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | None = None) -> str:
     """Write ``results.csv``, then the analyses' ``fits.json``, PNGs and ``report.md``
-    (:func:`jaxneg.analysis.write_report`); return the report's path."""
+    (:func:`jaxneg.analysis.write_report`); return the report's path. The report ends with the time
+    account of the programs that trained the runs; ``timings`` (a dict) receives the seconds of each fit."""
     runs_dir = os.path.join(workdir, rundir.RUNS)
     df = results.derive(results.load(runs_dir), sweep.columns)
     df.to_csv(os.path.join(workdir, rundir.RESULTS), index=False)
@@ -435,9 +499,43 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False) -> str:
                  + ". Every number below is read from `runs/*/result.json` (`results.csv`). The training loss "
                    "(`final_loss` in `results.csv`) is left out: it is bounded by log(number of candidates) and not "
                    "comparable across batch sizes.", ""]
-    preamble += ["## Runs", "", _markdown(wide[swept + [m for m in metrics if m in wide.columns]]), ""]
+    floors = _baselines(workdir)
+    shown = [m for m in metrics if m in wide.columns]
+    if floors:
+        floor_cols = [m for m in shown if any(m in b["untrained_encoder"] for b in floors.values())]
+        preamble += ["## Baselines", "", "The floors of each dataset's evaluation protocol (`baselines.json`; no "
+                     "training): the raw inputs, and the encoder at initialisation (mean over the sweep's seeds). A "
+                     "result means something only above both.", "",
+                     analysis.markdown_table(["dataset", "representation"] + floor_cols,
+                                             [[name, label] + [_cell(b[key].get(m)) for m in floor_cols]
+                                              for name, b in floors.items()
+                                              for label, key in (("raw input", "raw_input"),
+                                                                 ("untrained encoder", "untrained_encoder"))]), ""]
+    table_cols = swept + shown
+    if len(floors) == 1:  # flag the runs that did not beat the untrained encoder
+        untrained = next(iter(floors.values()))["untrained_encoder"]
+        below = [m for m in shown if m in untrained]
+        wide["below untrained encoder"] = [", ".join(m.split("/")[-1] for m in below if row[m] < untrained[m]) or "-"
+                                           for _, row in wide.iterrows()]
+        table_cols.append("below untrained encoder")
+    preamble += ["## Runs", "", _markdown(wide[table_cols]), ""]
+    per_label = {}
+    if len(floors) == 1:
+        b = next(iter(floors.values()))
+        per_label = {"raw input": b["raw_input"], "untrained encoder": b["untrained_encoder"]}
+    programs = program_accounts(runs_dir, list(table.run))
     return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
-                                 preamble=preamble, say=_say if verbose else None)
+                                 preamble=preamble, say=_say if verbose else None, baselines=per_label,
+                                 time_account=_phase_sums(programs) if programs else None, timings=timings)
+
+
+def _baselines(workdir: str) -> dict:
+    path = os.path.join(workdir, rundir.BASELINES)
+    return rundir.read_json(path) if os.path.exists(path) else {}
+
+
+def _cell(v) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _markdown(df) -> str:

@@ -48,6 +48,7 @@ The command lines turn on JAX's persistent compilation cache
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -67,7 +68,7 @@ from experiments.checkpoints import Checkpoints
 from experiments.tasks.common import AXIS, LOGIT, Setup, doc_tower, embed, encoder_params, init_params
 from jaxneg import LOSSES, data, gradcache, models, parallel, rundir
 
-__all__ = ["train", "train_group", "group_key", "MEMBER_FIELDS", "MEMBERS", "hparams", "build", "init_params", "evaluate",
+__all__ = ["train", "train_group", "baselines", "protocol", "group_key", "MEMBER_FIELDS", "MEMBERS", "hparams", "build", "init_params", "evaluate",
            "make_optimizer", "make_step", "Setup", "NonFiniteLoss", "enable_compilation_cache"]
 
 
@@ -82,6 +83,46 @@ class NonFiniteLoss(FloatingPointError):
 def evaluate(setup: Setup, params) -> dict:
     """Downstream metrics of ``params`` on the held-out split (the task's; see :mod:`jaxneg.evaluation`)."""
     return tasks.get(setup.config.task).evaluate(setup, params)
+
+
+#: the config fields that define an evaluation protocol (a baseline holds for every run that shares them)
+PROTOCOL_FIELDS = ("task", "data.name", "data.config", "data.view", "data.test_split", "data.train_split", "model.name",
+                   "model.kwargs", "model.embed_dim", "eval.max_examples", "eval.knn_k", "eval.knn_temperature",
+                   "eval.probe_steps")
+
+
+def protocol(config: ml_collections.ConfigDict) -> dict:
+    """The fields of ``config`` that fix what its evaluation measures (:data:`PROTOCOL_FIELDS`)."""
+    flat = rundir.flat(config_json(config))
+    return {f: v for f, v in flat.items() if any(f == p or f.startswith(p + ".") for p in PROTOCOL_FIELDS)}
+
+
+def baselines(config: ml_collections.ConfigDict, seeds=None) -> dict:
+    """The floors every result of ``config``'s protocol is read against, without training.
+
+    ``{"raw_input": {metric: value}, "untrained_encoder": {metric: mean over seeds},
+    "untrained_encoder_seeds": {seed: {metric: value}}, "protocol": {field: value}}``: the
+    task's evaluation (``eval/``-prefixed, as in ``results.csv``) of the raw inputs
+    (:func:`jaxneg.evaluation.classification` on the flattened identity view) and of the encoder
+    at its initialisation for each of ``seeds`` (default: ``config.seed``). Command line:
+    ``python -m experiments.train --config FILE --baselines``.
+    """
+    config_lib.validate(config)
+    setup = build(config)
+    seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
+    task = tasks.get(config.task)
+    raw = {f"eval/{k}": float(v) for k, v in task.raw_input(setup).items()}
+    per_seed = {}
+    for seed in seeds:
+        c = config.copy_and_resolve_references()
+        c.seed = seed
+        member = setup.member(c)
+        per_seed[seed] = {f"eval/{k}": float(v) for k, v in evaluate(member, init_params(member, jax.random.key(seed))).items()
+                          if isinstance(v, (int, float))}
+    keys = sorted(set.intersection(*(set(v) for v in per_seed.values())))
+    mean = {k: float(np.mean([per_seed[s][k] for s in seeds])) for k in keys}
+    return {"raw_input": raw, "untrained_encoder": mean, "untrained_encoder_seeds": {str(s): v for s, v in per_seed.items()},
+            "protocol": protocol(config)}
 
 
 # ----------------------------------------------------------------------------- setup
@@ -151,6 +192,9 @@ MEMBERS = (
     MemberField("optimizer.momentum", "momentum"),
     MemberField("moco.momentum", "moco_momentum"),
     MemberField("moco.queue_size", "queue_size", np.int32),  # queues of any length > 0 share a program
+    MemberField("negatives.subsample", "subsample", np.int32),  # any n > 0 shares a program
+    MemberField("negatives.memory", "memory_size", np.int32),   # banks of any size > 0 share a program
+    MemberField("negatives.memory_from", "memory_from", np.int32),
     MemberField("progress"),
 )
 MEMBER_FIELDS = tuple(m.field for m in MEMBERS)
@@ -170,6 +214,8 @@ def group_key(config: ml_collections.ConfigDict) -> str:
     for k in _float_kwargs(config):
         flat[f"loss.kwargs.{k}"] = "<float>"
     flat["moco.queue"] = bool(config.moco.queue_size)  # queues of any length share a program; none does not
+    flat["negatives.subsampled"] = bool(config.negatives.subsample)
+    flat["negatives.bank"] = bool(config.negatives.memory)
     return json.dumps(flat, sort_keys=True, default=str)
 
 
@@ -263,7 +309,10 @@ def make_step(setup: Setup):
         tx, _ = make_optimizer(c, hp)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), step), jax.lax.axis_index(AXIS))
         k_view, k_neg, k_enc = jax.random.split(key, 3)
-        inputs, extra, shared, fixed = task.inputs(setup, (k_view, k_neg), state, batch, consts, hp)  # StepInputs
+        inputs, extra, shared, fixed = task.inputs(setup, (k_view, k_neg), state, dict(batch, step=step), consts,
+                                                   hp)  # StepInputs
+        extra = dict(extra, step=step)
+        diagnostics = extra.pop("diagnostics", {})
         with_fixed = (lambda reps: reps) if fixed is None else (lambda reps: (reps[0], reps[1], fixed))
         params = state["params"]
         lp = params.get(LOGIT)
@@ -278,13 +327,13 @@ def make_step(setup: Setup):
                 reps = encode(enc, inputs, k_enc)
                 if shared is not None:  # popularity: one set of negatives [K] shared by the batch
                     reps = (reps[0], reps[1], embed(*doc_tower(setup, enc), shared))
-                return objective(with_fixed(reps), params.get(LOGIT), extra, hp)
+                return objective(with_fixed(reps), params.get(LOGIT), extra, hp), reps[0]
 
-            loss, grads = jax.value_and_grad(total)(params)
+            (loss, extra["embeddings"]), grads = jax.value_and_grad(total, has_aux=True)(params)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         new = task.after_step(setup, dict(state, params=new_params, opt_state=opt_state), new_params, extra, hp)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **{f"diag/{k}": v for k, v in diagnostics.items()}}
         if lp is not None:
             metrics["temperature"] = 1.0 / models.logit_scale(lp, c.loss.max_logit_scale)
         return new, metrics
@@ -363,6 +412,48 @@ class _Writer:
             if f is not None:
                 f.close()
         self.jsonl = self.tb = None
+
+
+class Clock:
+    """The time account of one program: seconds per phase, the rest (logging, host glue) as ``other``.
+
+    ==============  ==================================================================
+    ``data``        building the run (loading the dataset, the models) and each step's
+                    host batch (views' inputs, stacking, transfer to the devices)
+    ``setup``       initialising or restoring the members' states
+    ``compile``     lowering and compiling the step (a persistent-cache hit is a load)
+    ``steps``       running the steps (dispatch and the wait for their losses)
+    ``evaluation``  the evaluations (at init, mid-run, final)
+    ``checkpoints`` writing checkpoints
+    ``other``       the rest of the program's wall time
+    ==============  ==================================================================
+    """
+
+    PHASES = ("data", "setup", "compile", "steps", "evaluation", "checkpoints", "other")
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t
+
+    def account(self) -> dict:
+        """``{phase: seconds}`` so far, ``other`` being the wall time not in a phase, and ``total``."""
+        total = time.perf_counter() - self.t0
+        out = dict(self.seconds)
+        out["other"] = max(0.0, total - sum(v for k, v in out.items() if k != "other"))
+        out["total"] = total
+        return out
+
+    def line(self) -> str:
+        acc = self.account()
+        return (f"time: {acc['total']:.1f} s = " + ", ".join(f"{k} {acc[k]:.1f} s" for k in self.PHASES))
 
 
 class _Window:
@@ -452,10 +543,12 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
                                                                 if group_key(c) != group_key(configs[0])))
         raise config_lib.ConfigError(f"train_group: members may differ only in {MEMBER_FIELDS} and float "
                                      f"loss.kwargs; these differ in {[d for d in diff if d not in MEMBER_FIELDS]}")
+    clock = Clock()
     try:
         for c, w in zip(configs, workdirs):
             check_workdir(w, config_json(c))
-        setup = build(configs[0])  # validates first: bad configs fail here, before any compute
+        with clock("data"):
+            setup = build(configs[0])  # validates first: bad configs fail here, before any compute
         for c in configs[1:]:
             config_lib.validate(c, setup.mesh.size)
     except config_lib.ConfigError:
@@ -481,12 +574,13 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
                     except stopping.Busy as e:
                         raise config_lib.ConfigError(str(e)) from None
                     rundir.write_json(os.path.join(m.workdir, rundir.CONFIG), config_json(m.config))
-                states[m.workdir] = _restore(m)
+                with clock("setup"):
+                    states[m.workdir] = _restore(m)
             by_start = {}
             for m in todo:
                 by_start.setdefault(m.start, []).append(m)
             for start, group in sorted(by_start.items()):
-                _run(setup, group, [states[m.workdir] for m in group], start, traced)
+                _run(setup, group, [states[m.workdir] for m in group], start, traced, clock)
         finally:
             for m in todo:
                 m.close()
@@ -517,10 +611,11 @@ def _restore(m: _Member) -> dict:
     return state
 
 
-def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -> None:
+def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, clock: Clock) -> None:
     """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``.
 
-    The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish.
+    The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish. ``clock``
+    keeps the program's time account (:class:`Clock`), written to each result and log.
     """
     c = members[0].config
     for m in members:
@@ -528,9 +623,11 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
                                            else f"starting, {c.steps} steps")
                    + (f" (one of {len(members)} members of a vectorised group)" if len(members) > 1 else ""))
         m.out.open(start)
-    init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
-                 for m in members} if c.eval.at_init else {}
-    program = _Program(setup, members, states, traced, start)
+    with clock("evaluation"):
+        init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
+                     for m in members} if c.eval.at_init else {}
+    with clock("setup"):
+        program = _Program(setup, members, states, traced, start, clock)
     wall0 = time.perf_counter()
     try:
         for step in range(start, c.steps):
@@ -541,9 +638,11 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple) -
             if count % c.log_every == 0 or count == c.steps:
                 program.log(count)
             if count % c.checkpoint_every == 0 or count == c.steps:
-                program.checkpoint(count)
+                with clock("checkpoints"):
+                    program.checkpoint(count)
             if c.eval_every and count % c.eval_every == 0 and count != c.steps:
-                program.evaluate(count)
+                with clock("evaluation"):
+                    program.evaluate(count)
         program.finish(time.perf_counter() - wall0, init_eval)
     finally:
         program.close()
@@ -553,8 +652,9 @@ class _Program:
     """The device side of :func:`_run`: the members' stacked state, their hyperparameters, the
     compiled step, and which members are still active."""
 
-    def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int):
+    def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int, clock: Clock):
         c = members[0].config
+        self.clock, self.compiled = clock, None
         self.setup, self.members, self.config = setup, members, c
         self.task = tasks.get(c.task)
         self.replicated = NamedSharding(setup.mesh, P())
@@ -579,11 +679,17 @@ class _Program:
 
     def step(self, step: int) -> bool:
         """One step of every member; a member whose loss is not finite stops alone. False: none is left."""
-        by_seed = {seed: self.task.host_batch(self.setup, seed, step) for seed in {m.config.seed for m in self.members}}
-        batch = _stack([by_seed[m.config.seed] for m in self.members])  # members of one seed share its batch
-        batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
-        self.states, self.metrics = self.step_fn(self.states, batch, jnp.int32(step), self.consts, self.hps)
-        losses = np.asarray(self.metrics["loss"], np.float64)
+        with self.clock("data"):
+            by_seed = {seed: self.task.host_batch(self.setup, seed, step) for seed in {m.config.seed for m in self.members}}
+            batch = _stack([by_seed[m.config.seed] for m in self.members])  # members of one seed share its batch
+            batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+        args = (self.states, batch, jnp.int32(step), self.consts, self.hps)
+        if self.compiled is None:
+            with self.clock("compile"):
+                self.compiled = self.step_fn.lower(*args).compile()
+        with self.clock("steps"):
+            self.states, self.metrics = self.compiled(*args)
+            losses = np.asarray(self.metrics["loss"], np.float64)
         for i in list(self.active):
             if not np.isfinite(losses[i]):
                 _fail(self.members[i], step, losses[i])
@@ -625,22 +731,36 @@ class _Program:
                 m.ckpt.save(count, {**_member(host, i, self.shapes[i]), "log_window": m.window.array()})
                 m.last_ckpt = count
 
+    def diagnostics(self, i: int) -> dict:
+        """Member ``i``'s step diagnostics at the last step (the task's ``extra["diagnostics"]``: the
+        negatives' class overlap, the bank's fill and age), reported with each evaluation."""
+        return {k[len("diag/"):]: float(np.asarray(v)[i]) for k, v in (self.metrics or {}).items()
+                if k.startswith("diag/")}
+
     def evaluate(self, count: int) -> None:
         """A mid-run evaluation of each active member, logged at step ``count``."""
         for i in self.active:
             m = self.members[i]
-            m.out.row({"step": count, **{f"eval/{k}": v for k, v in
-                                         evaluate(m.setup, _member(self.states["params"], i)).items()}})
+            metrics = {**evaluate(m.setup, _member(self.states["params"], i)), **self.diagnostics(i)}
+            m.out.row({"step": count, **{f"eval/{k}": v for k, v in metrics.items()}})
 
     def finish(self, wall: float, init_eval: dict) -> None:
         """The final evaluation and ``result.json`` of each active member."""
         c = self.config
+        finals = {}
+        with self.clock("evaluation"):
+            for i in self.active:
+                m = self.members[i]
+                finals[i] = {**evaluate(m.setup, _member(self.states["params"], i)), **self.diagnostics(i)}
+        account = self.clock.account()
         for i in self.active:
             m = self.members[i]
             params = _member(self.states["params"], i)
-            final = evaluate(m.setup, params)
+            final = finals[i]
             m.out.row({"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
-            result = {"status": "finished", "steps": c.steps, "eval": final,
+            m.out.line(f"program of {len(self.members)} member(s), " + self.clock.line())
+            result = {"status": "finished", "steps": c.steps, "eval": final, "time_account": account,
+                      "program": os.path.basename(self.members[0].workdir),
                       "final_loss": rundir.last_loss(m.workdir) if m.primary else None,
                       "num_devices": self.setup.mesh.size,
                       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),

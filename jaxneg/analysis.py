@@ -28,7 +28,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -114,6 +114,27 @@ class GroupFit:
         groups = [self.y[self.x == v] for v in xs]
         return (xs, np.array([g.mean() for g in groups]), np.array([g.std(ddof=1) if len(g) > 1 else 0.0
                                                                    for g in groups]), np.array([len(g) for g in groups]))
+
+    def plateau(self):
+        """``(x*, x_max)``: the smallest ``x`` whose mean over seeds lies within one standard deviation of
+        the seeds at the largest ``x`` (``x_max``) from that ``x``'s mean: where the curve stops
+        improving, as far as the seeds can tell (``x* = x_max``: it has not saturated). None without
+        seeds at ``x_max`` or for a law of several variables."""
+        if self.x.ndim != 1:
+            return None
+        xs, mean, sd, n = self.seed_stats()
+        if n[-1] < 2:
+            return None
+        within = np.abs(mean - mean[-1]) <= sd[-1]
+        return float(xs[np.argmax(within)]), float(xs[-1])
+
+    def best(self):
+        """``(x, mean)``: the ``x`` with the lowest mean target over its runs (the fitted target: an
+        error rate for a ``complement`` analysis)."""
+        xs = np.unique(self.x, axis=0)
+        means = [self.y[np.all(self.x.reshape(len(self.x), -1) == np.reshape(v, (1, -1)), axis=1)].mean() for v in xs]
+        i = int(np.argmin(means))
+        return xs[i], float(means[i])
 
     def _data(self, x) -> dict:
         """``x`` ([m] for a one-variable law, [m, V] or a mapping otherwise) as the law's variables."""
@@ -288,13 +309,15 @@ def law_text(fit: scaling.Fit, xname: str = "x") -> str:
 
 
 def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None = None, group_label: str = "",
-              extrapolate: float = 2.0, ax=None, title: str | None = None):
+              extrapolate: float = 2.0, ax=None, title: str | None = None, baselines: Mapping[str, float] | None = None):
     """Data points, fitted curve and bootstrap band per group, on a log ``x`` axis.
 
     The curve continues (dashed) to ``extrapolate ×`` the largest ``x``; curves and bands are
     clipped to each fit's ``bounds``. The legend names the swept variable (``xlabel``) in the
-    law and explains the dashed line and the band. Returns the matplotlib ``Figure`` (a new
-    one, without pyplot, unless ``ax`` is given).
+    law and explains the dashed line and the band. ``baselines`` (``{label: value}`` in the
+    plotted target's units, e.g. the raw input's and the untrained encoder's error) are drawn
+    as labelled horizontal lines. Returns the matplotlib ``Figure`` (a new one, without pyplot,
+    unless ``ax`` is given).
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -348,6 +371,8 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
             both = np.concatenate([grid_in, grid_out[1:]]) if extrapolate > 1 else grid_in
             low, high = gf.band(both)
             ax.fill_between(both, low, high, color=c, alpha=0.15, lw=0)
+    for j, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, color="black", ls=(":", "-.", "--")[j % 3], lw=1.2, label=f"{name}: {value:.3g}", zorder=1)
     handles, labels = ax.get_legend_handles_labels()
     if extrapolate > 1:
         handles.append(Line2D([], [], color="gray", ls="--"))
@@ -369,6 +394,39 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if title:
         ax.set_title(title, fontsize="medium")
     return fig
+
+
+def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *, x, group: str | None,
+                    complement: bool) -> str:
+    """Markdown lines that read each group's fit against the ``baselines`` (``{label: metric value}``):
+    the best point (lowest mean target over seeds) and by how much it beats each baseline, and where
+    the curve saturates (:meth:`GroupFit.plateau`). An error curve (``complement``) is reported in
+    the metric's own units (accuracy = 1 - error)."""
+    x = x if isinstance(x, str) else ", ".join(x)
+    to_metric = (lambda e: 1.0 - e) if complement else (lambda e: e)
+    lines = []
+    if baselines:
+        lines.append("Baselines of the same protocol: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items())
+                     + (" (a point below the untrained encoder learned nothing)." if any("untrained" in k for k in baselines)
+                        else "."))
+    for gf in fits:
+        name = "" if gf.group is None else f"{group or 'group'}={plain(gf.group)}: "
+        bx, by = gf.best()
+        m = to_metric(by)
+        bx = np.asarray(bx).tolist()
+        bx = int(bx) if isinstance(bx, float) and bx.is_integer() else bx
+        text = f"- {name}best point {x}={bx} with {m:.4g}"
+        if baselines:
+            text += " (" + ", ".join(f"{m - v:+.4g} over the {k}" if m >= v else f"{v - m:.4g} below the {k}"
+                                     for k, v in baselines.items()) + ")"
+        plateau = gf.plateau()
+        if plateau is not None:
+            xs, xmax = plateau
+            text += (f"; not saturated: every smaller {x} lies outside the seeds' sd at the largest ({xmax:g})"
+                     if xs == xmax else f"; saturates from {x}={xs:g} (its mean is within the seeds' sd at {x}="
+                                        f"{xmax:g} of that point's mean)")
+        lines.append(text + ".")
+    return "\n".join(lines)
 
 
 def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bootstrap: int) -> str:
@@ -440,7 +498,9 @@ def plot_name(a: Analysis) -> str:
 
 
 def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, preamble: Sequence[str] = (),
-                 per_group_figures: bool = False, strict: bool = False, say: Callable[[str], None] | None = None) -> str:
+                 per_group_figures: bool = False, strict: bool = False, say: Callable[[str], None] | None = None,
+                 baselines: Mapping[str, Mapping[str, float]] | None = None, time_account: Mapping[str, float] | None = None,
+                 timings: dict | None = None) -> str:
     """Fit every analysis on the tidy table ``df``; write ``out/fits.json``, the figures and ``out/report.md``.
 
     The report is ``# title``, the ``preamble`` lines, then a ``## Fits`` section per analysis:
@@ -448,8 +508,16 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
     (:func:`plot_name`, every group in it) or one per group (``fit_<group>=<value>.png``) with
     ``per_group_figures``. An analysis that cannot be fitted yet (too few finished runs) gets a
     "not fitted" line and the rest of the report stands; with ``strict`` it raises the
-    ``ValueError`` instead. ``say``: a progress callback. Returns the report's path.
+    ``ValueError`` instead. ``say``: a progress callback. ``baselines`` (``{label: {metric: value}}``,
+    e.g. the raw input's and the untrained encoder's, :mod:`experiments.sweep`'s ``baselines.json``) are
+    drawn in every figure of a metric they have and stated in its section, with how far each group's best
+    point lies above them (:func:`baseline_report`). The report ends with a ``## Time`` section: the
+    seconds of each fit (also put in ``timings``, by heading) and, given ``time_account`` (``{phase:
+    seconds}`` of the training), that account. Returns the report's path.
     """
+    import time
+
+    timings = {} if timings is None else timings
     os.makedirs(out, exist_ok=True)
     fits_json, sections, used = [], [], set()
     for i, a in enumerate(analyses):
@@ -457,6 +525,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
             say(f"analysis {i + 1}/{len(analyses)}: fitting {a.label} vs {a.xname}"
                 + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
         head = f"### {a.heading()}\n\n"
+        t_fit = time.perf_counter()
         try:
             fits = a.fit(df)
         except ValueError as e:
@@ -464,6 +533,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 raise
             sections.append(head + f"not fitted: {e}\n")
             continue
+        floors = {k: float(v[a.y]) for k, v in (baselines or {}).items() if a.y in v}
         title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
         figures = []
         for part in ([[gf] for gf in fits] if per_group_figures else [fits]):
@@ -475,15 +545,24 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
             if png in used:
                 png = png[:-4] + f"_{i + 1}.png"
             used.add(png)
-            fig = plot_fits(part, xlabel=a.xname, group_label=a.group or "", title=f"{part[0].label}: {title_of}")
+            fig = plot_fits(part, xlabel=a.xname, group_label=a.group or "", title=f"{part[0].label}: {title_of}",
+                            baselines={k: (1.0 - v if a.complement else v) for k, v in floors.items()})
             fig.savefig(os.path.join(out, png), dpi=120)
             figures.append(f"![{part[0].label} vs {a.xname}]({png})")
         fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
                        "where": a.where or None, "frontier": a.frontier, **gf.to_json()} for gf in fits]
         sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
+                        + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + "\n".join(figures) + "\n")
+        timings[a.heading()] = time.perf_counter() - t_fit
     rundir.write_json(os.path.join(out, FITS), fits_json)
-    lines = [f"# {title}", "", *preamble, "## Fits", "", *sections]
+    lines = [f"# {title}", "", *preamble, "## Fits", "", *sections, "## Time", ""]
+    if time_account:
+        lines += ["Training, summed over the programs (`time_account` in each `runs/*/result.json`; with several "
+                  "worker processes they overlap in time): "
+                  + ", ".join(f"{k.replace('program_', '')} {v:.1f} s" for k, v in time_account.items()) + ".", ""]
+    lines += ["Analysis, per fit (bootstrap refits included): "
+              + (", ".join(f"{k}: {v:.1f} s" for k, v in timings.items()) or "none") + ".", ""]
     path = os.path.join(out, REPORT)
     with open(path, "w") as f:
         f.write("\n".join(lines))

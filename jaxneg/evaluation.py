@@ -3,6 +3,7 @@ r"""Downstream and representation metrics for trained encoders.
 ==========================  ============================================================
 :func:`knn_accuracy`        weighted kNN classifier on frozen features (Wu et al. 2018)
 :func:`linear_probe`        multinomial logistic regression on frozen features (optax)
+:func:`classification`      both of them under one protocol: a run's evaluation and its baselines
 :func:`retrieval_metrics`   recall@k, hit@k, MRR@k, nDCG@k with graded groups of relevant docs
 :func:`contrastive_accuracy`  top-1 accuracy among a fixed number of candidates
 :func:`alignment`, :func:`uniformity`, :func:`tolerance`, :func:`rankme`   from :mod:`jaxneg.metrics`
@@ -116,6 +117,24 @@ def _fit_probe(xtr, ytr, l2, c, steps, learning_rate):
 
     (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
     return p
+
+
+def classification(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07,
+                   probe_steps: int = 300, num_classes: int | None = None) -> dict:
+    r"""The frozen-feature classification protocol: ``{"knn_accuracy", "linear_probe_accuracy"}``.
+
+    :func:`knn_accuracy` (``k``, ``temperature``) and :func:`linear_probe` (``probe_steps``) of the
+    same features ``train_x [N, D]``, ``test_x [M, D]`` (rows of any shape are flattened). The
+    experiments evaluate encoders with it, and read every result against it applied to the raw
+    inputs and to the untrained encoder (``experiments.train.baselines``): a run below the
+    untrained encoder learned nothing.
+    """
+    flat = lambda x: np.asarray(x).reshape(np.shape(x)[0], -1) if np.ndim(x) != 2 else x
+    train_x, test_x = flat(train_x), flat(test_x)
+    return {"knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature,
+                                         num_classes=num_classes),
+            "linear_probe_accuracy": linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
+                                                  steps=probe_steps)["test_accuracy"]}
 
 
 def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:

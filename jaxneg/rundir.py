@@ -10,6 +10,7 @@ module names these files through the constants below::
         summary.json     SUMMARY   finished / failed / skipped runs of the last launch
         results.csv      RESULTS   one row per finished run and metric (jaxneg.results.load)
         fits.json        FITS      one law per group of each analysis, with bootstrap intervals
+        baselines.json   BASELINES raw-input and untrained-encoder metrics of each dataset's protocol
         report.md        REPORT    the run table, the fitted parameters and the figures (*.png)
         lock             LOCK      the launch that holds the directory (experiments.stopping)
         submitit/        SUBMITIT  the SLURM backend's job folders
@@ -43,6 +44,7 @@ CHECKPOINTS, MANIFESTS, QUARANTINE, TENSORBOARD = "checkpoints", "manifests", "q
 # a sweep directory
 SWEEP, SUMMARY, RESULTS, FITS, REPORT, RUNS, SUBMITIT = ("sweep.json", "summary.json", "results.csv", "fits.json",
                                                          "report.md", "runs", "submitit")
+BASELINES = "baselines.json"
 # both
 LOCK = "lock"
 

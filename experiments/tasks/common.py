@@ -75,12 +75,18 @@ class Task:
                                                     z_neg)``
     ``make_objective(setup)``                       ``objective(reps, logit_params, extra, hp) -> loss``
     ``inputs(setup, keys, state, batch, consts, hp)``  inside ``shard_map``, one member:
-                                                    :class:`StepInputs`
+                                                    :class:`StepInputs` (``batch["step"]``: the step;
+                                                    ``extra["diagnostics"]``: scalars logged as
+                                                    step metrics)
     ``after_step(setup, state, params, extra, hp)``  state updates after the optimizer step (queue,
-                                                    EMA)
+                                                    EMA, memory bank); ``extra`` also holds the step
+                                                    (``"step"``) and, without gradient caching, the
+                                                    step's view-1 embeddings (``"embeddings"``)
     ``evaluate(setup, params)``                     downstream metrics of ``params``
     ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
     ``refresh_every(config)``                       index) and their period in steps (0: never)
+    ``raw_input(setup)``                            the evaluation's metrics of the raw inputs (the
+                                                    baseline a run must beat; {}: none)
     ==============================================  =================================================
     """
 
@@ -99,6 +105,7 @@ class Task:
     evaluate: Callable
     refresh: Callable = lambda setup, state, step: state
     refresh_every: Callable = lambda config: 0
+    raw_input: Callable = lambda setup: {}
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here
@@ -184,6 +191,8 @@ def make_objective(setup: Setup):
                 kw["negatives"] = neg
                 if "negatives_mask" in extra:
                     kw["negatives_mask"] = extra["negatives_mask"]
+            if "mask" in extra:  # pairs dropped from the anchors' negatives (views._negatives)
+                kw["mask"] = extra["mask"]
             if c.loss.supervised and entry.labels:
                 kw["labels"] = extra["labels"]
             value = fn(a, b, **kw, **ax)

@@ -33,6 +33,8 @@ def validate(config, loss) -> None:
     """No MoCo (a key encoder is a views-task feature); with a sampler, a loss that takes extra negatives."""
     if config.moco.enabled or config.moco.queue_size:
         raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
+    if config.negatives.subsample or config.negatives.memory:
+        raise ValueError("config.negatives.subsample / memory need task='views'")
     if config.sampler.name and not loss.extra_negatives:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
                          f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")

@@ -62,11 +62,60 @@ def validate(config, loss) -> None:
                              f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
     if config.sampler.name:
         raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+    _validate_negatives(config, loss)
+
+
+#: the losses whose in-batch negatives ``config.negatives`` can subsample and extend with a memory bank,
+#: and the anchor rows (= in-batch columns) each sample gives them: ntxent's two views, infonce's query
+NEGATIVES_LOSSES = {"ntxent": 2, "infonce": 1, "additive_margin": 1}
+
+
+def in_batch_negatives(config) -> int:
+    """The in-batch negatives of each anchor: ``2B - 2`` (ntxent) or ``B - 1`` (query -> key)."""
+    v = NEGATIVES_LOSSES.get(config.loss.name, 1)
+    return v * config.batch_size - v
+
+
+def _validate_negatives(config, loss) -> None:
+    n, m = config.negatives.subsample, config.negatives.memory
+    checks.positive("negatives.subsample", n, 0)
+    checks.positive("negatives.memory", m, 0)
+    checks.positive("negatives.memory_from", config.negatives.memory_from, 0)
+    if not (n or m):
+        return
+    if config.loss.name not in NEGATIVES_LOSSES:
+        raise ValueError(f"config.negatives needs one of the losses {sorted(NEGATIVES_LOSSES)}, got "
+                         f"config.loss.name={config.loss.name!r}")
+    if n > in_batch_negatives(config) + m:
+        raise ValueError(f"config.negatives.subsample={n} must be <= the {in_batch_negatives(config)} in-batch "
+                         f"negatives per anchor of batch_size={config.batch_size} with {config.loss.name}"
+                         + (f" plus the {m} of the memory bank" if m else ""))
+    if n and config.loss.kwargs.get("symmetric", False):
+        raise ValueError("config.negatives.subsample counts each anchor's negatives in one direction: it needs "
+                         "config.loss.kwargs.symmetric=False")
+    if m and config.moco.queue_size:
+        raise ValueError("config.negatives.memory and config.moco.queue_size are two memories; use one")
+    if m and m < config.batch_size:
+        raise ValueError(f"config.negatives.memory={m} must be 0 or >= config.batch_size={config.batch_size} "
+                         f"(each step pushes the batch's embeddings)")
+    if m and config.gradcache_chunk:
+        raise ValueError("config.negatives.memory keeps the step's embeddings, which gradient caching does not "
+                         "return: set config.gradcache_chunk=0")
+
+
+def _bank_size(config) -> int:
+    return config.negatives.memory or config.moco.queue_size
+
+
+def _diagnosed(config) -> bool:
+    """Whether the step reports its negatives (class overlap; the bank's fill and age)."""
+    return bool(config.negatives.subsample or _bank_size(config))
 
 
 def needs(config) -> tuple:
-    """The dataset fields it reads: ``x``, and ``label`` for a supervised loss."""
-    return ("x", "label") if config.loss.supervised else ("x",)
+    """The dataset fields it reads: ``x``, and ``label`` for a supervised loss or the negatives'
+    diagnostics (labels are then only counted, never trained on)."""
+    return ("x", "label") if config.loss.supervised or _diagnosed(config) else ("x",)
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -88,20 +137,28 @@ def example_inputs(setup: Setup):
 
 
 def consts(setup: Setup) -> dict:
+    """With a bank and labels: the training labels by example id (the bank's class diagnostic)."""
+    if _bank_size(setup.config) and "label" in setup.train.arrays:
+        return {"labels": jnp.asarray(setup.train.arrays["label"], jnp.int32)}
     return {}
 
 
 def init_state(setup: Setup, params, key) -> dict:
     """MoCo: the key encoder's parameters (a copy of the query tower) and the queue."""
     c = setup.config
+    if c.negatives.memory:  # empty: it counts as negatives once full (see _negatives)
+        return {"memory": samplers.queue_init(c.negatives.memory, _dim(setup, params))._asdict()}
     if not c.moco.enabled:
         return {}
     out = {"key_params": jax.tree.map(jnp.array, params["query"])}
     if c.moco.queue_size:
-        x, _ = example_inputs(setup)
-        dim = jax.eval_shape(setup.query_model.apply, params["query"], x)[1].shape[-1]
-        out["queue"] = samplers.queue_init(c.moco.queue_size, dim, key=jax.random.fold_in(key, 7))._asdict()
+        out["queue"] = samplers.queue_init(c.moco.queue_size, _dim(setup, params), key=jax.random.fold_in(key, 7))._asdict()
     return out
+
+
+def _dim(setup: Setup, params) -> int:
+    x, _ = example_inputs(setup)
+    return jax.eval_shape(setup.query_model.apply, params["query"], x)[1].shape[-1]
 
 
 def make_encode(setup: Setup):
@@ -134,22 +191,92 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
     if c.moco.enabled:
         b = jax.lax.stop_gradient(embed(setup.query_model, state["key_params"], b, k_key))
         extra["keys"] = b
-        if "queue" in state:
-            queue = samplers.Queue(**state["queue"])
-            fixed, extra["negatives_mask"] = queue.keys, queue.mask
+    if _diagnosed(c):
+        fixed, more = _negatives(c, k_key, state, batch, consts, hp)
+        extra.update(more)
     return common.StepInputs((a, b, None), extra, None, fixed)
+
+
+def _negatives(c, key, state, batch, consts, hp):
+    """``(bank share, extra)``: the negatives of this device's anchors (inside ``shard_map``).
+
+    Candidates: every gathered in-batch column but the anchor itself and its positive, and,
+    with a bank (the memory or the MoCo queue, replicated on every device), every filled slot
+    but those holding an earlier embedding of the anchor's own example (a stale copy of its
+    positive). Each device passes a contiguous ``1/W`` share of the bank's slots, so the
+    gathered columns hold each slot once. A memory bank counts only once full. With
+    ``negatives.subsample = n`` all but ``n`` random candidates are dropped
+    (:func:`jaxneg.samplers.subsample`: a fresh subset per anchor and step, drawn from the
+    in-batch columns and the bank alike). The mask's columns follow the loss' gathered layout,
+    ``W`` blocks of (in-batch columns, bank share). Diagnostics (``extra["diagnostics"]``): the
+    fraction of the kept negatives of the anchor's class (labels only counted), and the bank's
+    fill fraction and mean key age in steps.
+    """
+    v = NEGATIVES_LOSSES.get(c.loss.name, 1)
+    w, d = jax.lax.axis_size(AXIS), jax.lax.axis_index(AXIS)
+    ids = batch["id"]
+    b = ids.shape[0]
+    rows = v * b
+    r = jnp.arange(rows)
+    own = d * rows + r                                  # the row's own column (infonce: its positive key)
+    pos = d * rows + (r + b) % rows if v == 2 else own  # its positive
+    col = jnp.arange(w * rows)
+    cand = ((col[None, :] != own[:, None]) & (col[None, :] != pos[:, None])).reshape(rows, w, rows)
+    labels = batch.get("label")
+    col_lab = row_lab = None
+    if labels is not None:
+        row_lab = jnp.tile(labels, v)
+        col_lab = jnp.broadcast_to(parallel.gather_replicated(labels, AXIS).reshape(w, 1, b), (w, v, b)).reshape(w, rows)
+    extra, diag, fixed, mine = {}, {}, None, None
+    name = "memory" if c.negatives.memory else "queue" if c.moco.queue_size else None
+    if name is not None:
+        bank = samplers.Queue(**state[name])
+        size = hp["memory_size"] if name == "memory" else hp["queue_size"]
+        valid = bank.mask & (bank.count >= size) & (batch["step"] >= hp["memory_from"]) if name == "memory" \
+            else bank.mask
+        s = bank.keys.shape[0]
+        per = -(-s // w)
+        pad = lambda x, value=0: jnp.pad(x, [(0, per * w - s)] + [(0, 0)] * (x.ndim - 1), constant_values=value)
+        fixed = jax.lax.dynamic_slice_in_dim(pad(bank.keys), d * per, per)
+        extra["negatives_mask"] = jax.lax.dynamic_slice_in_dim(pad(valid), d * per, per)
+        mine = pad(bank.excludes(jnp.tile(ids, v)).T).T.reshape(rows, w, per)
+        cand = jnp.concatenate([cand, (pad(valid).reshape(1, w, per) & ~mine)], axis=2)
+        filled = (bank.steps != samplers.memory.EMPTY) & (jnp.arange(s) < size)  # (slots past size: padding)
+        diag["bank_fill"] = jnp.sum(filled) / size
+        diag["bank_age"] = jnp.sum(jnp.where(filled, batch["step"] - bank.steps, 0)) / jnp.maximum(jnp.sum(filled), 1)
+        if labels is not None:
+            bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
+            col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)
+        mine = jnp.concatenate([jnp.zeros((rows, w, rows), bool), mine], axis=2).reshape(rows, -1)
+    cand = cand.reshape(rows, -1)
+    keep = samplers.subsample(key, cand, hp["subsample"]) if c.negatives.subsample else cand
+    drop = cand & ~keep
+    extra["mask"] = drop if mine is None else drop | mine
+    if labels is not None:
+        same = (keep & (row_lab[:, None] == col_lab.reshape(1, -1))).sum()
+        diag["negatives_same_class"] = jax.lax.psum(same, AXIS) / jnp.maximum(jax.lax.psum(keep.sum(), AXIS), 1)
+    extra["diagnostics"] = diag
+    return fixed, extra
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
     """MoCo: push the global batch's keys into the queue, then move the key encoder towards the query encoder."""
     c = setup.config
+    if c.negatives.memory:  # the step's own view-1 embeddings, computed before this update
+        state = dict(state)
+        z = parallel.gather_replicated(jax.lax.stop_gradient(extra["embeddings"]), AXIS)
+        ids = parallel.gather_replicated(extra["ids"], AXIS)
+        state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp["memory_size"], ids=ids,
+                                              step=extra["step"])._asdict()
+        return state
     if not c.moco.enabled:
         return state
     state = dict(state)
     if "queue" in state:
         keys = parallel.gather_replicated(extra["keys"], AXIS)  # device order = global batch order
-        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys,
-                                             size=hp["queue_size"])._asdict()
+        ids = parallel.gather_replicated(extra["ids"], AXIS)
+        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys, size=hp["queue_size"], ids=ids,
+                                             step=extra["step"])._asdict()
     m = hp["moco_momentum"]
     state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
     return state
@@ -176,11 +303,7 @@ def evaluate(setup: Setup, params) -> dict:
     out = {}
     if "label" in train:
         h_tr, _ = encode_all(model, p, view(train["x"]))
-        k = setup.test.num_classes
-        out["knn_accuracy"] = evaluation.knn_accuracy(h_tr, train["label"], h_te, test["label"], k=ev.knn_k,
-                                             temperature=ev.knn_temperature, num_classes=k)
-        out["linear_probe_accuracy"] = evaluation.linear_probe(h_tr, train["label"], h_te, test["label"], num_classes=k,
-                                                      steps=ev.probe_steps)["test_accuracy"]
+        out.update(_classify(setup, h_tr, train["label"], h_te, test["label"]))
         out["tolerance"] = float(METRICS["tolerance"](z_te, jnp.asarray(test["label"])))
     v1, v2 = two_views(key, jnp.asarray(test["x"]))
     _, z1 = encode_all(model, p, v1)
@@ -190,7 +313,25 @@ def evaluate(setup: Setup, params) -> dict:
     return out
 
 
+def _classify(setup: Setup, h_train, y_train, h_test, y_test) -> dict:
+    ev = setup.config.eval
+    return evaluation.classification(h_train, y_train, h_test, y_test, k=ev.knn_k, temperature=ev.knn_temperature,
+                                     probe_steps=ev.probe_steps, num_classes=setup.test.num_classes)
+
+
+def raw_input(setup: Setup) -> dict:
+    """The evaluation's classification protocol on the raw inputs (the identity view, flattened)."""
+    c, ev = setup.config, setup.config.eval
+    test = first_rows(setup.test, ev.max_examples)
+    train = first_rows(setup.eval_train, ev.max_examples)
+    if "label" not in train:
+        return {}
+    identity, _ = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
+    view = lambda x: np.asarray(identity(eval_key(setup), jnp.asarray(x)), np.float32)
+    return _classify(setup, view(train["x"]), train["label"], view(test["x"]), test["label"])
+
+
 TASK = common.register(common.Task(
     name="views", needs=needs, uses_corpus=False, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
-    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate))
+    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input))

@@ -1,6 +1,7 @@
 """experiments.sweep: expansion and validation, the local and submitit backends, resume, the analysis."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -78,6 +79,56 @@ def test_a_sweep_writes_every_run_and_the_analysis(finished_sweep):
     assert "![1 - eval/knn_accuracy vs batch_size](knn_accuracy_error_vs_batch_size.png)" in report
     csv = pd.read_csv(os.path.join(d, "results.csv"))
     assert len(csv) == len(results.load(os.path.join(d, "runs")))
+
+
+def test_the_time_account_sums_to_the_wall_time(finished_sweep):
+    d, summary = finished_sweep
+    acc = summary["time_account"]
+    parts = acc["startup"] + acc["training"] + acc["baselines"] + acc["analysis"]
+    assert parts == pytest.approx(acc["wall"], rel=0.1)
+    # one process (--workers 1): the programs ran one after the other inside the training phase
+    assert acc["programs"] == 3 and acc["program_total"] <= acc["training"] * 1.1
+    assert acc["program_total"] == pytest.approx(sum(acc[f"program_{k}"] for k in T.Clock.PHASES), rel=1e-6)
+    assert acc["program_steps"] > 0 and acc["program_compile"] > 0 and acc["program_evaluation"] > 0
+    assert set(summary["analysis_seconds"]) == {a.heading() for a in small_sweep().analyses}
+    res = json.load(open(os.path.join(d, "runs", summary["finished"][0], "result.json")))
+    assert set(res["time_account"]) == set(T.Clock.PHASES) | {"total"}
+    log = open(os.path.join(d, "runs", summary["finished"][0], "log.txt")).read()
+    assert "member(s), time: " in log and "compile" in log
+    assert "## Time" in open(os.path.join(d, "report.md")).read()
+
+
+def test_the_baselines_are_computed_once_reported_and_equal_a_direct_computation(finished_sweep):
+    import jax
+
+    from experiments.tasks.common import first_rows
+    from jaxneg import evaluation
+
+    d, _ = finished_sweep
+    (name, b), = json.load(open(os.path.join(d, "baselines.json"))).items()
+    assert name == "mnist1d" and b["seeds"] == [0] and b["protocol"]["eval.knn_k"] == 20
+    cfg = config("simclr_mnist1d", **SMALL_SWEEP)
+    setup = T.build(cfg)
+    tr, te = first_rows(setup.eval_train, cfg.eval.max_examples), first_rows(setup.test, cfg.eval.max_examples)
+    flat = lambda x: np.asarray(x, np.float32).reshape(len(x), -1)  # the signal view's identity view is the input
+    knn = evaluation.knn_accuracy(flat(tr["x"]), tr["label"], flat(te["x"]), te["label"], k=cfg.eval.knn_k,
+                                  temperature=cfg.eval.knn_temperature, num_classes=10)
+    probe = evaluation.linear_probe(flat(tr["x"]), tr["label"], flat(te["x"]), te["label"], num_classes=10,
+                                    steps=cfg.eval.probe_steps)["test_accuracy"]
+    assert b["raw_input"] == {"eval/knn_accuracy": knn, "eval/linear_probe_accuracy": probe}
+    untrained = T.evaluate(setup, T.init_params(setup, jax.random.key(0)))
+    assert b["untrained_encoder"]["eval/knn_accuracy"] == untrained["knn_accuracy"]
+    assert b["untrained_encoder_seeds"]["0"]["eval/linear_probe_accuracy"] == untrained["linear_probe_accuracy"]
+    report = open(os.path.join(d, "report.md")).read()
+    head, fits = report.split("## Fits", 1)
+    assert "## Baselines" in head and f"| mnist1d | raw input | {knn:.4g} |" in head
+    assert head.index("## Baselines") < head.index("## Runs") and "| below untrained encoder |" in head
+    assert f"Baselines of the same protocol: raw input {knn:.4g}, untrained encoder" in fits
+    assert re.search("(over|below) the raw input", fits) and re.search("(over|below) the untrained encoder", fits)
+    # a second analysis of the same directory reuses the file
+    before = os.path.getmtime(os.path.join(d, "baselines.json"))
+    S.write_baselines([cfg], d)
+    assert os.path.getmtime(os.path.join(d, "baselines.json")) == before
 
 
 def test_results_load_is_tidy_with_config_columns(finished_sweep):
@@ -185,29 +236,47 @@ def test_slurm_backend_through_submitit_local_executor(tmp_path):
 def test_the_command_line_lists_the_quickstart_points(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
                           "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2,seeds=2,"
-                          "queues=16-48,neg_batches=16-32,platform=accelerator",
+                          "negatives=1-15-30-62-126,neg_batch=32,platform=accelerator",
                           "--dry_run"], capture_output=True, text=True, cwd=os.path.dirname(S.__file__) + "/..")
     assert out.returncode == 0, out.stderr
     part1 = [f"temperature={t},seed={s},batch_size={b}" for t in ("0.1", "0.2") for s in (0, 1)
              for b in (16, 32, 64, 128, 256)]
-    part2 = [f"moco,seed={s},batch_size={b},queue_size={q}" for s in (0, 1) for b, q in ((16, 0), (32, 0), (16, 16),
-                                                                                            (16, 48))]
+    part2 = ([f"subsampled,seed={s},subsample={n}" for s in (0, 1) for n in (1, 15, 30, 62)]
+             + [f"memory,seed={s},memory={m}" for s in (0, 1) for m in (64,)])
     assert out.stdout.split() == part1 + part2
-    assert "28 points, all valid" in out.stderr
+    assert "30 points, all valid" in out.stderr
 
 
-def test_the_quickstart_defaults_follow_the_platform():
+def test_the_quickstart_defaults_and_arguments():
     from experiments.configs import quickstart
 
     cpu, acc = quickstart.get_config("platform=cpu"), quickstart.get_config("platform=accelerator")
     assert cpu.grid["seed"] == (0, 1) and acc.grid["seed"] == (0, 1, 2)
     assert max(cpu.zip["batch_size"]) == 256 and max(acc.zip["batch_size"]) == 1024
-    assert max(cpu.parts[0].zip["moco.queue_size"]) == 4080 and max(acc.parts[0].zip["moco.queue_size"]) == 16368
     assert "keep the job under 10 minutes on 2 CPU cores" in cpu.description
-    groups = S.plan(S.expand(cpu))
-    # part 1: one program per batch size (temperatures x seeds); part 2: one per in-batch size, one for every queue
-    assert sorted(len(g) for g in groups) == sorted([6] * 5 + [2] * 4 + [12])
-    assert len(quickstart.get_config("platform=cpu,queues=").parts) == 0
+    points = S.expand(acc)
+    assert len(points) <= 105 and max(p.config.steps for p in points) <= 400
+    points = S.expand(cpu)
+    full = 2 * 128 - 2
+    n = {p.name: S.columns_row(cpu, p.config) for p in points}
+    part2 = [r for r in n.values() if r["negatives_from"] != "batch"]
+    assert sorted({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "subsampled"}) == [1, 3, 15, 63, full]
+    assert len({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "memory"}) >= 4
+    assert all(p.config.batch_size == 128 for p in points if p.name.startswith(("subsampled", "memory")))
+    # part 1: one program per batch size (temperatures x seeds); part 2: one per source
+    assert sorted(len(g) for g in S.plan(points)) == sorted([6] * 5 + [10, 8])
+    # batches= drops part 1, negatives= part 2, sources= picks the sources
+    only2 = quickstart.get_config("platform=cpu,batches=,seeds=2")
+    assert not only2.grid and not only2.zip and [p.label for p in only2.parts] == ["subsampled", "memory"]
+    assert all(a.x == "negatives_per_anchor" for a in only2.analyses)
+    only1 = quickstart.get_config("platform=cpu,negatives=")
+    assert only1.parts == () and {a.x for a in only1.analyses} == {"batch_size"}
+    sub = quickstart.get_config("platform=cpu,batches=,sources=subsampled,negatives=1-3-15-63-255-1023,neg_batch=256")
+    assert [p.label for p in sub.parts] == ["subsampled"] and sub.parts[0].zip == {"negatives.subsample": (1, 3, 15, 63, 255)}
+    for arg, match in (("negatives=1-300", "between the full batch"), ("sources=queue", "sources must be"),
+                       ("batches=,negatives=", "nothing to run"), ("sources=memory,negatives=1-3", "no value of")):
+        with pytest.raises(ValueError, match=match):
+            quickstart.get_config("platform=cpu," + arg)
 
 
 @pytest.mark.slow
@@ -248,7 +317,7 @@ def test_results_on_a_directory_without_runs_fail_clearly(tmp_path):
 @pytest.mark.parametrize("module,arg,count", [
     ("wang_liu_temperature", None, 5), ("debiased_small_batch", None, 8), ("gradcache_table", None, 4),
     ("full_scale", "table=simclr_batch", 6), ("full_scale", "table=debiased_tau_plus", 4),
-    ("full_scale", "table=uniformity_temperature", 5),
+    ("full_scale", "table=uniformity_temperature", 5), ("wu_memory_bank", None, 4),
 ])
 def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     import importlib
@@ -262,6 +331,9 @@ def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     if arg == "table=simclr_batch":  # Table B.1: lr = B / 256 with LARS, 100 epochs of 50,000 images
         assert [(p.config.batch_size, p.config.optimizer.learning_rate) for p in points][-1] == (8192, 32.0)
         assert all(p.config.steps == 100 * 50_000 // p.config.batch_size for p in points)
+    if module == "wu_memory_bank":  # m drawn from the batch and a bank of about one epoch; the last takes them all
+        assert [p.config.negatives.subsample for p in points] == [1, 10, 512, 2 * 128 - 2 + 4000 - 128]
+        assert {p.config.negatives.memory for p in points} == {4000 - 128}
 
 
 def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_cannot_support(finished_sweep):
@@ -375,8 +447,18 @@ def test_seed_share_separates_seed_noise_from_the_trend():
     text = analysis.fit_report([noisy], x="batch_size", group=None, law="power", n_bootstrap=16)
     assert "seed share of interval width (E, A, alpha)" in text and "Seed share:" in text
     assert "no seeds" not in text
-    fig = analysis.plot_fits([noisy], xlabel="batch_size")
-    assert "mean ± sd over seeds (faint: each seed)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    fig = analysis.plot_fits([noisy], xlabel="batch_size", baselines={"raw input": 0.5, "untrained encoder": 0.7})
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "mean ± sd over seeds (faint: each seed)" in legend
+    assert "raw input: 0.5" in legend and "untrained encoder: 0.7" in legend
+    assert sorted(line.get_ydata()[0] for line in fig.axes[0].get_lines() if line.get_label().startswith(("raw", "untr"))) \
+        == [0.5, 0.7]
+    lines = analysis.baseline_report([noisy], {"raw input": 0.5}, x="batch_size", group=None, complement=True)
+    bx, by = noisy.best()
+    assert f"best point batch_size={int(bx)} with {1 - by:.4g} ({1 - by - 0.5:+.4g} over the raw input)" in lines
+    xs, mean, sd, _ = noisy.seed_stats()
+    first = xs[np.argmax(np.abs(mean - mean[-1]) <= sd[-1])]
+    assert noisy.plateau() == (first, 256.0)
     assert noisy.to_json()["seed_share"] == pytest.approx(noisy.seed_share())
 
 

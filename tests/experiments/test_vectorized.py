@@ -113,7 +113,8 @@ def test_moco_configs_are_checked():
     with pytest.raises(ValueError, match="needs config.moco.enabled=True"):
         T.config_lib.validate(config("simclr_mnist1d", **{"moco.queue_size": 8}))
     with pytest.raises(ValueError, match="takes no extra negatives|takes extra negatives"):
-        T.config_lib.validate(config("simclr_mnist1d", **{"moco.enabled": True, "moco.queue_size": 64}))
+        T.config_lib.validate(config("simclr_mnist1d", **{"moco.enabled": True, "moco.queue_size": 64,
+                                                          "loss.name": "decoupled"}))
 
 
 def test_the_sweep_plans_one_program_per_shape():
