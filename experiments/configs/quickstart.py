@@ -1,44 +1,51 @@
-"""The main job: batch size × temperature, and negatives per anchor (in-batch vs queued), with seeds.
+"""The main job: batch size × temperature, and negatives per anchor at a fixed batch, with seeds and baselines.
 
 ``python -m experiments.sweep --config experiments/configs/quickstart.py --workdir runs/quickstart``
 
-Two parts, every point trained with ``seeds`` seeds (each seed its own data order, views and
-initialisation; the seeds and temperatures of one batch size run as members of one
-vectorised program):
+SimCLR (NT-Xent over two signal views, a 1-D CNN on MNIST-1D; :mod:`experiments.configs.simclr_mnist1d`)
+in two parts, every point trained with ``seeds`` seeds (each seed its own data order, views and
+initialisation; the points of one shape run as members of one vectorised program). Each encoder is
+evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value itself is bounded by
+``log 2B`` and not comparable across batch sizes), and read against the sweep's baselines
+(``baselines.json``: the raw inputs and the untrained encoder, same protocol).
 
-1. **Batch size × temperature** (SimCLR, NT-Xent over two signal views, a 1-D CNN on
-   MNIST-1D; :mod:`experiments.configs.simclr_mnist1d`): batch sizes ``B`` × temperatures
-   ``tau``. Each encoder is evaluated downstream (kNN and linear probe on frozen features; the
-   InfoNCE value itself is bounded by ``log 2B`` and not comparable across batch sizes), and
-   per temperature
+1. **Batch size × temperature**: batch sizes ``B`` × temperatures ``tau``; per temperature
 
        error(B) = E + A · B^-alpha,      error = 1 - accuracy
 
-   is fitted to every seed's run (:func:`jaxneg.analysis.fit_groups`), with bootstrap
-   intervals and the share of their width that comes from seed noise.
+   is fitted to every seed's run (:func:`jaxneg.analysis.fit_groups`), with bootstrap intervals and
+   the share of their width that comes from seed noise.
 
-2. **Negatives per anchor** (MoCo: InfoNCE with a momentum key encoder, m = 0.99, and
-   ``tau = neg_temperature``): the number of negatives each anchor sees, ``n = B - 1 + Q``,
-   grown two ways: in-batch (``B`` in ``neg_batches``, no queue) or queued (``B = neg_batch``
-   fixed and ``Q`` in ``queues`` earlier keys from the FIFO queue). Both curves are fitted,
-   ``error(n) = E + A · n^-alpha``, and drawn in one figure: does a queued negative count as
-   much as an in-batch one? (Queued negatives are cheaper: the step costs grow with ``B``,
-   hardly with ``Q``; but they are keys of older encoders.)
+2. **Negatives per anchor** ``n``, at a fixed batch ``B = neg_batch`` (so the examples per step,
+   the objective and the encoder updates are those of part 1), from two sources (``negatives_from``):
+
+   * ``subsampled``: each anchor keeps ``n`` random in-batch negatives of its ``2B - 2`` (a fresh
+     subset every step; ``config.negatives.subsample``), ``n`` from 1 to the full batch;
+   * ``memory``: all ``2B - 2`` in-batch negatives plus a bank of the encoder's own recent
+     view embeddings (stop-gradient, FIFO; cross-batch memory, Wang et al. 2020; Wu et al. 2018),
+     ``n = 2B - 2 + M``; the bank fills first and counts only once full, and never offers an
+     anchor its own earlier embedding (``config.negatives.memory = M``).
+
+   ``error(n) = E + A · n^-alpha`` is fitted per source and drawn in one figure with the baselines;
+   the report says where each curve saturates. Each run also reports the fraction of its
+   negatives that share the anchor's class and, for the bank, its fill and mean key age
+   (``eval/negatives_same_class``, ``eval/bank_fill``, ``eval/bank_age``). A MoCo queue is the
+   third source of the issue that introduced this part; it is not in the default job (see
+   BENCHMARKS.md: with a momentum encoder the encoder does not learn in this budget).
 
 ``arg`` (``key=value,...``):
-  ``budget``: ``steps`` (default; every run takes the same number of steps, so a larger
-    batch sees more examples and more negatives per step) or ``epochs`` (part 1: every run
-    sees the same number of examples, steps = epochs · N_train / B, as in Chen et al. 2020,
-    Figure 9). ``steps=`` / ``epochs=`` set the budget (default 400 steps, 300 on CPU / 40 epochs).
-  ``batches``: ``16-32-64``; ``temperatures``: ``0.05-0.1-0.5`` (default); ``seeds``: seeds per point;
-  ``queues``: queue sizes (``queues=`` with nothing drops part 2); ``neg_batches``: in-batch sizes of
-  part 2; ``neg_batch``: the batch of the queued runs (16); ``neg_temperature`` (0.1);
+  ``budget``: ``steps`` (default; every run takes the same number of steps) or ``epochs`` (part 1:
+    every run sees the same number of examples, steps = epochs · N_train / B, as in Chen et al. 2020,
+    Figure 9). ``steps=`` / ``epochs=`` set the budget (default 300 steps / 40 epochs).
+  ``batches``: ``32-64-128-256`` (``batches=`` with nothing drops part 1); ``temperatures``:
+  ``0.05-0.1-0.5``; ``seeds``: seeds per point; ``negatives``: the values of ``n``
+  (``negatives=`` with nothing drops part 2; values up to ``2B - 2`` are subsampled, larger ones
+  are the full batch plus a bank of ``n - 2B + 2 >= B`` slots); ``sources``: ``subsampled-memory``
+  (default) or one of them; ``neg_batch``: part 2's batch; ``neg_temperature`` (0.1);
   ``platform``: ``cpu`` or ``accelerator``, whose defaults (:data:`DEFAULTS`) fill the options not
-  given (default: the platform JAX runs on). On an accelerator: 3 seeds, 400 steps, B up to 1024,
-  Q up to 16,368. On CPU, to keep README command 1 under 10 minutes on 2 cores: 2 seeds, 300
-  steps, B up to 256, Q up to 4,080. Any other ``field=value`` overrides the base config.
+  given (default: the platform JAX runs on). Any other ``field=value`` overrides the base config.
 
-See ``BENCHMARKS.md`` for its run time.
+See ``BENCHMARKS.md`` for its run time and results.
 """
 
 from experiments.config_lib import apply_arg, arg_options, number, number_list
@@ -46,22 +53,28 @@ from experiments.configs import simclr_mnist1d
 from experiments.sweep import Analysis, Part, Sweep
 
 NUM_TRAIN = 4000  # MNIST-1D, num_samples=5000: 80% train
-
+SOURCES = ("subsampled", "memory")
 
 #: defaults by platform: 3 seeds and the larger grid on an accelerator; on CPU what keeps README
 #: command 1 under 10 minutes on 2 cores (the report's description says which was used)
 DEFAULTS = {
-    "accelerator": {"seeds": "3", "steps": "400", "batches": "16-32-64-128-256-512-1024", "neg_batches": "16-32-64-128-256-512",
-                    "queues": "16-48-112-240-496-1008-4080-16368"},
-    "cpu": {"seeds": "2", "steps": "300", "batches": "16-32-64-128-256", "neg_batches": "16-32-64-128",
-            "queues": "16-48-112-240-1008-4080"},
+    "accelerator": {"seeds": "3", "steps": "400", "batches": "16-32-64-128-256-512-1024", "neg_batch": "256",
+                    "negatives": "1-3-15-63-255-510-1022-2046-4094"},
+    "cpu": {"seeds": "2", "steps": "300", "batches": "16-32-64-128-256", "neg_batch": "128",
+            "negatives": "1-3-15-63-254-510-1022-2046-3838"},
 }
+LEARNING_RATE = 1e-2  # tuned on CPU (BENCHMARKS.md): 2e-3, the single-run default, left B = 256 at kNN 0.53
 
 
 def _platform() -> str:
     import jax
 
     return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+
+
+def _list(opts, key, kind):
+    text = opts.pop(key)
+    return number_list(key, text, kind, "quickstart") if text else ()
 
 
 def get_config(arg=None):
@@ -74,66 +87,88 @@ def get_config(arg=None):
     budget = opts.pop("budget", "steps")
     if budget not in ("steps", "epochs"):
         raise ValueError(f"quickstart: budget must be 'steps' or 'epochs', got {budget!r}")
-    batches = number_list("batches", opts.pop("batches"), int, "quickstart")
+    batches = _list(opts, "batches", int)
     temperatures = number_list("temperatures", opts.pop("temperatures", "0.05-0.1-0.5"), float, "quickstart")
     seeds = number("seeds", opts.pop("seeds"), int, "quickstart")
     steps = number("steps", opts.pop("steps"), int, "quickstart")
     epochs = number("epochs", opts.pop("epochs", "40"), float, "quickstart")
-    queues_text = opts.pop("queues")
-    queues = number_list("queues", queues_text, int, "quickstart") if queues_text else ()
-    neg_batches = number_list("neg_batches", opts.pop("neg_batches"), int, "quickstart")
-    neg_batch = number("neg_batch", opts.pop("neg_batch", "16"), int, "quickstart")
+    negatives = _list(opts, "negatives", int)
+    sources = tuple(opts.pop("sources", "-".join(SOURCES)).split("-"))
+    neg_batch = number("neg_batch", opts.pop("neg_batch"), int, "quickstart")
     neg_temperature = number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart")
     if seeds < 1:
         raise ValueError(f"quickstart: seeds must be >= 1, got {seeds}")
+    if not set(sources) <= set(SOURCES) or not sources:
+        raise ValueError(f"quickstart: sources must be {'-'.join(SOURCES)} or one of {list(SOURCES)}, got "
+                         f"{'-'.join(sources)!r}")
+    if not batches and not negatives:
+        raise ValueError("quickstart: batches= and negatives= are both empty: nothing to run")
 
     base = simclr_mnist1d.get_config()
-    base.eval.at_init = False
+    base.eval.at_init = False        # the sweep's baselines.json holds the untrained encoder
     base.checkpoint_every = 100      # a relaunch resumes an interrupted run from its last multiple of 100 steps
     base.log_every = 50
     base.optimizer.warmup_steps = 20
+    base.optimizer.learning_rate = LEARNING_RATE
+    base.steps = steps
     base = apply_arg(base, ",".join(f"{k}={v}" for k, v in opts.items()))
 
-    grid = {"loss.temperature": temperatures, "seed": tuple(range(seeds))}
-    if budget == "steps":
-        base.steps = steps
-        zipped = {"batch_size": batches}
-        what = f"{steps} steps per run"
-    else:  # the step count follows the batch size
-        zipped = {"batch_size": batches, "steps": tuple(max(1, round(epochs * NUM_TRAIN / b)) for b in batches)}
-        what = f"{epochs:g} epochs per run (steps = epochs * {NUM_TRAIN} / batch)"
-    parts, analyses = (), [
-        Analysis(x="batch_size", y="eval/knn_accuracy", group="loss.temperature", complement=True,
-                 where="not moco.enabled"),
-        Analysis(x="batch_size", y="eval/linear_probe_accuracy", group="loss.temperature", complement=True,
-                 where="not moco.enabled"),
-    ]
+    grid, zipped, parts = {}, {}, []
+    analyses = []
     description = (f"Defaults of the {platform} platform ({', '.join(f'{k}={v}' for k, v in DEFAULTS[platform].items())}"
                    + (": chosen to keep the job under 10 minutes on 2 CPU cores; an accelerator runs 3 seeds and "
-                      "the larger grid" if platform == "cpu" else "") + "). "
-                   f"Part 1, SimCLR (NT-Xent) on MNIST-1D: batch size {list(batches)} x temperature "
-                   f"{list(temperatures)}, {what}, {seeds} seed(s) per point. Downstream error = 1 - accuracy of a "
-                   f"kNN classifier (k={base.eval.knn_k}) and a linear probe on frozen backbone features.")
-    if queues:
-        in_batch = [(b, 0) for b in neg_batches]
-        queued = [(neg_batch, q) for q in queues if (neg_batch, q) not in in_batch]
-        pairs = in_batch + queued
-        parts = (Part("moco", {"loss.name": "infonce", "moco.enabled": True, "loss.temperature": neg_temperature,
-                               "steps": base.steps},
-                      grid={"seed": tuple(range(seeds))},
-                      zip={"batch_size": tuple(b for b, _ in pairs), "moco.queue_size": tuple(q for _, q in pairs)}),)
+                      "the larger grid" if platform == "cpu" else "") + f"), learning rate {base.optimizer.learning_rate:g}. "
+                   f"Downstream error = 1 - accuracy of a kNN classifier (k={base.eval.knn_k}) and a linear probe on "
+                   f"frozen backbone features.")
+    if batches:
+        grid = {"loss.temperature": temperatures, "seed": tuple(range(seeds))}
+        if budget == "steps":
+            zipped = {"batch_size": batches}
+            what = f"{steps} steps per run"
+        else:  # the step count follows the batch size
+            zipped = {"batch_size": batches, "steps": tuple(max(1, round(epochs * NUM_TRAIN / b)) for b in batches)}
+            what = f"{epochs:g} epochs per run (steps = epochs * {NUM_TRAIN} / batch)"
+        for y in ("eval/knn_accuracy", "eval/linear_probe_accuracy"):
+            analyses.append(Analysis(x="batch_size", y=y, group="loss.temperature", complement=True,
+                                     where="negatives_from == 'batch'"))
+        description += (f" Part 1, SimCLR (NT-Xent) on MNIST-1D: batch size {list(batches)} x temperature "
+                        f"{list(temperatures)}, {what}, {seeds} seed(s) per point.")
+    if negatives:
+        full = 2 * neg_batch - 2
+        by_source = {"subsampled": [n for n in negatives if n <= full],
+                     "memory": [n for n in negatives if n > full]}
+        bad = [n for n in by_source["memory"] if n - full < neg_batch]
+        if bad:
+            raise ValueError(f"quickstart: negatives {bad} lie between the full batch (2B - 2 = {full} at "
+                             f"neg_batch={neg_batch}) and {full + neg_batch}: a memory bank holds at least one batch "
+                             f"(B = {neg_batch} slots); use n <= {full} or n >= {full + neg_batch}")
+        fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full)}
+        same = {"batch_size": neg_batch, "loss.temperature": neg_temperature, "steps": steps}
+        for source in sources:
+            values = by_source[source]
+            if not values:
+                continue
+            field, to_value = fields[source]
+            parts.append(Part(source, same, grid={"seed": tuple(range(seeds))},
+                              zip={field: tuple(to_value(n) for n in values)}))
+        if not parts:
+            raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, negatives))} belongs to the "
+                             f"sources {list(sources)} at neg_batch={neg_batch} (subsampled: n <= {full}; memory: "
+                             f"n >= {full + neg_batch})")
         analyses.append(Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from",
-                                 complement=True, where="moco.enabled"))
-        description += (f" Part 2, MoCo (InfoNCE, momentum key encoder m={base.moco.momentum}, tau={neg_temperature}): "
-                        f"negatives per anchor n = B - 1 + Q from the batch (B in {list(neg_batches)}, Q = 0) or "
-                        f"from the queue (B = {neg_batch}, Q in {list(queues)}), {seeds} seed(s) per point.")
+                                 complement=True, where="negatives_from != 'batch'"))
+        description += (f" Part 2, negatives per anchor n at a fixed batch B = {neg_batch} (NT-Xent, tau = "
+                        f"{neg_temperature}, {steps} steps, {seeds} seed(s) per point): "
+                        + "; ".join(f"{s} n in {by_source[s]}" for s in sources if by_source[s])
+                        + f" (subsampled: n random in-batch negatives of the {full}; memory: the {full} in-batch "
+                          f"negatives plus a bank of n - {full} recent embeddings of the same encoder).")
     return Sweep(
         base=base,
         grid=grid,
         zip=zipped,
-        parts=parts,
-        columns={"negatives_per_anchor": "batch_size - 1 + moco.queue_size",
-                 "negatives_from": "'queue' if moco.queue_size else 'batch'"},
+        parts=tuple(parts),
+        columns={"negatives_per_anchor": "negatives.subsample or (2 * batch_size - 2 + negatives.memory)",
+                 "negatives_from": "'subsampled' if negatives.subsample else 'memory' if negatives.memory else 'batch'"},
         analyses=tuple(analyses),
         description=description,
     )

@@ -8,6 +8,7 @@ paper's claim::
     python -m experiments.reproduce.wang_liu_temperature --workdir runs/repro/wang_liu
     python -m experiments.reproduce.debiased_small_batch --workdir runs/repro/debiased
     python -m experiments.reproduce.gradcache_table --workdir runs/repro/gradcache
+    python -m experiments.reproduce.wu_memory_bank --workdir runs/repro/wu
     python -m experiments.reproduce.full_scale --config simclr_batch --workdir /big/disk/simclr  # accelerators
 
 The analogs reproduce each paper's *comparison* on MNIST-1D, not its absolute numbers: the
