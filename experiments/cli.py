@@ -123,7 +123,8 @@ def _sweep_main(argv):
         with stopping.on_signals():
             summary = sweep.run(spec, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
                           slurm=slurm_options(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
-                          extend=F.extend, vectorize=F.vectorize, max_members=F.max_members)
+                          extend=F.extend, vectorize=F.vectorize, max_members=F.max_members,
+                          baselines=F.baselines)
     except stopping.Stop as stop:
         stopping.exit_stopped(stop, "the same command (finished runs are skipped, the others resume from their "
                                     "last checkpoint)")
@@ -152,6 +153,8 @@ def _sweep_flags():
     flags.DEFINE_string("base", "", "overrides of the base run config: \"steps=100,eval.max_examples=500\"")
     flags.DEFINE_bool("dry_run", False, "list the (validated) points and exit")
     flags.DEFINE_bool("analyze_only", False, "run nothing; rewrite the analysis from the finished runs")
+    flags.DEFINE_bool("baselines", True, "compute baselines.json (the raw inputs' and the untrained encoder's "
+                      "metrics of each evaluation protocol, once) and read the report against them")
     flags.DEFINE_bool("extend", False, "allow adding points to an existing sweep directory (never removing any)")
     flags.DEFINE_bool("vectorize", True, "run the points that share every shape (differing in seed, temperature, "
                       "learning rate, ...) as members of one compiled program; false: one point per program")

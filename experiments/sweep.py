@@ -322,8 +322,11 @@ def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
 
 def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1, cluster: str = "slurm",
         slurm: Mapping | None = None, progress: bool = True, analyze_only: bool = False,
-        extend: bool = False, vectorize: bool = True, max_members: int = 0) -> dict:
+        extend: bool = False, vectorize: bool = True, max_members: int = 0, baselines: bool = True) -> dict:
     """Run every unfinished point of ``sweep`` under ``workdir``, then write the analysis.
+
+    ``baselines``: compute ``baselines.json`` (raw input and untrained encoder of each protocol, once;
+    a file that holds them already is kept) so the report reads every result against them.
 
     Everything is checked before the first run starts, and raises
     :class:`~experiments.config_lib.ConfigError`: the points, the analyses, a run directory
@@ -348,11 +351,11 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     with stopping.Lock(workdir, "experiments.sweep"):  # a second launch into workdir fails here, naming this one
         return _launch(sweep, points, workdir, backend=backend, workers=workers, cluster=cluster, slurm=slurm,
                        progress=progress, analyze_only=analyze_only, extend=extend, vectorize=vectorize,
-                       max_members=max_members)
+                       max_members=max_members, baselines=baselines)
 
 
 def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progress, analyze_only, extend, vectorize,
-            max_members) -> dict:
+            max_members, baselines) -> dict:
     t_launch = time.perf_counter()
     runs_dir = os.path.join(workdir, rundir.RUNS)
     run_dir = lambda p: os.path.join(runs_dir, p.name)
@@ -379,11 +382,12 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
     if resumable and todo:
         _say(f"{len(resumable)} resume from a checkpoint: "
              + ", ".join(f"{n} at step {s}" for n, s in resumable.items()))
-    t0 = time.perf_counter()
     outcomes = {}
     if todo:
         prepare_data([p.config for p in todo])
         groups = plan(todo, vectorize=vectorize, max_members=max_members)
+    t0 = time.perf_counter()  # start-up ends: the points are checked, the data prepared, the programs planned
+    if todo:
         _say(f"running {len(todo)} run(s) ({sum(p.config.steps for p in todo)} steps) as {len(groups)} program(s)"
              + (" (points that share every shape run vectorised, as members of one program)"
                 if len(groups) < len(todo) else "")
@@ -404,7 +408,8 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
                "seconds": time.perf_counter() - t0, "report": None}
     t_train = time.perf_counter()
     if summary["finished"] or done:
-        write_baselines([p.config for p in points], workdir)
+        if baselines:
+            write_baselines([p.config for p in points], workdir)
         t_baselines = time.perf_counter()
         timings = {}
         summary["report"] = analyze(sweep, workdir, verbose=progress, timings=timings)

@@ -138,7 +138,7 @@ def _launch(tmp_path, target, args):
 def _sweep_args(tmp_path, workers):
     (tmp_path / "stop_sweep.py").write_text(_SWEEP)
     return ["experiments.sweep", "--config", str(tmp_path / "stop_sweep.py"), "--workdir", str(tmp_path / "s"),
-            "--workers", str(workers), "--vectorize=false", "--progress=false"]
+            "--workers", str(workers), "--vectorize=false", "--progress=false", "--baselines=false"]
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def test_every_point_is_validated_before_anything_runs(tmp_path, monkeypatch, kw
     sw = small_sweep(**kw)
     sw.base.num_devices = 4
     with pytest.raises(ValueError, match=match):
-        S.run(sw, str(tmp_path), progress=False)
+        S.run(sw, str(tmp_path), progress=False, baselines=False)
     assert not os.listdir(tmp_path)
 
 
@@ -165,7 +165,7 @@ def test_a_relaunch_skips_finished_runs_and_resumes_an_interrupted_one(finished_
     started = []
     real = T.train_group
     monkeypatch.setattr(T, "train_group", lambda c, w: started.extend(map(os.path.basename, w)) or real(c, w))
-    summary = S.run(small_sweep(), d, progress=False)
+    summary = S.run(small_sweep(), d, progress=False, baselines=False)
     assert started == [name] and summary["finished"] == [name] and len(summary["skipped"]) == 5
     after = json.load(open(os.path.join(run, "result.json")))
     assert after["resumed_from"] == 2
@@ -184,14 +184,14 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "train_group", flaky)
     sw = small_sweep(zip={"batch_size": (8,), "steps": (2,)}, analyses=())
-    summary = S.run(sw, str(tmp_path), progress=False, vectorize=False)
+    summary = S.run(sw, str(tmp_path), progress=False, vectorize=False, baselines=False)
     bad = "temperature=0.5,batch_size=8,steps=2"
     assert summary["failed"] == {bad: "RuntimeError: device lost"} and len(summary["finished"]) == 1
     assert "device lost" in open(tmp_path / "runs" / bad / "error.txt").read()
     assert "1 of 2 runs finished" in open(tmp_path / "report.md").read()
     # a relaunch retries it (and clears the old error)
     monkeypatch.setattr(T, "train_group", real)
-    again = S.run(sw, str(tmp_path), progress=False)
+    again = S.run(sw, str(tmp_path), progress=False, baselines=False)
     assert again["finished"] == [bad] and again["failed"] == {}
     assert not os.path.exists(tmp_path / "runs" / bad / "error.txt")
     assert list(results.runs(str(tmp_path / "runs")).status) == ["finished"] * 2
@@ -204,19 +204,19 @@ def test_a_changed_base_config_is_refused_before_any_run(finished_sweep, tmp_pat
     sw = small_sweep()
     sw.base.optimizer.learning_rate = 0.5
     with pytest.raises(ValueError, match="holds a sweep of another base config"):
-        S.run(sw, d, progress=False)
+        S.run(sw, d, progress=False, baselines=False)
     os.remove(os.path.join(d, "sweep.json"))  # without the sweep's record, each run directory is still checked
     with pytest.raises(ValueError, match=r"holds a run of a different config \(fields \['optimizer.learning_rate'\]"):
-        S.run(sw, d, progress=False)
+        S.run(sw, d, progress=False, baselines=False)
 
 
 @pytest.mark.slow
 def test_worker_processes_run_points_with_their_output_in_log_files(tmp_path):
     sw = small_sweep(grid={"seed": (0, 1)}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
-    summary = S.run(sw, str(tmp_path), workers=2, progress=False)
+    summary = S.run(sw, str(tmp_path), workers=2, progress=False, baselines=False)
     assert sorted(summary["finished"]) == ["seed=0,batch_size=8,steps=2", "seed=1,batch_size=8,steps=2"]
     # the same point in this process gives the same numbers as in a worker
-    seq = S.run(sw, str(tmp_path / "seq"), progress=False)
+    seq = S.run(sw, str(tmp_path / "seq"), progress=False, baselines=False)
     for name in seq["finished"]:
         a = json.load(open(tmp_path / "runs" / name / "result.json"))
         b = json.load(open(tmp_path / "seq" / "runs" / name / "result.json"))
@@ -227,7 +227,8 @@ def test_worker_processes_run_points_with_their_output_in_log_files(tmp_path):
 @pytest.mark.slow
 def test_slurm_backend_through_submitit_local_executor(tmp_path):
     sw = small_sweep(grid={}, zip={"batch_size": (8,), "steps": (2,)}, analyses=())
-    summary = S.run(sw, str(tmp_path), backend="slurm", cluster="local", slurm={"timeout_min": 10}, progress=False)
+    summary = S.run(sw, str(tmp_path), backend="slurm", cluster="local", slurm={"timeout_min": 10}, progress=False,
+                    baselines=False)
     assert summary["finished"] == ["batch_size=8,steps=2"] and summary["failed"] == {}
     assert os.path.exists(tmp_path / "runs" / "batch_size=8,steps=2" / "result.json")
     assert os.listdir(tmp_path / "submitit")  # submitit's job folders
@@ -264,7 +265,7 @@ def test_the_quickstart_defaults_and_arguments():
     assert len({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "memory"}) >= 4
     assert all(p.config.batch_size == 128 for p in points if p.name.startswith(("subsampled", "memory")))
     # part 1: one program per batch size (temperatures x seeds); part 2: one per source
-    assert sorted(len(g) for g in S.plan(points)) == sorted([6] * 5 + [10, 8])
+    assert sorted(len(g) for g in S.plan(points)) == sorted([4] * 5 + [10, 8])
     # batches= drops part 1, negatives= part 2, sources= picks the sources
     only2 = quickstart.get_config("platform=cpu,batches=,seeds=2")
     assert not only2.grid and not only2.zip and [p.label for p in only2.parts] == ["subsampled", "memory"]
@@ -384,14 +385,14 @@ def test_a_relaunch_with_another_grid_is_refused_and_extend_adds_points(finished
     fewer = small_sweep(zip={"batch_size": (8,), "steps": (4,)})
     with pytest.raises(ValueError, match=r"holds a sweep of 6 points and this config has 2; it lacks 4: "
                                          r"temperature=0.1,batch_size=16,steps=4"):
-        S.run(fewer, d, progress=False)
+        S.run(fewer, d, progress=False, baselines=False)
     more = small_sweep(grid={"loss.temperature": (0.1, 0.5, 0.9)})
     with pytest.raises(ValueError, match=r"it adds 3: temperature=0.9,batch_size=8,steps=4.*pass --extend"):
-        S.run(more, d, progress=False)
+        S.run(more, d, progress=False, baselines=False)
     other = small_sweep()
     other.base.optimizer.learning_rate = 0.5
     with pytest.raises(ValueError, match=r"another base config \(fields \['optimizer.learning_rate'\]"):
-        S.run(other, d, progress=False)
+        S.run(other, d, progress=False, baselines=False)
     assert open(os.path.join(d, "sweep.json")).read() == before  # nothing was overwritten
     added = small_sweep(grid={"loss.temperature": (0.9,)}, zip={"batch_size": (8,), "steps": (4,)})
     summary = S.run(added, d, progress=False, extend=True)
@@ -406,7 +407,7 @@ def test_progress_runs_logs_and_resume_messages(finished_sweep, tmp_path, capfd)
     shutil.copytree(src, d)
     name = "temperature=0.1,batch_size=32,steps=2"
     os.remove(os.path.join(d, "runs", name, "result.json"))  # interrupted after its last checkpoint
-    S.run(small_sweep(), d, progress=True)
+    S.run(small_sweep(), d, progress=True, baselines=False)
     err = capfd.readouterr().err
     assert "sweep: 5 of 6 runs finished earlier, skipped: temperature=0.1,batch_size=8,steps=4" in err
     assert f"1 resume from a checkpoint: {name} at step 2" in err

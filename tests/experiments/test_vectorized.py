@@ -110,6 +110,8 @@ def test_moco_queues_resume_exactly_and_share_a_program(tmp_path):
 
 
 def test_moco_configs_are_checked():
+    c = T.config_lib.validate(config("moco_mnist1d", steps=300, batch_size=128))  # the queue fills in its first steps
+    assert c.moco.enabled and c.moco.queue_size // c.batch_size <= c.steps // 10
     with pytest.raises(ValueError, match="needs config.moco.enabled=True"):
         T.config_lib.validate(config("simclr_mnist1d", **{"moco.queue_size": 8}))
     with pytest.raises(ValueError, match="takes no extra negatives|takes extra negatives"):
