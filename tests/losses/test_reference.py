@@ -10,7 +10,7 @@ from jaxneg import metrics as M
 from tests import reference as R
 from tests.losses.cases import STREAMING_CASES, case_debiased, labels_with_repeats, rand, with_duplicates
 
-SHAPES = [(1, 3), (2, 4), (5, 7), (16, 8)]
+SHAPES = [(1, 3), (2, 4), (16, 8)]
 RTOL, ATOL = 2e-5, 2e-6
 
 

@@ -16,7 +16,8 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 @pytest.mark.parametrize("name", sorted(STREAMING_CASES))
-@pytest.mark.parametrize("b,block", [(5, 2), (13, 4), (7, 64)])
+@pytest.mark.parametrize("b,block", [(5, 2), (7, 64)])  # a ragged last block; one block wider than the batch
+# (more shapes, blocks and row tiles: test_pair_stats_property)
 def test_streaming_equals_dense_value_and_grad(name, b, block):
     fn, _, x = STREAMING_CASES[name](np.random.default_rng(b * 31 + block), b, 6)
     argnums = tuple(range(len(x)))
