@@ -17,6 +17,9 @@ table::
 
     python -m jaxneg.analysis --csv runs.csv --x compute --y loss --group task --frontier --out fit/
 
+Given baselines (the raw inputs' and the untrained encoder's metrics), every figure draws them and
+every section reads each group's best point and saturation against them (:func:`baseline_report`).
+
 The layers: :mod:`jaxneg.scaling` is the math (laws, fits, bootstrap, frontier, isoFLOP,
 compute-optimal allocation), :mod:`jaxneg.results` the tables; this module joins them.
 """

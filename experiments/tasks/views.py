@@ -18,9 +18,19 @@ initialisation), so every anchor sees ``B - 1 + queue_size`` negatives from the 
 In a vectorised group the members' queues share the longest one's array, each member using
 its own first ``queue_size`` slots (``queue_push(size=...)``; the rest stay masked).
 
+``config.negatives`` (ntxent, infonce) sets the negatives of each anchor at a fixed batch:
+``subsample = n`` keeps ``n`` random candidates (a fresh subset per anchor and step), and
+``memory = M`` adds a FIFO bank of the encoder's own view-1 embeddings of earlier steps
+(stop-gradient; cross-batch memory, Wang et al. 2020), counted as negatives once full (and from
+step ``memory_from``). A bank (the memory or the MoCo queue) records each key's example and
+step: an anchor never meets its own earlier key, and the run reports the bank's fill and key age
+and the share of negatives of the anchor's class (:func:`_negatives`).
+
 References:
   Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, ICML 2020.
   He et al., *Momentum Contrast for Unsupervised Visual Representation Learning*, CVPR 2020.
+  Wang et al., *Cross-Batch Memory for Embedding Learning*, CVPR 2020.
+  Wu et al., *Unsupervised Feature Learning via Non-Parametric Instance Discrimination*, CVPR 2018.
 """
 
 from __future__ import annotations
