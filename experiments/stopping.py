@@ -111,7 +111,8 @@ def exit_worker(stop: Stop) -> None:
 
 
 def stop_processes(processes, grace: float = 5.0) -> None:
-    """SIGTERM each live process, wait up to ``grace`` seconds in all, then SIGKILL any left."""
+    """SIGTERM each live process, wait up to ``grace`` seconds in all, then SIGKILL any left and wait for
+    it to be gone (a process with a large heap can take seconds to exit on a loaded machine)."""
     processes = [p for p in processes if p.is_alive()]
     for p in processes:
         with contextlib.suppress(ProcessLookupError, OSError):
@@ -122,7 +123,7 @@ def stop_processes(processes, grace: float = 5.0) -> None:
     for p in processes:
         if p.is_alive():
             p.kill()
-            p.join(1.0)
+            p.join(30.0)
 
 
 class Busy(RuntimeError):
