@@ -198,9 +198,14 @@ def test_isoflop_refuses_degenerate_input():
 
 
 @pytest.mark.slow
-def test_compute_optimal_matches_the_closed_form_and_a_brute_force_search():
-    N, D, _, L = _isoflop_runs(0.003, seed=2)
+def test_a_chinchilla_fit_recovers_its_exponents_and_allocates_compute_optimally():
+    """One fit and one bootstrap serve both checks: the exponents lie in their 99% bootstrap intervals,
+    and compute_optimal matches the closed form, a brute-force search along k N D = C, and its intervals."""
+    N, D, _, L = _isoflop_runs(0.01, seed=3)
     f = scaling.fit("chinchilla", {"N": N, "D": D}, L)
+    boot = f.bootstrap(30, jax.random.key(1), level=0.99)
+    for k in ("alpha", "beta"):
+        assert boot[k][0] <= TRUTH[k] <= boot[k][1], (k, boot[k])
     C = np.array([1e19, 1e21, 1e23])
     al = scaling.compute_optimal(f, C)
     p = f.params
@@ -214,20 +219,10 @@ def test_compute_optimal_matches_the_closed_form_and_a_brute_force_search():
     for c, n_opt in zip(C, al.N):  # the fitted loss along k N D = C is lowest there
         n = n_opt * np.geomspace(0.5, 2, 2001)
         assert n[np.argmin(f.predict({"N": n, "D": c / (6 * n)}))] == pytest.approx(n_opt, rel=2e-3)
-    boot = f.bootstrap(16, jax.random.key(0))
     ci = scaling.compute_optimal(f, C, bootstrap=boot).intervals
     assert ci["a"][0] <= a <= ci["a"][1] and np.all(ci["N"][0] <= ci["N"][1])
     with pytest.raises(ValueError, match="needs a fit of the 'chinchilla' law"):
         scaling.compute_optimal(scaling.fit("power", {"x": N[:9]}, L[:9]), C)
-
-
-@pytest.mark.slow
-def test_chinchilla_exponents_are_recovered_within_their_bootstrap_intervals():
-    N, D, _, L = _isoflop_runs(0.01, seed=3)
-    f = scaling.fit("chinchilla", {"N": N, "D": D}, L)
-    ci = f.bootstrap(30, jax.random.key(1), level=0.99)
-    for k in ("alpha", "beta"):
-        assert ci[k][0] <= TRUTH[k] <= ci[k][1], (k, ci[k])
 
 
 @pytest.mark.slow

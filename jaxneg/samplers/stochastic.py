@@ -216,7 +216,7 @@ def subsample(key, candidates, n):
 
     Row ``i`` keeps ``min(n, c_i)`` of its ``c_i`` candidate columns (``candidates[i, j]``
     True), every ``min(n, c_i)``-subset equally likely: each candidate draws ``u_ij ~ U[0, 1)``
-    and the ``n`` smallest are kept (ranks from a sort, so exactly ``n`` even with ties).
+    and the ``n`` smallest are kept (ranks from one sort, so exactly ``n`` even with ties).
     Used to isolate the number of negatives per anchor at a fixed batch: the dropped
     columns go to a loss' ``mask`` (``infonce(mask=~keep)``, ``ntxent(mask=~keep)``).
 
@@ -240,5 +240,7 @@ def subsample(key, candidates, n):
                                        jnp.issubdtype(n.dtype, jnp.integer) and jnp.ndim(n) == 0)) or int(n) < 1:
             raise ValueError(f"{fn}: n (negatives kept per row) must be an int >= 1, got {n!r}")
     u = jnp.where(candidates, jax.random.uniform(key, candidates.shape), 2.0)  # non-candidates sort last
-    rank = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
+    order = jnp.argsort(u, axis=1)
+    r, c = candidates.shape
+    rank = jnp.zeros((r, c), jnp.int32).at[jnp.arange(r)[:, None], order].set(jnp.arange(c, dtype=jnp.int32))
     return candidates & (rank < n)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxneg import losses as L
@@ -84,6 +84,7 @@ def _sq(x, same):
     n_labels=st.integers(1, 6),
     seed=st.integers(0, 2**16),
 )
+@settings(max_examples=max(15, settings().max_examples // 2))  # each example compiles its own shapes
 @pytest.mark.slow
 def test_pair_stats_property(b, extra, d, block, row_block, n_labels, seed):
     """Random metadata, specs on rows and columns, any key block and row tile (with padding
