@@ -90,8 +90,9 @@ def test_a_bank_never_offers_an_anchor_its_own_embedding_and_each_slot_appears_o
 
 def test_a_memory_bank_counts_once_full_and_its_fill_and_age_match_a_hand_count(tmp_path):
     """B = 8, 3 steps; the last step sees the pushes of steps 0 and 1: 16 slots of 16 full (age 1.5),
-    of 24 two thirds (not yet offered as negatives)."""
-    members = [config("simclr_mnist1d", **TINY, **{"negatives.memory": m}) for m in (16, 24)]
+    of 24 two thirds (not yet offered as negatives). A member equals the same point run alone."""
+    # on 2 devices: each passes half of the bank, and the pushes gather both devices' embeddings
+    members = [config("simclr_mnist1d", **TINY, num_devices=2, **{"negatives.memory": m}) for m in (16, 24)]
     results = T.train_group(members, [str(tmp_path / "m16"), str(tmp_path / "m24")])
     for r, fill in zip(results, (1.0, 2 / 3)):
         assert r["eval"]["bank_fill"] == pytest.approx(fill)
