@@ -457,21 +457,20 @@ def write_baselines(configs, workdir: str) -> dict:
     for c in configs:
         key = json.dumps(train.protocol(c), sort_keys=True, default=str)
         groups.setdefault(key, (c, set()))[1].add(int(c.seed))
-    out = {}
-    for key, (c, seeds) in groups.items():
-        name = c.data.name
-        while name in out:
-            name = f"{c.data.name}#{len(out) + 1}"
-        out[name] = {"protocol": train.protocol(c), "seeds": sorted(seeds)}
+    named = {}  # name -> (config, seeds)
+    for c, seeds in groups.values():
+        name = c.data.name if c.data.name not in named else f"{c.data.name}#{len(named) + 1}"
+        named[name] = (c, sorted(seeds))
+    text = lambda x: json.dumps(x, sort_keys=True, default=str)
+    want = {name: text({"protocol": train.protocol(c), "seeds": seeds}) for name, (c, seeds) in named.items()}
     old = rundir.read_json(path) if os.path.exists(path) else {}
-    same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-    if old and set(old) == set(out) and all(same({f: old[k].get(f) for f in ("protocol", "seeds")}, v)
-                                            for k, v in out.items()):
+    if set(old) == set(want) and all(text({f: old[k].get(f) for f in ("protocol", "seeds")}) == v
+                                     for k, v in want.items()):
         return old
-    for key, (c, seeds) in groups.items():
-        name = next(k for k, v in out.items() if v["protocol"] == train.protocol(c))
-        _say(f"baselines of {name}: raw input, untrained encoder (seeds {sorted(seeds)})")
-        out[name] = {**train.baselines(c, sorted(seeds)), "seeds": sorted(seeds)}
+    out = {}
+    for name, (c, seeds) in named.items():
+        _say(f"baselines of {name}: raw input, untrained encoder (seeds {seeds})")
+        out[name] = {**train.baselines(c, seeds), "seeds": seeds}
     rundir.write_json(path, out)
     return out
 

@@ -251,9 +251,8 @@ def _negatives(c, key, state, batch, consts, hp):
         extra["negatives_mask"] = jax.lax.dynamic_slice_in_dim(pad(valid), d * per, per)
         mine = pad(bank.excludes(jnp.tile(ids, v)).T).T.reshape(rows, w, per)
         cand = jnp.concatenate([cand, (pad(valid).reshape(1, w, per) & ~mine)], axis=2)
-        filled = (bank.steps != samplers.memory.EMPTY) & (jnp.arange(s) < size)  # (slots past size: padding)
-        diag["bank_fill"] = jnp.sum(filled) / size
-        diag["bank_age"] = jnp.sum(jnp.where(filled, batch["step"] - bank.steps, 0)) / jnp.maximum(jnp.sum(filled), 1)
+        stats = samplers.queue_stats(bank, batch["step"], size=size)
+        diag["bank_fill"], diag["bank_age"] = stats["fill"], stats["age"]
         if labels is not None:
             bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
             col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)

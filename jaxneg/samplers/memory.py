@@ -98,10 +98,13 @@ def queue_push(state: Queue, keys, *, size=None, ids=None, step=None) -> Queue:
 
 
 def queue_stats(state: Queue, step, *, size=None) -> dict:
-    """Diagnostics of a queue at ``step``: ``fill`` (pushed slots / ``size``, default the capacity)
-    and ``age`` (mean of ``step - steps[s]`` over the pushed slots, in steps; 0 when none is)."""
-    s = state.keys.shape[0] if size is None else size
-    pushed = state.steps != EMPTY
+    """Diagnostics of a queue at ``step``: ``fill`` (slots pushed with a step / ``size``, default the
+    capacity; with ``size`` the slots past it are not counted, as in :func:`queue_push`) and ``age``
+    (mean of ``step - steps[s]`` over those slots, in steps; 0 when none is). ``step`` and ``size``
+    may be traced."""
+    capacity = state.keys.shape[0]
+    s = capacity if size is None else size
+    pushed = (state.steps != EMPTY) & (jnp.arange(capacity) < s)
     count = jnp.sum(pushed)
     age = jnp.sum(jnp.where(pushed, step - state.steps, 0)) / jnp.maximum(count, 1)
     return {"fill": count / jnp.asarray(s, jnp.float32), "age": age.astype(jnp.float32)}
