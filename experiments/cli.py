@@ -48,7 +48,15 @@ def _train_main(argv):
     try:
         config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _TRAIN_OVERRIDES)
         if flags.FLAGS.baselines is not None:
-            seeds = [int(s) for s in flags.FLAGS.baselines.split(",") if s.strip()] or None
+            try:
+                seeds = [int(s) for s in flags.FLAGS.baselines.split(",") if s.strip()] or None
+            except ValueError:
+                raise config_lib.ConfigError(f"--baselines must be comma-separated seeds (e.g. 0,1,2) or empty, got "
+                                             f"{flags.FLAGS.baselines!r}") from None
+            try:
+                config_lib.validate(config)  # a bad config is one line and exit status 2, as for training
+            except ValueError as e:
+                raise config_lib.ConfigError(str(e)) from None
             print(json.dumps(train.baselines(config, seeds), indent=2, default=float))
             return
         if not flags.FLAGS.workdir:

@@ -107,8 +107,7 @@ def baselines(config: ml_collections.ConfigDict, seeds=None) -> dict:
     at its initialisation for each of ``seeds`` (default: ``config.seed``). Command line:
     ``python -m experiments.train --config FILE --baselines``.
     """
-    config_lib.validate(config)
-    setup = build(config)
+    setup = build(config)  # (validates first)
     seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
     task = tasks.get(config.task)
     raw = {f"eval/{k}": float(v) for k, v in task.raw_input(setup).items()}

@@ -93,6 +93,8 @@ def test_command_line_errors_are_one_line_and_leave_no_directory(tmp_path):
     assert out.stderr.strip() == "error: --config.stpes: unknown config field 'stpes'; did you mean 'steps'?"
     out = _run("experiments.train", "--workdir", str(w), "--config.loss.name=infonc")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "valid names" in out.stderr
+    out = _run("experiments.train", "--baselines=0", "--config.loss.name=infonc")  # (no workdir needed)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "valid names" in out.stderr
     assert not w.exists()  # validation failed before the work directory was created
     out = _run("experiments.train", "--workdir", str(w), "--config", "experiments/configs/quickstart.py")
     assert out.returncode == 2 and "this is a sweep config" in out.stderr and "python -m experiments.sweep" in out.stderr
