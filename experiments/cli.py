@@ -132,6 +132,7 @@ def _sweep_main(argv):
             summary = sweep.run(spec, F.workdir, backend=F.backend, workers=F.workers, cluster=F.cluster,
                           slurm=slurm_options(F.slurm), progress=F.progress, analyze_only=F.analyze_only,
                           extend=F.extend, vectorize=F.vectorize, max_members=F.max_members,
+                          members_per_step=F.members_per_step,
                           baselines=F.baselines)
     except stopping.Stop as stop:
         stopping.exit_stopped(stop, "the same command (finished runs are skipped, the others resume from their "
@@ -167,6 +168,8 @@ def _sweep_flags():
     flags.DEFINE_bool("vectorize", True, "run the points that share every shape (differing in seed, temperature, "
                       "learning rate, ...) as members of one compiled program; false: one point per program")
     flags.DEFINE_integer("max_members", 0, "at most this many points per vectorised program (0 = no limit)")
+    flags.DEFINE_integer("members_per_step", 0, "members of a program that one compiled step trains at once (vmap); "
+                         "0: 1 on CPU (faster per member there), all on an accelerator")
     flags.DEFINE_bool("progress", True, "a progress bar over the steps of every run, and the analysis phase")
 
 

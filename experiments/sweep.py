@@ -74,7 +74,7 @@ def plan(points, *, vectorize: bool = True, max_members: int = 0) -> list[list[P
     return sorted(out, key=lambda g: -sum(p.config.steps * p.config.batch_size for p in g))
 
 
-def run_group(configs, workdirs) -> list[dict]:
+def run_group(configs, workdirs, members_per_step: int = 0) -> list[dict]:
     """Train one group (``experiments.train.train_group``); failures are returned, not raised.
 
     Each member's outcome is ``{"status": "finished", "eval": {...}}`` or ``{"status":
@@ -85,7 +85,7 @@ def run_group(configs, workdirs) -> list[dict]:
         if os.path.exists(error):  # from an earlier attempt
             os.remove(error)
     try:
-        results = train.train_group(list(configs), list(workdirs))
+        results = train.train_group(list(configs), list(workdirs), members_per_step=members_per_step)
     except Exception as e:  # a run's failure must not stop the sweep
         text, out = traceback.format_exc(), []
         for w in workdirs:
@@ -132,12 +132,12 @@ def _worker_init():
             train.enable_compilation_cache()
 
 
-def _worker_run(configs, workdirs):
+def _worker_run(configs, workdirs, members_per_step=0):
     """Run a group with the process' output (warnings, XLA logs) in its first member's ``log.txt``."""
     os.makedirs(workdirs[0], exist_ok=True)
     try:
         with _output_to(os.path.join(workdirs[0], rundir.LOG)):
-            return run_group(configs, workdirs)
+            return run_group(configs, workdirs, members_per_step)
     except stopping.Stop as stop:
         if multiprocessing.parent_process() is None:  # in the launcher's own process (--workers 1)
             raise
@@ -205,8 +205,8 @@ class _Progress:
         self.stream.close()
 
 
-def _group_args(group, run_dir):
-    return [p.config for p in group], [run_dir(p) for p in group]
+def _group_args(group, run_dir, width):
+    return [p.config for p in group], [run_dir(p) for p in group], width
 
 
 def _record_group(out, group, outcomes, progress):
@@ -215,18 +215,18 @@ def _record_group(out, group, outcomes, progress):
         progress.finished(p, o)
 
 
-def _run_local(groups, run_dir, workers, progress):
+def _run_local(groups, run_dir, workers, progress, width):
     out = {}
     if workers == 1:
         for g in groups:
-            _record_group(out, g, _worker_run(*_group_args(g, run_dir)), progress)
+            _record_group(out, g, _worker_run(*_group_args(g, run_dir, width)), progress)
         return out
     import concurrent.futures as cf
     import multiprocessing as mp
 
     pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
-        futures = {pool.submit(_worker_run, *_group_args(g, run_dir)): g for g in groups}
+        futures = {pool.submit(_worker_run, *_group_args(g, run_dir, width)): g for g in groups}
         for fut in cf.as_completed(futures):
             g = futures[fut]
             try:
@@ -242,7 +242,7 @@ def _run_local(groups, run_dir, workers, progress):
     return out
 
 
-def _run_submitit(groups, run_dir, workdir, cluster, params, progress):
+def _run_submitit(groups, run_dir, workdir, cluster, params, progress, width):
     import submitit
 
     executor = submitit.AutoExecutor(folder=os.path.join(workdir, rundir.SUBMITIT, "%j"), cluster=cluster)
@@ -251,7 +251,7 @@ def _run_submitit(groups, run_dir, workdir, cluster, params, progress):
     jobs = []
     with executor.batch():
         for g in groups:
-            jobs.append((g, executor.submit(_worker_run, *_group_args(g, run_dir))))
+            jobs.append((g, executor.submit(_worker_run, *_group_args(g, run_dir, width))))
     by_job = {id(j): g for g, j in jobs}
     out = {}
     try:
@@ -322,11 +322,14 @@ def _record(sweep: Sweep, points, workdir: str, extend: bool) -> list[dict]:
 
 def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1, cluster: str = "slurm",
         slurm: Mapping | None = None, progress: bool = True, analyze_only: bool = False,
-        extend: bool = False, vectorize: bool = True, max_members: int = 0, baselines: bool = True) -> dict:
+        extend: bool = False, vectorize: bool = True, max_members: int = 0, baselines: bool = True,
+        members_per_step: int = 0) -> dict:
     """Run every unfinished point of ``sweep`` under ``workdir``, then write the analysis.
 
     ``baselines``: compute ``baselines.json`` (raw input and untrained encoder of each protocol, once;
     a file that holds them already is kept) so the report reads every result against them.
+    ``members_per_step``: members of a program one compiled step trains at once
+    (:func:`experiments.train.step_width`; 0: one on CPU, all on an accelerator).
 
     Everything is checked before the first run starts, and raises
     :class:`~experiments.config_lib.ConfigError`: the points, the analyses, a run directory
@@ -339,6 +342,7 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
         raise config_lib.ConfigError(f"sweep: backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(workers, int) or workers < 1:
         raise config_lib.ConfigError(f"sweep: workers must be an integer >= 1, got {workers!r}")
+    train.step_width(members_per_step, 1)
     try:
         points = expand(sweep)
         for a in sweep.analyses:
@@ -351,11 +355,11 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
     with stopping.Lock(workdir, "experiments.sweep"):  # a second launch into workdir fails here, naming this one
         return _launch(sweep, points, workdir, backend=backend, workers=workers, cluster=cluster, slurm=slurm,
                        progress=progress, analyze_only=analyze_only, extend=extend, vectorize=vectorize,
-                       max_members=max_members, baselines=baselines)
+                       max_members=max_members, baselines=baselines, members_per_step=members_per_step)
 
 
 def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progress, analyze_only, extend, vectorize,
-            max_members, baselines) -> dict:
+            max_members, baselines, members_per_step) -> dict:
     t_launch = time.perf_counter()
     runs_dir = os.path.join(workdir, rundir.RUNS)
     run_dir = lambda p: os.path.join(runs_dir, p.name)
@@ -396,9 +400,9 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
         bar = _Progress(points, run_dir, set(done), progress)
         try:
             if backend == "local":
-                outcomes = _run_local(groups, run_dir, workers, bar)
+                outcomes = _run_local(groups, run_dir, workers, bar, members_per_step)
             else:
-                outcomes = _run_submitit(groups, run_dir, workdir, cluster, dict(slurm or {}), bar)
+                outcomes = _run_submitit(groups, run_dir, workdir, cluster, dict(slurm or {}), bar, members_per_step)
         finally:
             bar.close()
     summary = {"points": len(points), "skipped": done,
@@ -421,27 +425,31 @@ def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progres
         account = {"startup": t0 - t_launch, "training": t_train - t0}
     programs = program_accounts(runs_dir, [p.name for p in points if p.name in outcomes])
     summary["time_account"] = {**account, "wall": time.perf_counter() - t_launch,
-                               "programs": len(programs), **_phase_sums(programs)}
+                               "programs": len({p for p, _ in programs.values()}), "passes": len(programs),
+                               **_phase_sums(programs)}
     rundir.write_json(os.path.join(workdir, rundir.SUMMARY), summary)
     return summary
 
 
 def program_accounts(runs_dir: str, names) -> dict:
-    """``{program: time account}`` of the programs that trained the runs ``names`` (each once)."""
+    """``{pass: (program, time account)}`` of the passes that trained the runs ``names`` (each once).
+
+    A program (one compiled step) trains its members in passes of ``members_per_step`` members
+    (:func:`experiments.train.step_width`); each pass keeps its own account."""
     out = {}
     for name in names:
         path = os.path.join(runs_dir, name, rundir.RESULT)
         if os.path.exists(path):
             r = rundir.read_json(path)
             if "time_account" in r:
-                out.setdefault(r.get("program", name), r["time_account"])
+                out.setdefault(r.get("pass", r.get("program", name)), (r.get("program", name), r["time_account"]))
     return out
 
 
 def _phase_sums(programs: dict) -> dict:
-    """The programs' phases summed, as ``program_<phase>`` seconds (with several workers they overlap in time)."""
+    """The passes' phases summed, as ``program_<phase>`` seconds (with several workers they overlap in time)."""
     phases = train.Clock.PHASES + ("total",)
-    return {f"program_{k}": sum(a.get(k, 0.0) for a in programs.values()) for k in phases}
+    return {f"program_{k}": sum(a.get(k, 0.0) for _, a in programs.values()) for k in phases}
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -517,7 +517,25 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return result
 
 
-def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
+def step_width(requested: int, members: int) -> int:
+    """How many members one compiled step trains at once (``vmap`` over them): ``requested`` if > 0,
+    else 1 on CPU and all of them on an accelerator.
+
+    On an accelerator one step of many small members keeps the device busy where one member at a
+    time would leave it idle. On CPU the arithmetic is already the bottleneck, and XLA:CPU runs the
+    vmapped step 1.5x slower per member than the single-member step (grouped convolutions, batched
+    small matmuls; BENCHMARKS.md, "The main job"), so the members pass one at a time through the same
+    compiled single-member step: still one compilation per program.
+    """
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 0:
+        raise config_lib.ConfigError(f"members_per_step must be an int >= 0 (0: the platform's default), "
+                                     f"got {requested!r}")
+    if requested:
+        return min(requested, members)
+    return 1 if jax.default_backend() == "cpu" else members
+
+
+def train_group(configs, workdirs, *, echo: bool = False, members_per_step: int = 0) -> list[dict]:
     """Train ``configs`` (equal :func:`group_key`) as members of one program; one result per member.
 
     Each member runs in its own ``workdirs[i]`` exactly as :func:`train` would run it alone:
@@ -526,6 +544,10 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
     stops being finite is stopped alone: its result is ``{"status": "failed", "step", "loss",
     "last_checkpoint"}`` (also ``failed.json``) and the other members go on. ``echo``: also
     print each member's progress lines to stderr.
+
+    The step is compiled once; ``members_per_step`` members at a time pass through it
+    (:func:`step_width`: 0 = 1 on CPU, all on an accelerator). Each pass is a program of its
+    own in the time account (the first also carries the group's data and setup).
 
     Raises :class:`~experiments.config_lib.ConfigError` for a bad config, configs that cannot
     share a program, or a work directory of another config, before anything is created.
@@ -536,6 +558,7 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
     workdirs = [os.path.abspath(w) for w in workdirs]
     if len(set(workdirs)) != len(workdirs):
         raise config_lib.ConfigError("train_group: every member needs its own workdir")
+    step_width(members_per_step, len(configs))  # checked here, before anything is created
     keys = {group_key(c) for c in configs}
     if len(keys) > 1:
         diff = rundir.config_diff(config_json(configs[0]), next(config_json(c) for c in configs
@@ -578,8 +601,14 @@ def train_group(configs, workdirs, *, echo: bool = False) -> list[dict]:
             by_start = {}
             for m in todo:
                 by_start.setdefault(m.start, []).append(m)
+            compiled = {}  # members per step -> the compiled step, shared by the passes
             for start, group in sorted(by_start.items()):
-                _run(setup, group, [states[m.workdir] for m in group], start, traced, clock)
+                size = step_width(members_per_step, len(group))
+                for i in range(0, len(group), size):
+                    passing = group[i:i + size]
+                    _run(setup, passing, [states.pop(m.workdir) for m in passing], start, traced, clock, compiled,
+                         bar=echo and len(configs) == 1, program=os.path.basename(group[0].workdir))
+                    clock = Clock()  # the next pass is a program of its own
         finally:
             for m in todo:
                 m.close()
@@ -610,11 +639,15 @@ def _restore(m: _Member) -> dict:
     return state
 
 
-def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, clock: Clock) -> None:
+def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, clock: Clock, compiled: dict,
+         bar: bool = False, program: str = "") -> None:
     """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``.
 
     The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish. ``clock``
-    keeps the program's time account (:class:`Clock`), written to each result and log.
+    keeps the program's time account (:class:`Clock`), written to each result and log. ``compiled``:
+    ``{members: compiled step}``, filled on first use and shared by the passes of a group. ``bar``: a
+    progress bar (a run of its own). ``program``: the group's name (its first member's directory); each
+    result also names its pass (``pass``: the first member of this call).
     """
     c = members[0].config
     for m in members:
@@ -626,7 +659,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, c
         init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
                      for m in members} if c.eval.at_init else {}
     with clock("setup"):
-        program = _Program(setup, members, states, traced, start, clock)
+        program = _Program(setup, members, states, traced, start, clock, compiled, bar, program)
     wall0 = time.perf_counter()
     try:
         for step in range(start, c.steps):
@@ -651,9 +684,11 @@ class _Program:
     """The device side of :func:`_run`: the members' stacked state, their hyperparameters, the
     compiled step, and which members are still active."""
 
-    def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int, clock: Clock):
+    def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int, clock: Clock,
+                 compiled: dict, bar: bool, name: str):
         c = members[0].config
-        self.clock, self.compiled = clock, None
+        self.name = name or os.path.basename(members[0].workdir)
+        self.clock, self.compiled = clock, compiled
         self.setup, self.members, self.config = setup, members, c
         self.task = tasks.get(c.task)
         self.replicated = NamedSharding(setup.mesh, P())
@@ -662,8 +697,7 @@ class _Program:
         self.states = jax.device_put(_stack(states), self.replicated)
         self.hps = jax.device_put(_stack([hparams(m.config, traced) for m in members]), self.replicated)
         self.consts = jax.device_put(self.task.consts(setup), self.replicated)
-        self.step_fn = make_step(setup.member(c))
-        self.bar = _progress(c, start) if len(members) == 1 else None
+        self.bar = _progress(c, start) if bar else None
         self.active = list(range(len(members)))
         self.metrics = None
         self.t0, self.steps_in_window = time.perf_counter(), 0
@@ -683,11 +717,12 @@ class _Program:
             batch = _stack([by_seed[m.config.seed] for m in self.members])  # members of one seed share its batch
             batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
         args = (self.states, batch, jnp.int32(step), self.consts, self.hps)
-        if self.compiled is None:
+        size = len(self.members)
+        if size not in self.compiled:
             with self.clock("compile"):
-                self.compiled = self.step_fn.lower(*args).compile()
+                self.compiled[size] = make_step(self.setup.member(self.config)).lower(*args).compile()
         with self.clock("steps"):
-            self.states, self.metrics = self.compiled(*args)
+            self.states, self.metrics = self.compiled[size](*args)
             losses = np.asarray(self.metrics["loss"], np.float64)
         for i in list(self.active):
             if not np.isfinite(losses[i]):
@@ -759,7 +794,7 @@ class _Program:
             m.out.row({"step": c.steps, **{f"eval/{k}": v for k, v in final.items()}})
             m.out.line(f"program of {len(self.members)} member(s), " + self.clock.line())
             result = {"status": "finished", "steps": c.steps, "eval": final, "time_account": account,
-                      "program": os.path.basename(self.members[0].workdir),
+                      "program": self.name, "pass": os.path.basename(self.members[0].workdir),
                       "final_loss": rundir.last_loss(m.workdir) if m.primary else None,
                       "num_devices": self.setup.mesh.size,
                       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),

@@ -185,6 +185,20 @@ def _solver(log_predict, delta, steps, weights_per_start=False):
     return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0 if weights_per_start else None, None)), static_argnums=4)
 
 
+def resample_counts(n: int, key, strata) -> np.ndarray:
+    """``[n, m]`` bootstrap multiplicities: row ``r`` counts how often each of the ``m`` points is drawn
+    when every stratum (``strata [m]`` labels) is resampled with replacement to its own size, by NumPy's
+    generator seeded from the ``jax.random`` ``key`` (its key data)."""
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    counts = np.zeros((n, len(strata)))
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        draws = idx[rng.integers(0, len(idx), (n, len(idx)))]  # [n, |stratum|] point indices
+        np.add.at(counts, (np.arange(n)[:, None], draws), 1)
+    return counts
+
+
 @dataclasses.dataclass(frozen=True)
 class Fit:
     """A fitted law: ``params`` (E, A, alpha[, B, beta]), ``raw`` (log-space), ``objective``."""
@@ -221,13 +235,17 @@ class Fit:
             raise ValueError(f"Fit.are: target must be finite and > 0 with at least 1 value, got {y.tolist()}")
         return float(np.mean(np.abs(self.predict(data) - y) / y))
 
-    def bootstrap(self, n: int, key, *, level: float = 0.95, strata=None) -> dict:
+    def bootstrap(self, n: int, key, *, level: float = 0.95, strata=None, starts: int = 32,
+                  screen: tuple | None = None) -> dict:
         """Percentile confidence intervals from ``n`` refits on points resampled with replacement.
 
         ``strata`` (``[n_points]`` labels): resample within each stratum only, keeping its size
-        (e.g. the seeds at each ``x``: the spread then comes from seed noise alone).
-        Each refit starts from this fit's optimum and from 31 points spread evenly through
-        the start grid, so ``n`` refits cost ``32 n`` L-BFGS runs (vmapped over the starts).
+        (e.g. the seeds at each ``x``: the spread then comes from seed noise alone). The
+        resamples are drawn by NumPy from ``key`` (a pure function of it).
+        Each refit starts from this fit's optimum and from ``starts - 1`` points spread evenly
+        through the start grid, so ``n`` refits cost ``starts * n`` L-BFGS runs, all in one
+        vmapped solve (compiled once per law and shape). ``screen=(s, k)``: run every start ``s``
+        iterations, then only each refit's ``k`` best on to the fit's ``steps`` (as in :func:`fit`).
         Returns ``{name: (low, high)}`` at ``level``, ``"samples": {name: [n]}`` (reported
         parameters) and ``"raw_samples": {name: [n]}`` (for ``predict(data, raw=...)``).
         """
@@ -235,21 +253,17 @@ class Fit:
             raise ValueError(f"Fit.bootstrap: n must be an integer >= 2, got {n!r}")
         if not 0 < level < 1:
             raise ValueError(f"Fit.bootstrap: level must be in (0, 1), got {level}")
+        if not isinstance(starts, int) or starts < 1:
+            raise ValueError(f"Fit.bootstrap: starts must be an integer >= 1, got {starts!r}")
         m = len(self.target)
         if strata is None:
             strata = np.zeros(m)
         strata = np.asarray(strata)
         if strata.shape != (m,):
             raise ValueError(f"Fit.bootstrap: strata must have shape [{m}] (one label per point), got {list(strata.shape)}")
-        members = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-        counts = np.zeros((n, m))
-        for r, k in enumerate(jax.random.split(key, n)):
-            for j, (kk, idx) in enumerate(zip(jax.random.split(k, len(members)), members)):
-                draw = idx[np.asarray(jax.random.randint(kk, (len(idx),), 0, len(idx)))] if len(members) > 1 else \
-                    np.asarray(jax.random.randint(k, (m,), 0, m))  # one stratum: draws over every point
-                counts[r] += np.bincount(draw, minlength=m)
+        counts = resample_counts(n, key, strata)
         grid = _grid(self.law.grid)
-        spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, 31).astype(int)
+        spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, starts - 1).astype(int)
         starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
         per_refit = 1 + len(spread)
         with jax.enable_x64(True):  # every refit's starts in one vmapped solve: n * per_refit L-BFGS runs
@@ -258,7 +272,14 @@ class Fit:
             p0 = {name: jnp.asarray(np.tile(v, n)) for name, v in starts.items()}
             w = jnp.asarray(np.repeat(counts, per_refit, axis=0))
             d, log_y, w = _padded(d, jnp.log(self.target), w)
-            p, obj = solve(p0, d, log_y, w, self.steps)
+            if screen is not None and screen[0] < self.steps and screen[1] < per_refit:
+                p, obj = solve(p0, d, log_y, w, int(screen[0]))  # every start, a few steps
+                keep = np.argsort(np.asarray(obj).reshape(n, per_refit), axis=1, kind="stable")[:, : int(screen[1])]
+                keep = (np.arange(n)[:, None] * per_refit + keep).ravel()  # each refit's best starts
+                p, obj = solve({k: v[keep] for k, v in p.items()}, d, log_y, w[keep], self.steps - int(screen[0]))
+                per_refit = int(screen[1])
+            else:
+                p, obj = solve(p0, d, log_y, w, self.steps)
             best = np.arange(n) * per_refit + np.argmin(np.asarray(obj).reshape(n, per_refit), axis=1)
             raw = {name: np.asarray(v)[best] for name, v in p.items()}
             public = {name: np.asarray(v) for name, v in self.law.public({name: jnp.asarray(v) for name, v in raw.items()}).items()}

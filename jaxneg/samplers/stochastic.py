@@ -214,16 +214,23 @@ def simans(key, scores, positive_scores, k: int, *, a: float = 1.0, b: float = 0
 def subsample(key, candidates, n):
     r"""Keep ``n`` random candidates of each row: a fresh uniformly random subset per row and key.
 
-    Row ``i`` keeps ``min(n, c_i)`` of its ``c_i`` candidate columns (``candidates[i, j]``
-    True), every ``min(n, c_i)``-subset equally likely: each candidate draws ``u_ij ~ U[0, 1)``
-    and the ``n`` smallest are kept (ranks from one sort, so exactly ``n`` even with ties).
-    Used to isolate the number of negatives per anchor at a fixed batch: the dropped
-    columns go to a loss' ``mask`` (``infonce(mask=~keep)``, ``ntxent(mask=~keep)``).
+    Row ``i`` keeps ``k_i = min(n, c_i)`` of its ``c_i`` candidate columns (``candidates[i, j]``
+    True), every ``k_i``-subset equally likely. Each column draws a random key, unique in its row,
+
+        key_ij = (b_ij >> s) << s | j,      b_ij ~ U{0, ..., 2^32 - 1},   s = ceil(log2 C),
+
+    and the row keeps the candidates with the ``k_i`` smallest keys: those at or below the threshold
+    ``t_i = min{t : #{j candidate : key_ij <= t} >= k_i}``, found by bisection over the 32-bit keys
+    (32 counting passes over ``[R, C]``, no sort; a sort made this 9.8 ms of a 32 ms train step on
+    CPU, bisection 0.4 ms). The keys are unique, so exactly ``k_i`` are kept. Two columns whose
+    ``32 - s`` random bits tie (probability about ``C^2 / 2^(33 - s)`` per row) are ordered by column.
+    Used to isolate the number of negatives per anchor at a fixed batch: the dropped columns go to a
+    loss' ``mask`` (``infonce(mask=~keep)``, ``ntxent(mask=~keep)``).
 
     Args:
       key: a ``jax.random`` key.
-      candidates: bool ``[R, C]``, the columns row ``i`` may keep (e.g. every in-batch key
-        but its own positive).
+      candidates: bool ``[R, C]``, ``C <= 2^24``: the columns row ``i`` may keep (e.g. every
+        in-batch key but its own positive).
       n: negatives to keep per row, an int ``>= 1`` (may be traced, e.g. a swept
         hyperparameter; then ``n < 1`` keeps none).
 
@@ -235,12 +242,20 @@ def subsample(key, candidates, n):
     if candidates.ndim != 2 or candidates.dtype != jnp.bool_:
         raise ValueError(f"{fn}: candidates must be bool of shape [R, C], got {candidates.dtype} "
                          f"{list(candidates.shape)}")
+    r, c = candidates.shape
+    if c > 2 ** 24:
+        raise ValueError(f"{fn}: candidates may have at most 2^24 columns (8 random bits per key), got {c}")
     if C.is_concrete(n):
         if isinstance(n, bool) or not (isinstance(n, numbers.Integral) or (hasattr(n, "dtype") and
                                        jnp.issubdtype(n.dtype, jnp.integer) and jnp.ndim(n) == 0)) or int(n) < 1:
             raise ValueError(f"{fn}: n (negatives kept per row) must be an int >= 1, got {n!r}")
-    u = jnp.where(candidates, jax.random.uniform(key, candidates.shape), 2.0)  # non-candidates sort last
-    order = jnp.argsort(u, axis=1)
-    r, c = candidates.shape
-    rank = jnp.zeros((r, c), jnp.int32).at[jnp.arange(r)[:, None], order].set(jnp.arange(c, dtype=jnp.int32))
-    return candidates & (rank < n)
+    shift = max(1, (c - 1).bit_length())
+    keys = (jax.random.bits(key, (r, c), jnp.uint32) >> shift << shift) | jnp.arange(c, dtype=jnp.uint32)
+    target = jnp.minimum(jnp.asarray(n, jnp.int32), jnp.sum(candidates, axis=1, dtype=jnp.int32))
+
+    lo, hi = jnp.zeros(r, jnp.uint32), jnp.full(r, 2 ** 32 - 1, jnp.uint32)
+    for _ in range(32):  # invariant: count(hi) >= target, and count(t) < target for every t < lo
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(candidates & (keys <= mid[:, None]), axis=1, dtype=jnp.int32) >= target
+        lo, hi = jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+    return candidates & (keys <= lo[:, None]) & (target > 0)[:, None]

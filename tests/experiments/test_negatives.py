@@ -93,7 +93,7 @@ def test_a_memory_bank_counts_once_full_and_its_fill_and_age_match_a_hand_count(
     of 24 two thirds (not yet offered as negatives). A member equals the same point run alone."""
     # on 2 devices: each passes half of the bank, and the pushes gather both devices' embeddings
     members = [config("simclr_mnist1d", **TINY, num_devices=2, **{"negatives.memory": m}) for m in (16, 24)]
-    results = T.train_group(members, [str(tmp_path / "m16"), str(tmp_path / "m24")])
+    results = T.train_group(members, [str(tmp_path / "m16"), str(tmp_path / "m24")], members_per_step=2)
     for r, fill in zip(results, (1.0, 2 / 3)):
         assert r["eval"]["bank_fill"] == pytest.approx(fill)
         assert r["eval"]["bank_age"] == pytest.approx(1.5)
@@ -110,7 +110,7 @@ def test_a_subsampled_member_equals_the_same_point_run_alone(tmp_path):
     assert T.group_key(members[0]) == T.group_key(members[1])
     assert T.group_key(config("simclr_mnist1d", **TINY)) != T.group_key(members[0])
     dirs = [str(tmp_path / "n1"), str(tmp_path / "n14")]
-    results = T.train_group(members, dirs)
+    results = T.train_group(members, dirs, members_per_step=2)
     alone = T.train(members[0], str(tmp_path / "alone"))
     for x, y in zip(leaves(final_params(dirs[0])[1]), leaves(final_params(str(tmp_path / "alone"))[1])):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)

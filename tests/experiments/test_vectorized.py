@@ -29,8 +29,8 @@ def test_a_member_equals_the_same_point_run_alone(tmp_path, devices):
         {"seed": 2, "loss.temperature": 0.2, "optimizer.weight_decay": 0.05})]
     assert len({T.group_key(c) for c in members}) == 1
     dirs = [str(tmp_path / f"m{i}") for i in range(3)]
-    results = T.train_group(members, dirs)
-    assert [r["status"] for r in results] == ["finished"] * 3 and results[0]["members"] == 3
+    results = T.train_group(members, dirs, members_per_step=3)  # one vmapped step (the accelerator default)
+    assert [r["status"] for r in results] == ["finished"] * 3 and results[0]["members"] == 3, results
     for i in (1,):  # (one alone run per mesh keeps CI short; member 2 differs in weight decay too)
         alone = T.train(members[i], str(tmp_path / f"alone{i}"))
         assert alone["members"] == 1
@@ -39,6 +39,17 @@ def test_a_member_equals_the_same_point_run_alone(tmp_path, devices):
         assert alone["eval"]["knn_accuracy"] == pytest.approx(results[i]["eval"]["knn_accuracy"], abs=1e-6)
     # different seeds and hyperparameters really trained differently
     assert not np.allclose(leaves(final_params(dirs[0])[1])[0], leaves(final_params(dirs[1])[1])[0])
+    if devices == 1:  # the CPU default: the members pass one at a time through one compiled step
+        dirs = [str(tmp_path / f"s{i}") for i in range(3)]
+        seq = T.train_group(members, dirs)
+        assert [r["members"] for r in seq] == [1, 1, 1] and len({r["program"] for r in seq}) == 1 and \
+            len({r["pass"] for r in seq}) == 3
+        assert seq[0]["time_account"]["compile"] > 0 and seq[1]["time_account"]["compile"] == 0 == \
+            seq[2]["time_account"]["compile"]  # compiled once
+        _close(final_params(dirs[1])[1], final_params(str(tmp_path / "alone1"))[1], tol=0)  # bit-identical
+        assert seq[1]["eval"] == alone["eval"]
+        with pytest.raises(T.config_lib.ConfigError, match="members_per_step must be an int >= 0"):
+            T.train_group(members, dirs, members_per_step=-1)
 
 
 @pytest.mark.slow
@@ -58,7 +69,7 @@ def test_swept_loss_keywords_are_traced_and_a_failing_member_stops_alone(tmp_pat
     with monkeypatch.context() as patched:
         patch_task(patched, "views", host_batch=poisoned)
         dirs = [str(tmp_path / f"m{i}") for i in range(3)]
-        results = T.train_group(members, dirs)
+        results = T.train_group(members, dirs, members_per_step=3)
     assert [r["status"] for r in results] == ["finished", "finished", "failed"]
     assert results[2]["step"] == 3 and json.load(open(os.path.join(dirs[2], "failed.json")))["step"] == 3
     alone = T.train(members[1], str(tmp_path / "alone"))
@@ -97,7 +108,7 @@ def test_moco_queues_resume_exactly_and_share_a_program(tmp_path):
     assert T.group_key(members[0]) == T.group_key(members[1])
     assert T.group_key(_moco(**{"moco.queue_size": 0})) != T.group_key(members[0])
     dirs = [str(tmp_path / "q16"), str(tmp_path / "q40")]
-    results = T.train_group(members, dirs)
+    results = T.train_group(members, dirs, members_per_step=2)
     alone = [T.train(members[0], str(tmp_path / "q16_alone")), straight]
     for c, member_dir, alone_dir, r, a in zip(members, dirs, [str(tmp_path / "q16_alone"), str(tmp_path / "straight")],
                                               results, alone):

@@ -42,3 +42,17 @@ def test_logit_scale_is_clipped_and_errors_name_the_model():
         models.build("cnn2d")
     with pytest.raises(ValueError, match="temperature"):
         models.logit_params(0.0)
+
+
+@pytest.mark.parametrize("length", [7, 10])
+def test_max_pool2_equals_flax_max_pool(length):
+    import flax.linen as nn
+
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, length, 4)), jnp.float32)
+    ref = lambda x: nn.max_pool(x, (2,), (2,), padding="SAME")  # noqa: E731
+    np.testing.assert_array_equal(models.encoders.max_pool2(x), ref(x))
+    w = jnp.arange(3 * ((length + 1) // 2) * 4, dtype=jnp.float32).reshape(3, -1, 4)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * w))(x)  # noqa: E731
+    np.testing.assert_array_equal(grad(models.encoders.max_pool2), grad(ref))
+    with pytest.raises(ValueError):
+        models.encoders.max_pool2(x[0, 0])

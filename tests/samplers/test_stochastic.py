@@ -153,6 +153,14 @@ def test_subsample_keeps_exactly_n_random_candidates_per_row():
     row = np.asarray(cand[0])
     np.testing.assert_allclose(freq[row], 3 / row.sum(), atol=0.05)
     assert (freq[~row] == 0).all()
+    # every subset equally likely, not just every column: the 6 pairs of 4 candidates
+    four = jnp.asarray([[True, False, True, True, True]])
+    pairs = np.asarray(jax.vmap(lambda k: S.subsample(k, four, 2))(keys))[:, 0]
+    _, counts = np.unique(pairs[:, [0, 2, 3, 4]], axis=0, return_counts=True)
+    assert len(counts) == 6 and np.all(np.abs(counts / 2000 - 1 / 6) < 0.035)
+    # a traced n below 1 keeps nothing, as does a row without candidates
+    assert not np.asarray(f(jax.random.key(0), cand, jnp.int32(0))).any()
+    assert not np.asarray(S.subsample(jax.random.key(0), jnp.zeros((2, 3), bool), 2)).any()
     with pytest.raises(ValueError, match="n .* must be an int >= 1, got 0"):
         S.subsample(jax.random.key(0), cand, 0)
     with pytest.raises(ValueError, match="candidates must be bool of shape"):
