@@ -18,6 +18,7 @@ steps from the newest:
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -50,16 +51,22 @@ class Checkpoints:
     """``save(step, state)`` keeps the newest ``keep``; ``restore(template)`` -> ``(step, state)`` or None.
 
     ``primary``: this process writes manifests and moves bad steps aside (process 0 of a
-    multi-host run); the others only read.
+    multi-host run); the others only read. ``asynchronous``: :meth:`save` returns at once and
+    one background thread writes the step and its manifest while training goes on (``state``
+    must then be host arrays that nobody changes, e.g. a ``jax.device_get`` copy); the next
+    save, :meth:`wait` and :meth:`close` wait for it, and re-raise its error. A process
+    killed mid-write leaves no step behind (orbax renames a step into place when complete).
     """
 
-    def __init__(self, directory: str, keep: int, primary: bool = True):
+    def __init__(self, directory: str, keep: int, primary: bool = True, asynchronous: bool = False):
         self.directory = os.path.abspath(directory)
         self.manifests = os.path.join(os.path.dirname(self.directory), rundir.MANIFESTS)
         self.primary = primary
         os.makedirs(self.manifests, exist_ok=True)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False))
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoints") if asynchronous else None
+        self._pending = None
 
     def _manifest_path(self, step: int) -> str:
         return os.path.join(self.manifests, f"{step}.json")
@@ -71,6 +78,20 @@ class Checkpoints:
         os.replace(path + ".tmp", path)
 
     def save(self, step: int, state) -> None:
+        """Write ``state`` as step ``step`` (in the background if ``asynchronous``), then its manifest."""
+        self.wait()  # one write at a time, in step order
+        if self._writer is None:
+            self._save(step, state)
+        else:
+            self._pending = self._writer.submit(self._save, step, state)
+
+    def wait(self) -> None:
+        """Return when the last :meth:`save` is on disk with its manifest (re-raising its error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _save(self, step: int, state) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self.manager.wait_until_finished()
         if self.primary:
@@ -161,4 +182,10 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def close(self) -> None:
-        self.manager.close()
+        """Wait for a pending save, then release orbax's resources."""
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+            self.manager.close()

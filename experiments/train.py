@@ -231,17 +231,26 @@ def hparams(config: ml_collections.ConfigDict, loss_kwargs: tuple = ()) -> dict:
     return out
 
 
-def _stack(trees):
-    """Stack members' trees along a new axis 0; arrays of different lengths (MoCo queues) are
-    zero-padded at the end of each axis to the longest (:func:`_member` trims them back)."""
-    def stack(*xs):
+def _stack(trees, pad_to=None):
+    """Stack members' trees along a new axis 0; arrays of different lengths (MoCo queues, memory banks)
+    are zero-padded at the end of each axis to the longest, or to ``pad_to`` (:func:`_padded_shapes` of
+    the whole group, so every pass of a group has the compiled step's shapes; :func:`_member` trims
+    them back)."""
+    def stack(*xs, shape=None):
         xs = [np.asarray(x) for x in xs]
-        shape = tuple(max(dims) for dims in zip(*(x.shape for x in xs)))
+        shape = tuple(max(dims) for dims in zip(*(x.shape for x in xs))) if shape is None else tuple(shape)
         if all(x.shape == shape for x in xs):
             return np.stack(xs)
         return np.stack([np.pad(x, [(0, m - n) for n, m in zip(x.shape, shape)]) for x in xs])
 
-    return jax.tree.map(stack, *trees)
+    if pad_to is None:
+        return jax.tree.map(stack, *trees)
+    return jax.tree.map(lambda shape, *xs: stack(*xs, shape=[int(d) for d in shape]), pad_to, *trees)
+
+
+def _padded_shapes(trees):
+    """The largest shape of each leaf over ``trees`` (members' states), as int arrays (leaves themselves)."""
+    return jax.tree.map(lambda *xs: np.array([max(d) for d in zip(*(np.shape(x) for x in xs))], np.int64), *trees)
 
 
 def _member(tree, i, like=None):
@@ -602,12 +611,13 @@ def train_group(configs, workdirs, *, echo: bool = False, members_per_step: int 
             for m in todo:
                 by_start.setdefault(m.start, []).append(m)
             compiled = {}  # members per step -> the compiled step, shared by the passes
+            pad_to = _padded_shapes(list(states.values()))  # every pass stacks to the same shapes
             for start, group in sorted(by_start.items()):
                 size = step_width(members_per_step, len(group))
                 for i in range(0, len(group), size):
                     passing = group[i:i + size]
                     _run(setup, passing, [states.pop(m.workdir) for m in passing], start, traced, clock, compiled,
-                         bar=echo and len(configs) == 1, program=os.path.basename(group[0].workdir))
+                         bar=echo and len(configs) == 1, program=os.path.basename(group[0].workdir), pad_to=pad_to)
                     clock = Clock()  # the next pass is a program of its own
         finally:
             for m in todo:
@@ -627,7 +637,8 @@ def _init_state(m: _Member) -> dict:
 def _restore(m: _Member) -> dict:
     """The member's state: fresh, or from its newest good checkpoint (sets ``m.start``, the loss window)."""
     state = _init_state(m)
-    m.ckpt = Checkpoints(os.path.join(m.workdir, rundir.CHECKPOINTS), m.config.keep_checkpoints, m.primary)
+    m.ckpt = Checkpoints(os.path.join(m.workdir, rundir.CHECKPOINTS), m.config.keep_checkpoints, m.primary,
+                         asynchronous=jax.process_count() == 1)  # (multi-host saves synchronise the processes)
     restored = m.ckpt.restore({**state, "log_window": np.zeros(2, np.float64)}, optional=("log_window",))
     if restored is None:
         return state
@@ -640,14 +651,15 @@ def _restore(m: _Member) -> dict:
 
 
 def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, clock: Clock, compiled: dict,
-         bar: bool = False, program: str = "") -> None:
+         bar: bool = False, program: str = "", pad_to=None) -> None:
     """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``.
 
     The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish. ``clock``
     keeps the program's time account (:class:`Clock`), written to each result and log. ``compiled``:
     ``{members: compiled step}``, filled on first use and shared by the passes of a group. ``bar``: a
     progress bar (a run of its own). ``program``: the group's name (its first member's directory); each
-    result also names its pass (``pass``: the first member of this call).
+    result also names its pass (``pass``: the first member of this call). ``pad_to``: the shapes the
+    stacked states are padded to (:func:`_stack`).
     """
     c = members[0].config
     for m in members:
@@ -659,14 +671,17 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, c
         init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
                      for m in members} if c.eval.at_init else {}
     with clock("setup"):
-        program = _Program(setup, members, states, traced, start, clock, compiled, bar, program)
+        program = _Program(setup, members, states, traced, start, clock, compiled, bar, program, pad_to)
     wall0 = time.perf_counter()
     try:
         for step in range(start, c.steps):
             program.refresh(step)
-            if not program.step(step):
-                return  # every member failed
+            program.step(step)
             count = step + 1
+            evaluating = c.eval_every and count % c.eval_every == 0
+            if not program.check(keep=0 if (count % c.log_every == 0 or count % c.checkpoint_every == 0 or evaluating
+                                            or count == c.steps) else 1):
+                return  # every member failed
             if count % c.log_every == 0 or count == c.steps:
                 program.log(count)
             if count % c.checkpoint_every == 0 or count == c.steps:
@@ -685,7 +700,7 @@ class _Program:
     compiled step, and which members are still active."""
 
     def __init__(self, setup: Setup, members: list, states: list, traced: tuple, start: int, clock: Clock,
-                 compiled: dict, bar: bool, name: str):
+                 compiled: dict, bar: bool, name: str, pad_to=None):
         c = members[0].config
         self.name = name or os.path.basename(members[0].workdir)
         self.clock, self.compiled = clock, compiled
@@ -694,12 +709,14 @@ class _Program:
         self.replicated = NamedSharding(setup.mesh, P())
         self.batch_sharding = NamedSharding(setup.mesh, P(None, AXIS))
         self.shapes = [jax.tree.map(lambda x: np.zeros(np.shape(x), bool), s) for s in states]  # each member's own
-        self.states = jax.device_put(_stack(states), self.replicated)
+        self.pad_to = pad_to
+        self.states = jax.device_put(_stack(states, pad_to), self.replicated)
         self.hps = jax.device_put(_stack([hparams(m.config, traced) for m in members]), self.replicated)
         self.consts = jax.device_put(self.task.consts(setup), self.replicated)
         self.bar = _progress(c, start) if bar else None
         self.active = list(range(len(members)))
         self.metrics = None
+        self.unchecked = []  # (step, losses) dispatched, not yet read
         self.t0, self.steps_in_window = time.perf_counter(), 0
 
     def refresh(self, step: int) -> None:
@@ -708,10 +725,10 @@ class _Program:
         if step > 0 and every and step % every == 0:
             out = [self.task.refresh(m.setup, _member(self.states, i, self.shapes[i]), step)
                    for i, m in enumerate(self.members)]
-            self.states = jax.device_put(_stack(out), self.replicated)
+            self.states = jax.device_put(_stack(out, self.pad_to), self.replicated)
 
-    def step(self, step: int) -> bool:
-        """One step of every member; a member whose loss is not finite stops alone. False: none is left."""
+    def step(self, step: int) -> None:
+        """Dispatch one step of every member (asynchronously: :meth:`check` reads its losses)."""
         with self.clock("data"):
             by_seed = {seed: self.task.host_batch(self.setup, seed, step) for seed in {m.config.seed for m in self.members}}
             batch = _stack([by_seed[m.config.seed] for m in self.members])  # members of one seed share its batch
@@ -723,19 +740,31 @@ class _Program:
                 self.compiled[size] = make_step(self.setup.member(self.config)).lower(*args).compile()
         with self.clock("steps"):
             self.states, self.metrics = self.compiled[size](*args)
-            losses = np.asarray(self.metrics["loss"], np.float64)
-        for i in list(self.active):
-            if not np.isfinite(losses[i]):
-                _fail(self.members[i], step, losses[i])
-                self.active.remove(i)
-            else:
-                self.members[i].window.add(float(losses[i]))
-        if not self.active:
-            return False
-        self.steps_in_window += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        return True
+        self.unchecked.append((step, self.metrics["loss"]))
+
+    def check(self, keep: int = 0) -> bool:
+        """Read the losses of the dispatched steps but the newest ``keep``; a member whose loss is not
+        finite stops alone. False: no member is left.
+
+        With ``keep=1`` the host reads step ``t - 1``'s losses while step ``t`` runs, and prepares step
+        ``t + 1``'s batch meanwhile: the device never waits on the host between steps. The loop reads
+        every loss (``keep=0``) before it logs, checkpoints or evaluates, so a checkpoint never holds
+        a step whose loss was not seen to be finite.
+        """
+        with self.clock("steps"):
+            while len(self.unchecked) > keep:
+                step, loss = self.unchecked.pop(0)
+                losses = np.asarray(loss, np.float64)
+                for i in list(self.active):
+                    if not np.isfinite(losses[i]):
+                        _fail(self.members[i], step, losses[i])
+                        self.active.remove(i)
+                    else:
+                        self.members[i].window.add(float(losses[i]))
+                self.steps_in_window += 1
+                if self.bar is not None:
+                    self.bar.update(1)
+        return bool(self.active)
 
     def log(self, count: int) -> None:
         """Each active member's mean loss since the last log line, learning rate, gradient norm, rate."""
@@ -757,8 +786,10 @@ class _Program:
         self.t0, self.steps_in_window = time.perf_counter(), 0
 
     def checkpoint(self, count: int) -> None:
-        """Each active member's state and loss window at step ``count``."""
-        host = jax.device_get(self.states)
+        """Each active member's state and loss window at step ``count``, written in the background
+        (:class:`~experiments.checkpoints.Checkpoints` ``asynchronous``) from a host copy of the state."""
+        host = jax.tree.map(lambda x: np.array(x, copy=True), jax.device_get(self.states))  # never a view of a
+        # device buffer that the next step (which donates the states) may reuse
         with stopping.critical():  # a stop waits for the members' checkpoints of this step
             for i in self.active:
                 m = self.members[i]
@@ -786,6 +817,9 @@ class _Program:
             for i in self.active:
                 m = self.members[i]
                 finals[i] = {**evaluate(m.setup, _member(self.states["params"], i)), **self.diagnostics(i)}
+        with self.clock("checkpoints"):  # the last one was written while the final evaluation ran
+            for i in self.active:
+                self.members[i].ckpt.wait()
         account = self.clock.account()
         for i in self.active:
             m = self.members[i]

@@ -235,17 +235,13 @@ class Fit:
             raise ValueError(f"Fit.are: target must be finite and > 0 with at least 1 value, got {y.tolist()}")
         return float(np.mean(np.abs(self.predict(data) - y) / y))
 
-    def bootstrap(self, n: int, key, *, level: float = 0.95, strata=None, starts: int = 32,
-                  screen: tuple | None = None) -> dict:
+    def bootstrap(self, n: int, key, *, level: float = 0.95, strata=None, starts: int = 32) -> dict:
         """Percentile confidence intervals from ``n`` refits on points resampled with replacement.
 
         ``strata`` (``[n_points]`` labels): resample within each stratum only, keeping its size
         (e.g. the seeds at each ``x``: the spread then comes from seed noise alone). The
-        resamples are drawn by NumPy from ``key`` (a pure function of it).
-        Each refit starts from this fit's optimum and from ``starts - 1`` points spread evenly
-        through the start grid, so ``n`` refits cost ``starts * n`` L-BFGS runs, all in one
-        vmapped solve (compiled once per law and shape). ``screen=(s, k)``: run every start ``s``
-        iterations, then only each refit's ``k`` best on to the fit's ``steps`` (as in :func:`fit`).
+        resamples are drawn by NumPy from ``key`` (:func:`resample_counts`, a pure function of it)
+        and refitted together by :meth:`refits`.
         Returns ``{name: (low, high)}`` at ``level``, ``"samples": {name: [n]}`` (reported
         parameters) and ``"raw_samples": {name: [n]}`` (for ``predict(data, raw=...)``).
         """
@@ -253,41 +249,47 @@ class Fit:
             raise ValueError(f"Fit.bootstrap: n must be an integer >= 2, got {n!r}")
         if not 0 < level < 1:
             raise ValueError(f"Fit.bootstrap: level must be in (0, 1), got {level}")
-        if not isinstance(starts, int) or starts < 1:
-            raise ValueError(f"Fit.bootstrap: starts must be an integer >= 1, got {starts!r}")
         m = len(self.target)
         if strata is None:
             strata = np.zeros(m)
         strata = np.asarray(strata)
         if strata.shape != (m,):
             raise ValueError(f"Fit.bootstrap: strata must have shape [{m}] (one label per point), got {list(strata.shape)}")
-        counts = resample_counts(n, key, strata)
-        grid = _grid(self.law.grid)
-        spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, starts - 1).astype(int)
-        starts = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
-        per_refit = 1 + len(spread)
-        with jax.enable_x64(True):  # every refit's starts in one vmapped solve: n * per_refit L-BFGS runs
-            solve = _solver(self.law.log_predict, self.delta, self.steps, weights_per_start=True)
-            d = {name: jnp.asarray(v) for name, v in self.data.items()}
-            p0 = {name: jnp.asarray(np.tile(v, n)) for name, v in starts.items()}
-            w = jnp.asarray(np.repeat(counts, per_refit, axis=0))
-            d, log_y, w = _padded(d, jnp.log(self.target), w)
-            if screen is not None and screen[0] < self.steps and screen[1] < per_refit:
-                p, obj = solve(p0, d, log_y, w, int(screen[0]))  # every start, a few steps
-                keep = np.argsort(np.asarray(obj).reshape(n, per_refit), axis=1, kind="stable")[:, : int(screen[1])]
-                keep = (np.arange(n)[:, None] * per_refit + keep).ravel()  # each refit's best starts
-                p, obj = solve({k: v[keep] for k, v in p.items()}, d, log_y, w[keep], self.steps - int(screen[0]))
-                per_refit = int(screen[1])
-            else:
-                p, obj = solve(p0, d, log_y, w, self.steps)
-            best = np.arange(n) * per_refit + np.argmin(np.asarray(obj).reshape(n, per_refit), axis=1)
-            raw = {name: np.asarray(v)[best] for name, v in p.items()}
+        raw = self.refits(resample_counts(n, key, strata), starts=starts)
+        with jax.enable_x64(True):
             public = {name: np.asarray(v) for name, v in self.law.public({name: jnp.asarray(v) for name, v in raw.items()}).items()}
         tail = (1 - level) / 2 * 100
         out = {name: tuple(np.percentile(v, [tail, 100 - tail])) for name, v in sorted(public.items())}
         out["samples"] = public
         out["raw_samples"] = raw
         return out
+
+    def refits(self, counts, *, starts: int = 32) -> dict:
+        """The raw parameters ``{name: [n]}`` of ``n`` weighted refits, batched: refit ``r`` minimises the
+        objective with point ``i`` weighted ``counts[r, i]`` (a bootstrap multiplicity).
+
+        Each refit starts from this fit's optimum and from ``starts - 1`` points spread evenly
+        through the start grid and keeps its best; the ``starts * n`` L-BFGS runs are one vmapped
+        solve (compiled once per law and padded shape), equal to refitting each row on its own.
+        """
+        counts = np.asarray(counts, np.float64)
+        if counts.ndim != 2 or counts.shape[1] != len(self.target) or np.any(counts < 0):
+            raise ValueError(f"Fit.refits: counts must be [n, {len(self.target)}] weights >= 0, got shape "
+                             f"{list(counts.shape)}")
+        if not isinstance(starts, int) or starts < 1:
+            raise ValueError(f"Fit.refits: starts must be an integer >= 1, got {starts!r}")
+        n = len(counts)
+        grid = _grid(self.law.grid)
+        spread = np.linspace(0, len(grid[next(iter(grid))]) - 1, starts - 1).astype(int)
+        p0 = {k: np.concatenate([[v], grid[k][spread]]) for k, v in self.raw.items()}
+        with jax.enable_x64(True):
+            solve = _solver(self.law.log_predict, self.delta, self.steps, weights_per_start=True)
+            d = {name: jnp.asarray(v) for name, v in self.data.items()}
+            w = jnp.asarray(np.repeat(counts, starts, axis=0))
+            d, log_y, w = _padded(d, jnp.log(self.target), w)
+            p, obj = solve({name: jnp.asarray(np.tile(v, n)) for name, v in p0.items()}, d, log_y, w, self.steps)
+            best = np.arange(n) * starts + np.argmin(np.asarray(obj).reshape(n, starts), axis=1)
+            return {name: np.asarray(v)[best] for name, v in p.items()}
 
 
 def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, starts=None, steps: int = 100,
