@@ -215,6 +215,20 @@ def _record_group(out, group, outcomes, progress):
         progress.finished(p, o)
 
 
+def share_device_memory(workers: int) -> None:
+    """Give each of ``workers`` processes sharing one accelerator ``0.9 / workers`` of its memory.
+
+    XLA preallocates 75% of a GPU's memory in every process, so a second worker on the same GPU
+    would find too little. Set before the workers start (they inherit the environment); a user's own
+    ``XLA_PYTHON_CLIENT_MEM_FRACTION`` or ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is kept. Several
+    workers help on one accelerator because a program's compilation runs on the host's CPU while
+    another worker's steps run on the device; with ``--workers 1`` one process owns the device.
+    """
+    if workers > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ and \
+            os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").lower() not in ("false", "0"):
+        os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.3f}"
+
+
 def _run_local(groups, run_dir, workers, progress, width):
     out = {}
     if workers == 1:
@@ -224,6 +238,7 @@ def _run_local(groups, run_dir, workers, progress, width):
     import concurrent.futures as cf
     import multiprocessing as mp
 
+    share_device_memory(workers)
     pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         futures = {pool.submit(_worker_run, *_group_args(g, run_dir, width)): g for g in groups}

@@ -69,6 +69,7 @@ from experiments.tasks.common import AXIS, LOGIT, Setup, doc_tower, embed, encod
 from jaxneg import LOSSES, data, gradcache, models, parallel, rundir
 
 __all__ = ["train", "train_group", "baselines", "protocol", "group_key", "MEMBER_FIELDS", "MEMBERS", "hparams", "build", "init_params", "evaluate",
+           "evaluate_members",
            "make_optimizer", "make_step", "Setup", "NonFiniteLoss", "enable_compilation_cache"]
 
 
@@ -83,6 +84,16 @@ class NonFiniteLoss(FloatingPointError):
 def evaluate(setup: Setup, params) -> dict:
     """Downstream metrics of ``params`` on the held-out split (the task's; see :mod:`jaxneg.evaluation`)."""
     return tasks.get(setup.config.task).evaluate(setup, params)
+
+
+def evaluate_members(setups, params) -> list[dict]:
+    """:func:`evaluate` of the members of a program: ``setups`` (each member's), ``params`` stacked
+    ``[M, ...]``; one vmapped evaluation where the task has one (``Task.evaluate_members``), else
+    member by member."""
+    task = tasks.get(setups[0].config.task)
+    if task.evaluate_members is not None:
+        return task.evaluate_members(setups[0], params, [s.config.seed for s in setups])
+    return [evaluate(s, _member(params, i)) for i, s in enumerate(setups)]
 
 
 #: the config fields that define an evaluation protocol (a baseline holds for every run that shares them)
@@ -804,19 +815,19 @@ class _Program:
 
     def evaluate(self, count: int) -> None:
         """A mid-run evaluation of each active member, logged at step ``count``."""
+        evals = evaluate_members([m.setup for m in self.members], self.states["params"])
         for i in self.active:
-            m = self.members[i]
-            metrics = {**evaluate(m.setup, _member(self.states["params"], i)), **self.diagnostics(i)}
-            m.out.row({"step": count, **{f"eval/{k}": v for k, v in metrics.items()}})
+            metrics = {**evals[i], **self.diagnostics(i)}
+            self.members[i].out.row({"step": count, **{f"eval/{k}": v for k, v in metrics.items()}})
 
     def finish(self, wall: float, init_eval: dict) -> None:
         """The final evaluation and ``result.json`` of each active member."""
         c = self.config
         finals = {}
         with self.clock("evaluation"):
+            evals = evaluate_members([m.setup for m in self.members], self.states["params"])
             for i in self.active:
-                m = self.members[i]
-                finals[i] = {**evaluate(m.setup, _member(self.states["params"], i)), **self.diagnostics(i)}
+                finals[i] = {**evals[i], **self.diagnostics(i)}
         with self.clock("checkpoints"):  # the last one was written while the final evaluation ran
             for i in self.active:
                 self.members[i].ckpt.wait()

@@ -125,16 +125,43 @@ def classification(train_x, train_y, test_x, test_y, *, k: int = 20, temperature
 
     :func:`knn_accuracy` (``k``, ``temperature``) and :func:`linear_probe` (``probe_steps``) of the
     same features ``train_x [N, D]``, ``test_x [M, D]`` (rows of any shape are flattened). The
-    experiments evaluate encoders with it, and read every result against it applied to the raw
-    inputs and to the untrained encoder (``experiments.train.baselines``): a run below the
-    untrained encoder learned nothing.
+    experiments evaluate encoders with it (:func:`classification_hits`, its traceable core, vmapped
+    over the members of a program), and read every result against it applied to the raw inputs and
+    to the untrained encoder (``experiments.train.baselines``): a run below the untrained encoder
+    learned nothing.
     """
+    fn = "classification"
     flat = lambda x: np.asarray(x).reshape(np.shape(x)[0], -1) if np.ndim(x) != 2 else x
-    train_x, test_x = flat(train_x), flat(test_x)
-    return {"knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature,
-                                         num_classes=num_classes),
-            "linear_probe_accuracy": linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                                                  steps=probe_steps)["test_accuracy"]}
+    train_x = C.as_float_array(fn, "train_x", flat(train_x), 2, "[N, D]").astype(jnp.float32)
+    test_x = C.as_float_array(fn, "test_x", flat(test_x), 2, "[M, D]").astype(jnp.float32)
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"{fn}: test_x must have D={train_x.shape[1]} columns, got {list(test_x.shape)}")
+    train_y = _labels(fn, "train_y", train_y, train_x.shape[0])
+    test_y = _labels(fn, "test_y", test_y, test_x.shape[0])
+    C.integer(fn, "k", k, 1)
+    C.scalar(fn, "temperature", temperature, low=0.0)
+    C.integer(fn, "probe_steps", probe_steps, 1)
+    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    hits = classification_hits(train_x, jnp.asarray(train_y), test_x, jnp.asarray(test_y), k=k,
+                               temperature=temperature, probe_steps=probe_steps, num_classes=c)
+    return {name: int(v) / len(test_y) for name, v in hits.items()}
+
+
+def classification_hits(train_x, train_y, test_x, test_y, *, k: int, temperature, probe_steps: int,
+                        num_classes: int) -> dict:
+    """The traceable core of :func:`classification`: correct test predictions (int32 scalars)
+    ``{"knn_accuracy", "linear_probe_accuracy"}`` of :func:`knn_accuracy` and :func:`linear_probe`
+    (defaults ``l2=1e-4``, ``learning_rate=0.1``) on float32 ``train_x [N, D]``, ``test_x [M, D]``;
+    ``k``, ``probe_steps`` and ``num_classes`` static. No checks: it runs under ``jit`` / ``vmap``
+    (one call evaluates every member of a program); :func:`classification` is the checked entry.
+    """
+    k = min(int(k), train_x.shape[0])
+    pred = _knn_predict(test_x, train_x, train_y, jnp.asarray(temperature, jnp.float32), k, num_classes)
+    mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
+    xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
+    p = _fit_probe(xtr, train_y, jnp.asarray(1e-4, jnp.float32), num_classes, probe_steps, 0.1)
+    return {"knn_accuracy": jnp.sum(pred == test_y, dtype=jnp.int32),
+            "linear_probe_accuracy": jnp.sum(jnp.argmax(xte @ p["w"] + p["b"], 1) == test_y, dtype=jnp.int32)}
 
 
 def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
@@ -212,5 +239,5 @@ def _contrastive_hits(key, queries, keys, c):
     return jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1))
 
 
-__all__ = ["alignment", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
+__all__ = ["alignment", "classification", "classification_hits", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
            "tolerance", "uniformity"]

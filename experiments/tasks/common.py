@@ -87,6 +87,9 @@ class Task:
     ``refresh_every(config)``                       index) and their period in steps (0: never)
     ``raw_input(setup)``                            the evaluation's metrics of the raw inputs (the
                                                     baseline a run must beat; {}: none)
+    ``evaluate_members(setup, params, seeds)``      :meth:`evaluate` of members stacked ``[M, ...]``
+                                                    (seeds ``[M]``) in one vmapped call, a list of
+                                                    dicts (None: one member at a time)
     ==============================================  =================================================
     """
 
@@ -106,6 +109,7 @@ class Task:
     refresh: Callable = lambda setup, state, step: state
     refresh_every: Callable = lambda config: 0
     raw_input: Callable = lambda setup: {}
+    evaluate_members: Callable | None = None
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here
@@ -247,8 +251,9 @@ def pair_metrics(setup: Setup, z1, z2, key) -> dict:
             "contrastive_accuracy": evaluation.contrastive_accuracy(key, z1, z2, num_candidates=m)}
 
 
-def eval_key(setup: Setup):
-    return jax.random.key(setup.config.seed + 1_000_003)
+def eval_key(setup: Setup, seed: int | None = None):
+    """The evaluation's random key of the run of seed ``seed`` (default: the setup's)."""
+    return jax.random.key((setup.config.seed if seed is None else seed) + 1_000_003)
 
 
 def process_batch(setup: Setup, seed: int, step: int) -> tuple[np.ndarray, dict]:

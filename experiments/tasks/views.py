@@ -300,32 +300,68 @@ def _view_fns(view: str, kwargs_items: tuple):
 
 
 def evaluate(setup: Setup, params) -> dict:
-    """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics."""
+    """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics
+    (:func:`evaluate_members` of this one member)."""
+    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+    return evaluate_members(setup, stacked, [setup.config.seed])[0]
+
+
+def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
+    """:func:`evaluate` of ``M`` members at once: ``params`` stacked ``[M, ...]``, ``seeds [M]`` (each
+    member's evaluation key, :func:`~experiments.tasks.common.eval_key`); one compiled, vmapped
+    evaluation (the encodings, kNN, the linear probe and every metric), equal to evaluating each
+    member alone."""
     c, ev = setup.config, setup.config.eval
-    key = eval_key(setup)
     test = first_rows(setup.test, ev.max_examples)
     train = first_rows(setup.eval_train, ev.max_examples)
-    identity, two_views = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
-    view = lambda x: identity(key, jnp.asarray(x))
-    model, p = setup.query_model, params["query"]
-    h_te, z_te = encode_all(model, p, view(test["x"]))
-    out = {}
-    if "label" in train:
-        h_tr, _ = encode_all(model, p, view(train["x"]))
-        out.update(_classify(setup, h_tr, train["label"], h_te, test["label"]))
-        out["tolerance"] = float(METRICS["tolerance"](z_te, jnp.asarray(test["label"])))
-    v1, v2 = two_views(key, jnp.asarray(test["x"]))
-    _, z1 = encode_all(model, p, v1)
-    _, z2 = encode_all(model, p, v2)
-    out["rankme"] = float(METRICS["rankme"](h_te))
-    out.update(pair_metrics(setup, z1, z2, key))
-    return out
+    labelled = "label" in train
+    fn = _evaluation_fn(setup.query_model, c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())),
+                        labelled, int(ev.knn_k), float(ev.knn_temperature), int(ev.probe_steps),
+                        int(setup.test.num_classes or 0), min(int(ev.num_candidates), len(test["x"])))
+    keys = jnp.stack([eval_key(setup, seed) for seed in seeds])
+    args = (jnp.asarray(test["x"]), jnp.asarray(train["x"]) if labelled else None,
+            jnp.asarray(train["label"]) if labelled else None, jnp.asarray(test["label"]) if labelled else None)
+    out = jax.device_get(fn(params["query"], keys, *args))
+    n = len(test["x"])
+    return [{name: (int(v[i]) / n if name in HITS else float(v[i])) for name, v in out.items()}
+            for i in range(len(seeds))]
 
 
-def _classify(setup: Setup, h_train, y_train, h_test, y_test) -> dict:
-    ev = setup.config.eval
-    return evaluation.classification(h_train, y_train, h_test, y_test, k=ev.knn_k, temperature=ev.knn_temperature,
-                                     probe_steps=ev.probe_steps, num_classes=setup.test.num_classes)
+HITS = ("knn_accuracy", "linear_probe_accuracy")
+
+
+@functools.lru_cache(maxsize=16)
+def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, k: int, temperature: float,
+                   probe_steps: int, num_classes: int, candidates: int):
+    """``jit(vmap(one member's evaluation))`` for a model, view and protocol (compiled once per member count)."""
+    kwargs = dict(kwargs_items)
+    apply = lambda p, x: jax.lax.map(lambda xb: model.apply(p, xb[None]), x, batch_size=1024)  # noqa: E731
+
+    def encode(p, x):
+        h, z = apply(p, x)
+        return h[:, 0], z[:, 0]
+
+    identity = jax.vmap(data.identity_view, (None, 0))
+
+    def one(p, key, test_x, train_x, train_y, test_y):
+        h_te, z_te = encode(p, identity(key, test_x))
+        out = {}
+        if labelled:
+            h_tr, _ = encode(p, identity(key, train_x))
+            out.update(evaluation.classification_hits(h_tr.astype(jnp.float32), train_y, h_te.astype(jnp.float32),
+                                                      test_y, k=k, temperature=temperature, probe_steps=probe_steps,
+                                                      num_classes=num_classes))
+            out["tolerance"] = evaluation.tolerance(z_te, test_y)
+        v1, v2 = data.two_views(key, test_x, view, **kwargs)
+        _, z1 = encode(p, v1)
+        _, z2 = encode(p, v2)
+        out["rankme"] = evaluation.rankme(h_te)
+        out["alignment"] = evaluation.alignment(z1, z2)
+        out["uniformity"] = evaluation.uniformity(z1)
+        out["contrastive_accuracy"] = evaluation._contrastive_hits(key, z1, z2, candidates)
+        return out
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
 
 
 def raw_input(setup: Setup) -> dict:
@@ -343,4 +379,5 @@ def raw_input(setup: Setup) -> dict:
 TASK = common.register(common.Task(
     name="views", needs=needs, uses_corpus=False, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
-    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input))
+    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input,
+    evaluate_members=evaluate_members))

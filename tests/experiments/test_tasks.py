@@ -84,3 +84,23 @@ def test_a_static_loss_keyword_splits_programs_and_every_other_float_keyword_tra
                 jax.jit(lambda v: entry.fn(*args[entry.inputs], **{kw: v}))(jnp.float32(default or 0.1))
                 checked.append(f"{name}.{kw}")
     assert "debiased.tau_plus" in checked and "hard_negative.beta" not in checked
+
+
+def test_vectorised_evaluation_equals_one_member_at_a_time():
+    """The members of a program are evaluated by one vmapped evaluation (encodings, kNN, the linear
+    probe, every metric), each equal to its evaluation alone."""
+    import jax
+
+    from tests.experiments.helpers import SMALL_SWEEP
+
+    configs = [config("simclr_mnist1d", **SMALL_SWEEP, seed=s) for s in (0, 1, 2)]
+    setup = train.build(configs[0])
+    setups = [setup.member(c) for c in configs]
+    params = [train.init_params(s, jax.random.key(s.config.seed)) for s in setups]
+    together = train.evaluate_members(setups, train._stack(params))
+    for s, p, t in zip(setups, params, together):
+        alone = train.evaluate(s, p)
+        assert set(alone) == set(t) >= {"knn_accuracy", "linear_probe_accuracy", "rankme", "contrastive_accuracy"}
+        for k, v in alone.items():
+            assert t[k] == pytest.approx(v, rel=1e-6, abs=1e-6), k
+    assert together[0] != together[1]  # each member its own parameters and evaluation key
