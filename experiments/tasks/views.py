@@ -43,8 +43,7 @@ import numpy as np
 
 from experiments import checks
 from experiments.tasks import common
-from experiments.tasks.common import (METRICS, AXIS, Setup, embed, encode_all, eval_key, first_rows, pair_metrics,
-                                      process_batch)
+from experiments.tasks.common import AXIS, Setup, embed, eval_key, first_rows, process_batch
 from jaxneg import LOSSES, data, evaluation, parallel, samplers
 
 
@@ -291,14 +290,6 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
     return state
 
 
-@functools.lru_cache(maxsize=16)
-def _view_fns(view: str, kwargs_items: tuple):
-    """Jitted ``(identity views of a batch, two random views)`` for a view name and its kwargs' items."""
-    kwargs = dict(kwargs_items)
-    return (jax.jit(jax.vmap(data.identity_view, (None, 0))),
-            jax.jit(lambda k, x: data.two_views(k, x, view, **kwargs)))
-
-
 def evaluate(setup: Setup, params) -> dict:
     """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics
     (:func:`evaluate_members` of this one member)."""
@@ -366,14 +357,16 @@ def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, k: int
 
 def raw_input(setup: Setup) -> dict:
     """The evaluation's classification protocol on the raw inputs (the identity view, flattened)."""
-    c, ev = setup.config, setup.config.eval
+    ev = setup.config.eval
     test = first_rows(setup.test, ev.max_examples)
     train = first_rows(setup.eval_train, ev.max_examples)
     if "label" not in train:
         return {}
-    identity, _ = _view_fns(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
-    view = lambda x: np.asarray(identity(eval_key(setup), jnp.asarray(x)), np.float32)
-    return _classify(setup, view(train["x"]), train["label"], view(test["x"]), test["label"])
+    identity = jax.vmap(data.identity_view, (None, 0))
+    view = lambda x: np.asarray(identity(eval_key(setup), jnp.asarray(x)), np.float32)  # noqa: E731
+    return evaluation.classification(view(train["x"]), train["label"], view(test["x"]), test["label"],
+                                     k=ev.knn_k, temperature=ev.knn_temperature, probe_steps=ev.probe_steps,
+                                     num_classes=setup.test.num_classes)
 
 
 TASK = common.register(common.Task(
