@@ -164,6 +164,17 @@ def classification_hits(train_x, train_y, test_x, test_y, *, k: int, temperature
             "linear_probe_accuracy": jnp.sum(jnp.argmax(xte @ p["w"] + p["b"], 1) == test_y, dtype=jnp.int32)}
 
 
+@functools.partial(jax.jit, static_argnames=("k", "probe_steps", "num_classes"))
+def classification_hits_members(train_x, train_y, test_x, test_y, *, k: int, temperature, probe_steps: int,
+                                num_classes: int) -> dict:
+    """:func:`classification_hits` of ``M`` members' features ``train_x [M, N, D]``, ``test_x [M, T, D]``
+    (shared labels) in one compiled call, ``{name: [M]}``; compiled once per shape and protocol, whatever
+    encoder produced the features."""
+    one = lambda a, b: classification_hits(a, train_y, b, test_y, k=k, temperature=temperature,  # noqa: E731
+                                           probe_steps=probe_steps, num_classes=num_classes)
+    return jax.vmap(one)(train_x, test_x)
+
+
 def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
     r"""Ranking metrics of a dense retriever with binary relevance by group.
 
@@ -239,5 +250,6 @@ def _contrastive_hits(key, queries, keys, c):
     return jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1))
 
 
-__all__ = ["alignment", "classification", "classification_hits", "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
+__all__ = ["alignment", "classification", "classification_hits", "classification_hits_members",
+           "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
            "tolerance", "uniformity"]

@@ -307,12 +307,17 @@ def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
     train = first_rows(setup.eval_train, ev.max_examples)
     labelled = "label" in train
     fn = _evaluation_fn(setup.query_model, c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())),
-                        labelled, int(ev.knn_k), float(ev.knn_temperature), int(ev.probe_steps),
-                        int(setup.test.num_classes or 0), min(int(ev.num_candidates), len(test["x"])))
+                        labelled, min(int(ev.num_candidates), len(test["x"])))
     keys = jnp.stack([eval_key(setup, seed) for seed in seeds])
     args = (jnp.asarray(test["x"]), jnp.asarray(train["x"]) if labelled else None,
-            jnp.asarray(train["label"]) if labelled else None, jnp.asarray(test["label"]) if labelled else None)
-    out = jax.device_get(fn(params["query"], keys, *args))
+            jnp.asarray(test["label"]) if labelled else None)
+    out, features = fn(params["query"], keys, *args)
+    if labelled:  # one compiled classification for every encoder with these feature shapes
+        out.update(evaluation.classification_hits_members(
+            features[0], jnp.asarray(train["label"]), features[1], jnp.asarray(test["label"]), k=int(ev.knn_k),
+            temperature=float(ev.knn_temperature), probe_steps=int(ev.probe_steps),
+            num_classes=int(setup.test.num_classes or max(train["label"].max(), test["label"].max()) + 1)))
+    out = jax.device_get(out)
     n = len(test["x"])
     return [{name: (int(v[i]) / n if name in HITS else float(v[i])) for name, v in out.items()}
             for i in range(len(seeds))]
@@ -322,9 +327,10 @@ HITS = ("knn_accuracy", "linear_probe_accuracy")
 
 
 @functools.lru_cache(maxsize=16)
-def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, k: int, temperature: float,
-                   probe_steps: int, num_classes: int, candidates: int):
-    """``jit(vmap(one member's evaluation))`` for a model, view and protocol (compiled once per member count)."""
+def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, candidates: int):
+    """``jit(vmap(one member's encodings and metrics))`` for a model and view: ``(metrics, (train
+    features, test features))`` (compiled once per member count; the classification of the features
+    is :func:`jaxneg.evaluation.classification_hits_members`)."""
     kwargs = dict(kwargs_items)
     apply = lambda p, x: jax.lax.map(lambda xb: model.apply(p, xb[None]), x, batch_size=1024)  # noqa: E731
 
@@ -334,14 +340,12 @@ def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, k: int
 
     identity = jax.vmap(data.identity_view, (None, 0))
 
-    def one(p, key, test_x, train_x, train_y, test_y):
+    def one(p, key, test_x, train_x, test_y):
         h_te, z_te = encode(p, identity(key, test_x))
-        out = {}
+        out, features = {}, None
         if labelled:
             h_tr, _ = encode(p, identity(key, train_x))
-            out.update(evaluation.classification_hits(h_tr.astype(jnp.float32), train_y, h_te.astype(jnp.float32),
-                                                      test_y, k=k, temperature=temperature, probe_steps=probe_steps,
-                                                      num_classes=num_classes))
+            features = (h_tr.astype(jnp.float32), h_te.astype(jnp.float32))
             out["tolerance"] = evaluation.tolerance(z_te, test_y)
         v1, v2 = data.two_views(key, test_x, view, **kwargs)
         _, z1 = encode(p, v1)
@@ -350,9 +354,9 @@ def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, k: int
         out["alignment"] = evaluation.alignment(z1, z2)
         out["uniformity"] = evaluation.uniformity(z1)
         out["contrastive_accuracy"] = evaluation._contrastive_hits(key, z1, z2, candidates)
-        return out
+        return out, features
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
 
 
 def raw_input(setup: Setup) -> dict:

@@ -29,17 +29,19 @@ def _cli(workdir):
     return [sys.executable, "-m", "experiments.train", *_args(workdir)]
 
 
-# The command line, SIGKILLed by itself right after the checkpoint of step 6 is saved (and its manifest
-# written): the kill lands at the same point of every run, with no polling and no race.
+# The command line, SIGKILLed by itself right after the checkpoint of step 6 is on disk with its manifest:
+# checkpoints are asynchronous, so the kill comes from the writer thread while the training thread has
+# gone on past step 6 (the next save waits for this one, so step 9 is never written). The kill lands
+# at the same point of every run, with no polling and no race.
 _KILL_AFTER_6 = """
 import os, runpy, signal, sys
 from experiments.checkpoints import Checkpoints
-save = Checkpoints.save
-def killing_save(self, step, state):
-    save(self, step, state)
+write = Checkpoints._save
+def killing_write(self, step, state):
+    write(self, step, state)
     if step == 6:
         os.kill(os.getpid(), signal.SIGKILL)
-Checkpoints.save = killing_save
+Checkpoints._save = killing_write
 sys.argv = ["experiments.train", *sys.argv[1:]]
 runpy.run_module("experiments.train", run_name="__main__")
 """
@@ -47,6 +49,7 @@ runpy.run_module("experiments.train", run_name="__main__")
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
+    """Killed right after an asynchronous checkpoint, the run resumes bit-identically."""
     subprocess.run(_cli(tmp_path / "straight"), cwd=ROOT, check=True, capture_output=True)
     killed = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_6, *_args(killed)], cwd=ROOT, capture_output=True)
@@ -175,3 +178,18 @@ def test_the_default_config_learns(tmp_path):
     r = json.load(open(tmp_path / "result.json"))
     assert r["eval"]["knn_accuracy"] > r["init_eval"]["knn_accuracy"] + 0.08
     assert r["eval"]["linear_probe_accuracy"] > r["init_eval"]["linear_probe_accuracy"] + 0.12
+
+
+def test_asynchronous_checkpoints_are_on_disk_after_wait_and_their_errors_surface(tmp_path, monkeypatch):
+    ck = Checkpoints(str(tmp_path / "checkpoints"), keep=2, asynchronous=True)
+    state = {"w": np.arange(6.0), "b": np.ones(3)}
+    ck.save(1, state)
+    ck.save(2, {"w": state["w"] + 1, "b": state["b"]})  # waits for step 1 first: one write at a time
+    ck.wait()
+    assert ck.steps() == [1, 2] and ck.verified(2)
+    step, restored = ck.restore(state)
+    assert step == 2 and np.array_equal(restored["w"], state["w"] + 1)
+    monkeypatch.setattr(Checkpoints, "_save", lambda self, step, state: (_ for _ in ()).throw(OSError("disk full")))
+    ck.save(3, state)  # returns at once; the write fails in the background
+    with pytest.raises(OSError, match="disk full"):
+        ck.close()  # close waits, and says so
