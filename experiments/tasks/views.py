@@ -299,22 +299,26 @@ def evaluate(setup: Setup, params) -> dict:
 
 def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
     """:func:`evaluate` of ``M`` members at once: ``params`` stacked ``[M, ...]``, ``seeds [M]`` (each
-    member's evaluation key, :func:`~experiments.tasks.common.eval_key`); one compiled, vmapped
-    evaluation (the encodings, kNN, the linear probe and every metric), equal to evaluating each
-    member alone."""
+    member's evaluation key, :func:`~experiments.tasks.common.eval_key`), equal to evaluating each
+    member alone. Every stage is one compiled call vmapped over the members: the views, the encodings
+    (the only stage compiled per model), the metrics, and the classification (kNN and linear probe) of
+    the features, the last two shared by every encoder with the same feature shapes."""
     c, ev = setup.config, setup.config.eval
     test = first_rows(setup.test, ev.max_examples)
     train = first_rows(setup.eval_train, ev.max_examples)
-    labelled = "label" in train
-    fn = _evaluation_fn(setup.query_model, c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())),
-                        labelled, min(int(ev.num_candidates), len(test["x"])))
+    views = _views_fn(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
     keys = jnp.stack([eval_key(setup, seed) for seed in seeds])
-    args = (jnp.asarray(test["x"]), jnp.asarray(train["x"]) if labelled else None,
-            jnp.asarray(test["label"]) if labelled else None)
-    out, features = fn(params["query"], keys, *args)
-    if labelled:  # one compiled classification for every encoder with these feature shapes
+    p = params["query"]
+    identity, v1, v2 = views(keys, jnp.asarray(test["x"]))
+    h_te, z_te = _encode_members(setup.query_model, p, identity)
+    out = _metrics(keys, h_te, _encode_members(setup.query_model, p, v1)[1],
+                   _encode_members(setup.query_model, p, v2)[1], min(int(ev.num_candidates), len(test["x"])))
+    if "label" in train:
+        h_tr, _ = _encode_members(setup.query_model, p, views(keys, jnp.asarray(train["x"]), False)[0])
+        y_tr, y_te = jnp.asarray(train["label"]), jnp.asarray(test["label"])
+        out["tolerance"] = _tolerance(z_te, y_te)
         out.update(evaluation.classification_hits_members(
-            features[0], jnp.asarray(train["label"]), features[1], jnp.asarray(test["label"]), k=int(ev.knn_k),
+            h_tr.astype(jnp.float32), y_tr, h_te.astype(jnp.float32), y_te, k=int(ev.knn_k),
             temperature=float(ev.knn_temperature), probe_steps=int(ev.probe_steps),
             num_classes=int(setup.test.num_classes or max(train["label"].max(), test["label"].max()) + 1)))
     out = jax.device_get(out)
@@ -327,36 +331,43 @@ HITS = ("knn_accuracy", "linear_probe_accuracy")
 
 
 @functools.lru_cache(maxsize=16)
-def _evaluation_fn(model, view: str, kwargs_items: tuple, labelled: bool, candidates: int):
-    """``jit(vmap(one member's encodings and metrics))`` for a model and view: ``(metrics, (train
-    features, test features))`` (compiled once per member count; the classification of the features
-    is :func:`jaxneg.evaluation.classification_hits_members`)."""
+def _views_fn(view: str, kwargs_items: tuple):
+    """``views(keys [M], x [N, ...], random=True) -> (identity, v1, v2)``, each ``[M, N, ...]``: the identity
+    view and two random views of every row under each member's key (``random=False``: the identity only)."""
     kwargs = dict(kwargs_items)
-    apply = lambda p, x: jax.lax.map(lambda xb: model.apply(p, xb[None]), x, batch_size=1024)  # noqa: E731
+    identity = jax.jit(jax.vmap(jax.vmap(data.identity_view, (None, 0)), (0, None)))
+    pair = jax.jit(jax.vmap(lambda k, x: data.two_views(k, x, view, **kwargs), (0, None)))
 
-    def encode(p, x):
-        h, z = apply(p, x)
-        return h[:, 0], z[:, 0]
+    def views(keys, x, random=True):
+        return (identity(keys, x), *(pair(keys, x) if random else (None, None)))
 
-    identity = jax.vmap(data.identity_view, (None, 0))
+    return views
 
-    def one(p, key, test_x, train_x, test_y):
-        h_te, z_te = encode(p, identity(key, test_x))
-        out, features = {}, None
-        if labelled:
-            h_tr, _ = encode(p, identity(key, train_x))
-            features = (h_tr.astype(jnp.float32), h_te.astype(jnp.float32))
-            out["tolerance"] = evaluation.tolerance(z_te, test_y)
-        v1, v2 = data.two_views(key, test_x, view, **kwargs)
-        _, z1 = encode(p, v1)
-        _, z2 = encode(p, v2)
-        out["rankme"] = evaluation.rankme(h_te)
-        out["alignment"] = evaluation.alignment(z1, z2)
-        out["uniformity"] = evaluation.uniformity(z1)
-        out["contrastive_accuracy"] = evaluation._contrastive_hits(key, z1, z2, candidates)
-        return out, features
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
+def _encode_members(model, params, x, chunk=1024):
+    """``(features, embeddings)`` ``[M, N, ...]`` of each member's rows ``x [M, N, ...]``, in chunks."""
+    f = _vmapped_apply(model)
+    outs = [f(params, x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
+    return jnp.concatenate([o[0] for o in outs], 1), jnp.concatenate([o[1] for o in outs], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _vmapped_apply(model):
+    return jax.jit(jax.vmap(model.apply))
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _metrics(keys, h, z1, z2, candidates):
+    """RankMe of the features and the view-pair metrics, vmapped over members (shared by every encoder)."""
+    def one(key, h, z1, z2):
+        return {"rankme": evaluation.rankme(h), "alignment": evaluation.alignment(z1, z2),
+                "uniformity": evaluation.uniformity(z1),
+                "contrastive_accuracy": evaluation._contrastive_hits(key, z1, z2, candidates)}
+
+    return jax.vmap(one)(keys, h, z1, z2)
+
+
+_tolerance = jax.jit(jax.vmap(evaluation.tolerance, (0, None)))
 
 
 def raw_input(setup: Setup) -> dict:
