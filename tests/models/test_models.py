@@ -18,10 +18,11 @@ def test_each_example_is_encoded_independently(name, kwargs, shape, dtype):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(1, 30, shape) if dtype == jnp.int32 else rng.standard_normal(shape), dtype)
     model = models.build(name, models.ProjectionHead(12, (16,)), **kwargs)
-    params = model.init(jax.random.key(0), x)
-    h, z = model.apply(params, x)
+    params = jax.jit(model.init)(jax.random.key(0), x)  # (jitted: one compilation instead of one per op)
+    apply = jax.jit(model.apply)
+    h, z = apply(params, x)
     assert z.shape == (6, 12) and h.ndim == 2 and h.shape[0] == 6
-    h1, z1 = model.apply(params, x[:1])
+    h1, z1 = apply(params, x[:1])
     np.testing.assert_allclose(z1, z[:1], rtol=1e-5, atol=1e-6)  # no batch statistics
 
 
