@@ -60,6 +60,7 @@ def main():
     p.add_argument("--arg", default="seeds=2,steps=100,batches=16-32-64-128,negatives=",
                    help="quickstart.py argument (the grid)")
     p.add_argument("--modes", default="vectorized,one_per_program", help=f"comma-separated, of {list(MODES)}")
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results_vectorized_sweep_<backend>.json)")
     args = p.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - set(MODES):
@@ -67,7 +68,7 @@ def main():
     import jax
 
     result = {"arg": args.arg, "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "modes": {}}
-    out = os.path.join(ROOT, "benchmarks", f"results_vectorized_sweep_{result['backend']}.json")
+    out = args.out or os.path.join(ROOT, "benchmarks", f"results_vectorized_sweep_{result['backend']}.json")
 
     def save():
         print(json.dumps(result, indent=2), flush=True)

@@ -23,10 +23,18 @@ every device)::
 :data:`MEMBER_FIELDS` (seed, temperature, learning rate, weight decay, float loss keywords,
 ...) as members of ONE compiled program: ``jax.vmap`` over the members' parameters,
 optimiser states, data and RNG keys, with each member's hyperparameters passed as traced
-arrays (:func:`hparams`), so one compilation serves them all. Each member keeps its own work
-directory (``metrics.jsonl``, checkpoints, ``result.json``) and is exactly the run
-:func:`train` would make of its config alone (up to float reassociation). :func:`train` is
-a group of one.
+arrays (:func:`hparams`), so one compilation serves them all. ``members_per_step`` members
+pass through the compiled step at once (:func:`step_width`: all of them on an accelerator, one
+at a time on CPU, where the vmapped step is slower per member); the members of a pass are
+evaluated together (``Task.evaluate_members``). Each member keeps its own work directory
+(``metrics.jsonl``, checkpoints, ``result.json``) and is exactly the run :func:`train` would
+make of its config alone (bit for bit when it passes alone, else up to float reassociation).
+:func:`train` is a group of one.
+
+**Keeping the device busy.** The host dispatches step ``t`` before it reads step ``t - 1``'s
+losses, so it prepares the next batch while the device computes; checkpoints are written from a
+host copy by a background thread (:class:`~experiments.checkpoints.Checkpoints`); every program
+keeps a time account (:class:`Clock`).
 
 Losses and samplers are chosen by registry name (``config.loss.name``,
 ``config.sampler.name``); the losses that take ``axis_name`` see the negatives of every
