@@ -573,7 +573,7 @@ def _markdown(df) -> str:
 
 
 __all__ = ["Analysis", "BACKENDS", "Part", "Point", "Sweep", "analyze", "check_analysis", "columns_row", "expand",
-           "get_field", "load_sweep", "plan", "prepare_data", "run", "run_group"]
+           "get_field", "load_sweep", "plan", "prepare_data", "run", "run_group", "share_device_memory"]
 
 
 if __name__ == "__main__":

@@ -486,3 +486,19 @@ def test_parts_columns_and_where_select_the_runs_an_analysis_fits():
         S.check_analysis(S.Analysis(x="n", y="eval/knn_accuracy", where="moco.queue_size > 100"), points, sw)
     with pytest.raises(ValueError, match="unknown name 'open'"):
         results.where(rows, "open('x')")
+
+
+def test_workers_on_one_accelerator_share_its_memory(monkeypatch):
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    S.share_device_memory(1)  # one process owns the device: XLA's default
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+    S.share_device_memory(3)
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.2")  # the user's own setting is kept
+    S.share_device_memory(2)
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.2"
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # no preallocation: nothing to share
+    S.share_device_memory(2)
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
