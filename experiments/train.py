@@ -551,9 +551,10 @@ def step_width(requested: int, members: int) -> int:
 
     On an accelerator one step of many small members keeps the device busy where one member at a
     time would leave it idle. On CPU the arithmetic is already the bottleneck, and XLA:CPU runs the
-    vmapped step 1.5x slower per member than the single-member step (grouped convolutions, batched
-    small matmuls; BENCHMARKS.md, "The main job"), so the members pass one at a time through the same
-    compiled single-member step: still one compilation per program.
+    vmapped step 1.3 to 1.6x slower per member than the single-member step (grouped convolutions;
+    BENCHMARKS.md, issue 22), so the members pass one at a time through the same compiled
+    single-member step: still one compilation per program. A last pass with fewer members
+    (``requested`` not dividing the members) compiles its own step.
     """
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 0:
         raise config_lib.ConfigError(f"members_per_step must be an int >= 0 (0: the platform's default), "
