@@ -637,7 +637,7 @@ def train_group(configs, workdirs, *, echo: bool = False, members_per_step: int 
                 for i in range(0, len(group), size):
                     passing = group[i:i + size]
                     _run(setup, passing, [states.pop(m.workdir) for m in passing], start, traced, clock, compiled,
-                         bar=echo and len(configs) == 1, program=os.path.basename(group[0].workdir), pad_to=pad_to)
+                         bar=echo and len(configs) == 1, group_name=os.path.basename(group[0].workdir), pad_to=pad_to)
                     clock = Clock()  # the next pass is a program of its own
         finally:
             for m in todo:
@@ -671,14 +671,14 @@ def _restore(m: _Member) -> dict:
 
 
 def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, clock: Clock, compiled: dict,
-         bar: bool = False, program: str = "", pad_to=None) -> None:
+         bar: bool = False, group_name: str = "", pad_to=None) -> None:
     """Train ``members`` (all at step ``start``) to the end as one program; sets each ``m.result``.
 
     The loop: refresh (host-side task state), step, log, checkpoint, evaluate, then finish. ``clock``
     keeps the program's time account (:class:`Clock`), written to each result and log. ``compiled``:
     ``{members: compiled step}``, filled on first use and shared by the passes of a group. ``bar``: a
-    progress bar (a run of its own). ``program``: the group's name (its first member's directory); each
-    result also names its pass (``pass``: the first member of this call). ``pad_to``: the shapes the
+    progress bar (a run of its own). ``group_name``: the program's name in each result (``program``: its
+    group's first member's directory); each result also names its pass (``pass``: this call's first member). ``pad_to``: the shapes the
     stacked states are padded to (:func:`_stack`).
     """
     c = members[0].config
@@ -691,7 +691,7 @@ def _run(setup: Setup, members: list, states: list, start: int, traced: tuple, c
         init_eval = {m.workdir: evaluate(m.setup, init_params(m.setup, jax.random.key(m.config.seed)))
                      for m in members} if c.eval.at_init else {}
     with clock("setup"):
-        program = _Program(setup, members, states, traced, start, clock, compiled, bar, program, pad_to)
+        program = _Program(setup, members, states, traced, start, clock, compiled, bar, group_name, pad_to)
     wall0 = time.perf_counter()
     try:
         for step in range(start, c.steps):
