@@ -72,8 +72,12 @@ def _knn_predict(test_x, train_x, train_y, temperature, k, c):
     return jnp.argmax(votes, axis=1)
 
 
+#: the linear probe's L2 weight and Adam learning rate (:func:`linear_probe`'s defaults, the experiments' protocol)
+PROBE_L2, PROBE_LEARNING_RATE = 1e-4, 0.1
+
+
 def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = None, steps: int = 300,
-                 l2: float = 1e-4, learning_rate: float = 0.1) -> dict:
+                 l2: float = PROBE_L2, learning_rate: float = PROBE_LEARNING_RATE) -> dict:
     r"""Linear evaluation: softmax regression on standardised frozen features.
 
     Minimises ``mean_i CE(W x_i + b, y_i) + l2 ||W||^2`` on the training features (each
@@ -93,11 +97,20 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = 
     C.integer(fn, "steps", steps, 1)
     C.scalar(fn, "l2", l2, low=0.0, low_inclusive=True)
     c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    pred_tr, pred_te = _probe_predict(train_x, jnp.asarray(train_y), test_x, jnp.asarray(l2, jnp.float32), c, steps,
+                                      float(learning_rate))
+    acc = lambda pred, y: float(np.mean(np.asarray(pred) == y))  # noqa: E731
+    return {"train_accuracy": acc(pred_tr, train_y), "test_accuracy": acc(pred_te, test_y)}
+
+
+def _probe_predict(train_x, train_y, test_x, l2, c, steps, learning_rate):
+    """The probe's class predictions on ``train_x`` and ``test_x``: each feature standardised with the
+    training mean and standard deviation, then :func:`_fit_probe` (traceable; ``c``, ``steps`` and
+    ``learning_rate`` static)."""
     mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
     xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
-    p = _fit_probe(xtr, jnp.asarray(train_y), jnp.asarray(l2, jnp.float32), c, steps, float(learning_rate))
-    acc = lambda x, y: float(np.mean(np.asarray(jnp.argmax(x @ p["w"] + p["b"], 1)) == y))
-    return {"train_accuracy": acc(xtr, train_y), "test_accuracy": acc(xte, test_y)}
+    p = _fit_probe(xtr, train_y, l2, c, steps, learning_rate)
+    return jnp.argmax(xtr @ p["w"] + p["b"], 1), jnp.argmax(xte @ p["w"] + p["b"], 1)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))  # one compilation per shape and setting, not per call
@@ -151,17 +164,16 @@ def classification_hits(train_x, train_y, test_x, test_y, *, k: int, temperature
                         num_classes: int) -> dict:
     """The traceable core of :func:`classification`: correct test predictions (int32 scalars)
     ``{"knn_accuracy", "linear_probe_accuracy"}`` of :func:`knn_accuracy` and :func:`linear_probe`
-    (defaults ``l2=1e-4``, ``learning_rate=0.1``) on float32 ``train_x [N, D]``, ``test_x [M, D]``;
+    (``l2=PROBE_L2``, ``learning_rate=PROBE_LEARNING_RATE``) on float32 ``train_x [N, D]``, ``test_x [M, D]``;
     ``k``, ``probe_steps`` and ``num_classes`` static. No checks: it runs under ``jit`` / ``vmap``
     (one call evaluates every member of a program); :func:`classification` is the checked entry.
     """
     k = min(int(k), train_x.shape[0])
     pred = _knn_predict(test_x, train_x, train_y, jnp.asarray(temperature, jnp.float32), k, num_classes)
-    mu, sd = jnp.mean(train_x, 0), jnp.std(train_x, 0) + 1e-6
-    xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
-    p = _fit_probe(xtr, train_y, jnp.asarray(1e-4, jnp.float32), num_classes, probe_steps, 0.1)
+    _, probe = _probe_predict(train_x, train_y, test_x, jnp.asarray(PROBE_L2, jnp.float32), num_classes, probe_steps,
+                              PROBE_LEARNING_RATE)
     return {"knn_accuracy": jnp.sum(pred == test_y, dtype=jnp.int32),
-            "linear_probe_accuracy": jnp.sum(jnp.argmax(xte @ p["w"] + p["b"], 1) == test_y, dtype=jnp.int32)}
+            "linear_probe_accuracy": jnp.sum(probe == test_y, dtype=jnp.int32)}
 
 
 @functools.partial(jax.jit, static_argnames=("k", "probe_steps", "num_classes"))
