@@ -168,7 +168,8 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     kw = dict(data_dir=d.data_dir or None, config=d.config.to_dict())
     train = data.load(d.name, d.train_split, max_examples=d.max_train_examples or None, **kw)
     test = data.load(d.name, d.test_split, **kw)
-    corpus = data.load(d.name, d.corpus_split, **kw) if task.uses_corpus else None
+    # a corpus is addressed by id: in id order row i is id i (a stored split may come in any order)
+    corpus = data.in_id_order(data.load(d.name, d.corpus_split, **kw), task.corpus_id) if task.corpus_id else None
     eval_train = data.load(d.name, d.eval_train_split, max_examples=config.eval.max_examples, **kw) \
         if d.eval_train_split and d.eval_train_split != d.train_split else train
     needs = task.needs(config)
@@ -176,6 +177,8 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         if not set(needs) <= set(split.arrays):
             raise ValueError(f"config.task={config.task!r} (with this config) needs fields {sorted(needs)} in dataset "
                              f"{d.name!r} split {split.split!r}, which has {sorted(split.arrays)}")
+        if corpus is not None:
+            data.check_ids(split, task.corpus_id, corpus)
     q = _encoder(config.model.name, config.model.kwargs, config, corpus)
     doc = _encoder(config.model.doc_name, config.model.doc_kwargs, config, corpus) if config.model.doc_name else None
     return Setup(config, mesh, train, test, corpus, eval_train, q, doc, config.model.doc_name == "id_embedding")

@@ -5,6 +5,8 @@ r"""Downstream and representation metrics for trained encoders.
 :func:`linear_probe`        multinomial logistic regression on frozen features (optax)
 :func:`classification`      both of them under one protocol: a run's evaluation and its baselines
 :func:`retrieval_metrics`   recall@k, hit@k, MRR@k, nDCG@k with graded groups of relevant docs
+:func:`ranking_metrics`     the same metrics of any ranked lists (:func:`bm25`'s, for one)
+:func:`bm25`                BM25 over token ids: the lexical baseline of a retrieval run
 :func:`contrastive_accuracy`  top-1 accuracy among a fixed number of candidates
 :func:`alignment`, :func:`uniformity`, :func:`tolerance`, :func:`rankme`   from :mod:`jaxneg.metrics`
 ==========================  ============================================================
@@ -190,26 +192,53 @@ def classification_hits_members(train_x, train_y, test_x, test_y, *, k: int, tem
 def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
     r"""Ranking metrics of a dense retriever with binary relevance by group.
 
-    Document ``d`` is relevant to query ``q`` when ``corpus_group[d] == query_group[q]``
-    (a group holds a target and its duplicates). With ``R_q`` relevant documents, the
-    ranked list by cosine similarity (exact, :func:`jaxneg.samplers.hard_topk`) and
-    ``rel_i`` the relevance at rank ``i``:
-
-    * ``recall@k = sum_{i<=k} rel_i / R_q``; ``hit@k = [sum_{i<=k} rel_i > 0]``
-    * ``mrr@K = 1 / (first relevant rank)`` within the top ``K = max(ks)`` (0 if none)
-    * ``ndcg@k = sum_{i<=k} rel_i / log2(i+1)  /  sum_{i<=min(k,R_q)} 1 / log2(i+1)``
-
-    averaged over queries. Args: queries ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``,
-    corpus_group ``[N]`` ints.
+    The corpus is ranked by cosine similarity to each query (exact,
+    :func:`jaxneg.samplers.hard_topk`) and scored by :func:`ranking_metrics`. Args: queries
+    ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``, corpus_group ``[N]`` ints.
     """
     fn = "retrieval_metrics"
     queries = C.as_float_array(fn, "queries", queries, 2, "[Q, D]")
     corpus = C.as_float_array(fn, "corpus", corpus, 2, "[N, D]")
     qg = _labels(fn, "query_group", query_group, queries.shape[0])
     cg = _labels(fn, "corpus_group", corpus_group, corpus.shape[0])
-    ks = sorted({min(C.integer(fn, "ks", k, 1), corpus.shape[0]) for k in ks})
+    ks = _ks(fn, ks, corpus.shape[0])
+    return ranking_metrics(np.asarray(_nearest(queries, corpus, ks[-1])), qg, cg, ks=ks)
+
+
+def _ks(fn, ks, n) -> list:
+    return sorted({min(C.integer(fn, "ks", k, 1), n) for k in ks})
+
+
+def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
+    r"""Ranking metrics of any retriever's ranked lists, with binary relevance by group.
+
+    Document ``d`` is relevant to query ``q`` when ``corpus_group[d] == query_group[q]``
+    (a group holds a target and its duplicates). With ``R_q`` relevant documents and
+    ``rel_i`` the relevance at rank ``i`` of ``ranked[q]``:
+
+    * ``recall@k = sum_{i<=k} rel_i / R_q``; ``hit@k = [sum_{i<=k} rel_i > 0]``
+    * ``mrr@K = 1 / (first relevant rank)`` within the top ``K = max(ks)`` (0 if none)
+    * ``ndcg@k = sum_{i<=k} rel_i / log2(i+1)  /  sum_{i<=min(k,R_q)} 1 / log2(i+1)``
+
+    averaged over queries. Args: ranked ``[Q, K]`` corpus row indices, best first, ``K >=
+    max(ks)`` (``ks`` above the corpus size are clipped to it); query_group ``[Q]``,
+    corpus_group ``[N]`` ints. Shared by :func:`retrieval_metrics` (dense) and :func:`bm25`.
+    """
+    fn = "ranking_metrics"
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2 or ranked.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: ranked must be int row indices [Q, K], got {ranked.dtype} {list(ranked.shape)}")
+    qg = _labels(fn, "query_group", query_group, ranked.shape[0])
+    cg = np.asarray(corpus_group)
+    if cg.ndim != 1 or cg.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: corpus_group must be int labels [N], got {cg.dtype} {list(cg.shape)}")
+    if ranked.size and (ranked.min() < 0 or ranked.max() >= len(cg)):
+        raise ValueError(f"{fn}: ranked holds indices outside the corpus' {len(cg)} rows")
+    ks = _ks(fn, ks, len(cg))
     top = ks[-1]
-    rel = (cg[np.asarray(_nearest(queries, corpus, top))] == qg[:, None]).astype(np.float64)
+    if ranked.shape[1] < top:
+        raise ValueError(f"{fn}: ranked has {ranked.shape[1]} columns, need max(ks)={top}")
+    rel = (cg[ranked[:, :top]] == qg[:, None]).astype(np.float64)
     counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
     if np.any(counts == 0):
         raise ValueError(f"{fn}: {int(np.sum(counts == 0))} queries have no relevant document in the corpus")
@@ -223,6 +252,46 @@ def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 
         out[f"hit@{k}"] = float(np.mean(hits > 0))
         out[f"ndcg@{k}"] = float(np.mean((rel[:, :k] * disc[:k]).sum(1) / ideal))
     return out
+
+
+def bm25(query_tokens, doc_tokens, *, k: int, k1: float = 1.5, b: float = 0.75, pad: int | None = 0):
+    r"""The ``k`` best documents of each query by BM25 over token ids (the lexical baseline).
+
+    Lucene's BM25 (Robertson & Zaragoza 2009; the ``bm25s`` package, Lù 2024), for query terms
+    ``t`` (each occurrence counted), ``N`` documents, ``df_t`` of them containing ``t``, ``tf``
+    its count in ``d``:
+
+        score(q, d) = sum_t  idf_t * tf / (tf + k1 (1 - b + b |d| / avgdl)),
+        idf_t = ln(1 + (N - df_t + 0.5) / (df_t + 0.5))
+
+    (Lucene drops the classic numerator factor ``k1 + 1``, a constant that changes no ranking.)
+
+    Args: query_tokens ``[Q, Lq]`` and doc_tokens ``[N, Ld]`` integer token ids, ``pad``
+    (default 0; ``None``: none) dropped; ``k <= N``. Returns ``(indices [Q, k], scores [Q, k])``,
+    best first. ``bm25s`` was chosen over ``rank_bm25`` by measurement: on the synthetic corpus
+    (4,096 documents, 1,024 queries) it indexes and retrieves in 0.22 s against 3.65 s, with the
+    same MRR@100 (0.933), and it is maintained (BENCHMARKS.md).
+    """
+    fn = "bm25"
+    q, d = np.asarray(query_tokens), np.asarray(doc_tokens)
+    for name, x in (("query_tokens", q), ("doc_tokens", d)):
+        if x.ndim != 2 or x.dtype.kind not in "iu":
+            raise ValueError(f"{fn}: {name} must be int token ids [n, L], got {x.dtype} {list(x.shape)}")
+    k = C.integer(fn, "k", k, 1)
+    if k > d.shape[0]:
+        raise ValueError(f"{fn}: k={k} exceeds the {d.shape[0]} documents")
+    C.scalar(fn, "k1", k1, low=0.0, low_inclusive=True)
+    C.scalar(fn, "b", b, low=0.0, high=1.0, low_inclusive=True)
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    words = lambda rows: [[str(t) for t in row if pad is None or t != pad] for row in rows]  # noqa: E731
+    index = bm25s.BM25(k1=float(k1), b=float(b), method="lucene")
+    index.index(words(d), show_progress=False)
+    indices, scores = index.retrieve(words(q), k=k, show_progress=False, n_threads=1)
+    return np.asarray(indices, np.int64), np.asarray(scores, np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=2)  # compiled once per shape and k, not per call
@@ -262,6 +331,6 @@ def _contrastive_hits(key, queries, keys, c):
     return jnp.mean(pos > jnp.max(jnp.take_along_axis(s, neg, axis=1), axis=1))
 
 
-__all__ = ["alignment", "classification", "classification_hits", "classification_hits_members",
-           "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "retrieval_metrics",
+__all__ = ["alignment", "bm25", "classification", "classification_hits", "classification_hits_members",
+           "contrastive_accuracy", "knn_accuracy", "linear_probe", "rankme", "ranking_metrics", "retrieval_metrics",
            "tolerance", "uniformity"]

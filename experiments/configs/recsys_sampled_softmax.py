@@ -31,4 +31,5 @@ def get_config(arg=None):
     c.batch_size = 256
     c.steps = 500
     c.optimizer.learning_rate = 3e-3
+    c.eval.at_init = True  # result.json's init_eval: the untrained encoder this run must beat
     return apply_arg(c, arg)

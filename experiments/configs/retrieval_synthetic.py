@@ -32,4 +32,5 @@ def get_config(arg=None):
     c.batch_size = 128
     c.steps = 500
     c.optimizer.learning_rate = 2e-3
+    c.eval.at_init = True  # result.json's init_eval: the untrained encoder this run must beat
     return apply_arg(c, arg)

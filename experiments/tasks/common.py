@@ -59,8 +59,11 @@ class Task:
     """What a run trains on (``config.task``): a record of functions of the run's :class:`Setup`.
 
     ==============================================  =================================================
-    ``needs``, ``uses_corpus``                      dataset fields it reads; whether it loads the
-                                                    corpus split
+    ``needs``                                       dataset fields it reads
+    ``corpus_id``                                   the field of the train and test splits that
+                                                    addresses a corpus row (the corpus is loaded in
+                                                    that id's order, :func:`jaxneg.data.in_id_order`,
+                                                    so row ``i`` is id ``i``); None: no corpus
     ``validate(config, loss)``                      the task's own config rules (``loss``: the loss'
                                                     registry entry); raises ``ValueError`` naming the
                                                     field; called by ``config_lib.validate``
@@ -95,7 +98,7 @@ class Task:
 
     name: str
     needs: tuple
-    uses_corpus: bool
+    corpus_id: str | None
     validate: Callable
     host_batch: Callable
     example_inputs: Callable

@@ -12,8 +12,15 @@ documents, ``config.sampler`` adds negatives:
   every ``config.sampler.refresh_every`` steps (ANCE-style asynchronous refresh; Xiong et
   al. 2021); rows with fewer than ``K`` survivors of the filters fall back to uniform draws.
 
+Ids: a query's ``doc_id`` addresses its document's corpus row, and every use (the training
+positive, the samplers' exclusions, the mined index, the popularity counts, the evaluation's
+pairs) indexes the corpus by it. That holds because the loop loads the corpus in ``doc_id``
+order (``Task.corpus_id``: :func:`jaxneg.data.in_id_order`, which fails unless the ids are a
+permutation of ``0..N-1``) and checks that every query's ``doc_id`` addresses a row.
+
 Evaluation: retrieval metrics (recall / MRR / nDCG at ``config.eval.ks``) of the test queries
-against the whole corpus, RankMe of the corpus embeddings, and pair metrics.
+against the whole corpus, RankMe of the corpus embeddings, and pair metrics. Baseline
+(:func:`raw_input`): BM25 over the same tokens, scored by the same metrics.
 """
 
 from __future__ import annotations
@@ -177,17 +184,34 @@ def evaluate(setup: Setup, params) -> dict:
     docs = corpus["doc_id"] if setup.doc_by_id else corpus["tokens"]
     _, zc = encode_all(dm, dp, docs)
     _, z1 = encode_all(setup.query_model, params["query"], test["tokens"])
-    z2 = zc[test["doc_id"]]
-    ks = tuple(k for k in ev.ks if k <= len(setup.corpus)) or (1,)
-    out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=ks))
+    z2 = zc[test["doc_id"]]  # the corpus is in doc_id order: row = id
+    out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup)))
     out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
 
 
+def _ks(setup: Setup) -> tuple:
+    return tuple(k for k in setup.config.eval.ks if k <= len(setup.corpus)) or (1,)
+
+
+def raw_input(setup: Setup) -> dict:
+    """The lexical baseline of the evaluation: BM25 (:func:`jaxneg.evaluation.bm25`) of the test
+    queries' tokens against the corpus documents' tokens, with the run's retrieval metrics
+    (``recall@k``, ``hit@k``, ``mrr@K``, ``ndcg@k``). A dense run that does not beat it has not
+    learned more than word overlap."""
+    test = first_rows(setup.test, setup.config.eval.max_examples)
+    corpus = setup.corpus.arrays
+    if "tokens" not in corpus:
+        return {}
+    ks = _ks(setup)
+    ranked, _ = evaluation.bm25(test["tokens"], corpus["tokens"], k=max(ks))
+    return evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks)
+
+
 TASK = common.register(common.Task(
-    name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), uses_corpus=True, validate=validate,
+    name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), corpus_id="doc_id", validate=validate,
     host_batch=host_batch, example_inputs=example_inputs, consts=consts, init_state=init_state,
     make_encode=make_encode, make_objective=make_objective, inputs=inputs, after_step=after_step,
-    evaluate=evaluate, refresh=refresh,
+    evaluate=evaluate, refresh=refresh, raw_input=raw_input,
     refresh_every=lambda config: config.sampler.refresh_every if _mined_config(config) else 0))

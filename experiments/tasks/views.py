@@ -385,7 +385,7 @@ def raw_input(setup: Setup) -> dict:
 
 
 TASK = common.register(common.Task(
-    name="views", needs=needs, uses_corpus=False, validate=validate, host_batch=host_batch,
+    name="views", needs=needs, corpus_id=None, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
     make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input,
     evaluate_members=evaluate_members))

@@ -21,7 +21,11 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-VERSION = tfds.core.Version("1.0.0")
+#: 1.1.0: splits are stored in generation order (``disable_shuffling``); 1.0.0 stored them in tfds' hashed
+#: order, so a row number was not an example's id. The bump makes old caches be regenerated, not read.
+VERSION = tfds.core.Version("1.1.0")
+RELEASE_NOTES = {"1.1.0": "Splits stored in generation order (disable_shuffling=True).",
+                 "1.0.0": "Initial release (splits in tfds' hashed order)."}
 
 
 def _features(**spec):
@@ -32,11 +36,12 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
     """Common plumbing: ``_info`` from the class' ``FEATURES``, splits from ``_arrays``."""
 
     VERSION = VERSION
+    RELEASE_NOTES = RELEASE_NOTES
     DESCRIPTION = ""
 
     def _info(self):
         return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=self._feature_spec(),
-                                     supervised_keys=None)
+                                     supervised_keys=None, disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
         return {split: self._generate_examples(arrays) for split, arrays in self._arrays().items()}

@@ -38,6 +38,49 @@ class Data:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
+def in_id_order(split: Data, field: str) -> Data:
+    """``split`` with its rows in the order of ``field``, so that row ``i`` holds id ``i``.
+
+    A stored split's row order is not its ids' order: tfds shuffles on write unless a builder
+    sets ``disable_shuffling`` (and a user's dataset may come in any order), so an id is never
+    a row number without this one mapping. Every task that addresses rows by an id (the pairs
+    task's ``doc_id``) loads that split through it.
+
+    Raises ``ValueError`` naming the split and field when ``field`` is missing, not integer, or
+    not a permutation of ``0..N-1`` (with the first missing and repeated ids).
+    """
+    where = f"dataset {split.name!r} split {split.split!r}"
+    if field not in split.arrays:
+        raise ValueError(f"{where} has no id field {field!r} (fields: {sorted(split.arrays)})")
+    ids = np.asarray(split.arrays[field])
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise ValueError(f"{where}: id field {field!r} must be 1-D integers, got {ids.dtype} {list(ids.shape)}")
+    n = len(ids)
+    counts = np.bincount(ids[(ids >= 0) & (ids < n)], minlength=n)
+    if ids.min() < 0 or ids.max() >= n or np.any(counts != 1):
+        out = ids[(ids < 0) | (ids >= n)]
+        raise ValueError(
+            f"{where}: id field {field!r} must be a permutation of 0..{n - 1} (one row per id); "
+            f"{int(np.sum(counts == 0))} ids missing (first {np.flatnonzero(counts == 0)[:5].tolist()}), "
+            f"{int(np.sum(counts > 1))} repeated (first {np.flatnonzero(counts > 1)[:5].tolist()}), "
+            f"{len(out)} out of range (first {out[:5].tolist()})")
+    if np.array_equal(ids, np.arange(n)):
+        return split
+    return dataclasses.replace(split, arrays=split.take(np.argsort(ids, kind="stable")))
+
+
+def check_ids(split: Data, field: str, target: Data) -> None:
+    """Check that every ``split.arrays[field]`` addresses a row of ``target`` (ids ``0..len(target)-1``)."""
+    if field not in split.arrays:
+        raise ValueError(f"dataset {split.name!r} split {split.split!r} has no id field {field!r} "
+                         f"(fields: {sorted(split.arrays)})")
+    ids = np.asarray(split.arrays[field])
+    bad = ids[(ids < 0) | (ids >= len(target))]
+    if len(bad):
+        raise ValueError(f"dataset {split.name!r} split {split.split!r}: {len(bad)} {field} values address no row "
+                         f"of split {target.split!r} ({len(target)} rows; first {bad[:5].tolist()})")
+
+
 def default_data_dir(name: str | None = None) -> str:
     """Where prepared datasets live.
 

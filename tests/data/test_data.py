@@ -59,13 +59,39 @@ def test_synthetic_retrieval_plants_topics_paraphrases_and_duplicates():
     assert counts[:6].sum() > 0.3 * counts.sum()  # Zipf head vs uniform (~1% for the top 6)
 
 
-def test_synthetic_retrieval_loads_through_tfds():
-    corpus = data.load("synthetic_retrieval", "corpus", config=RETRIEVAL)
-    test = data.load("synthetic_retrieval", "test", config=RETRIEVAL)
-    assert corpus.arrays["tokens"].shape == (600, 32) and test.arrays["tokens"].shape == (50, 8)
-    ref = data.generate_retrieval(data.SyntheticRetrievalConfig(name="t", **RETRIEVAL))["corpus"]
-    order = np.argsort(corpus.arrays["doc_id"])
-    np.testing.assert_array_equal(corpus.arrays["tokens"][order], ref["tokens"])
+def test_synthetic_retrieval_loads_through_tfds_in_generation_order():
+    """The embedded builders store their splits unshuffled: the loaded split is the generator's, row for row
+    (tfds' default hashed order put doc_id == row in 1 of 4,096 corpus rows)."""
+    ref = data.generate_retrieval(data.SyntheticRetrievalConfig(name="t", **RETRIEVAL))
+    for split in ("corpus", "test"):
+        loaded = data.load("synthetic_retrieval", split, config=RETRIEVAL)
+        assert set(loaded.arrays) == set(ref[split])
+        for field, values in ref[split].items():
+            np.testing.assert_array_equal(loaded.arrays[field], values, err_msg=f"{split}.{field}")
+    assert data.builders.VERSION >= tfds.core.Version("1.1.0")  # caches of the shuffled 1.0.0 are not read
+
+
+def test_in_id_order_puts_any_stored_order_in_id_order_and_rejects_ids_that_are_not_a_permutation():
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(7)
+    split = data.Data("d", "corpus", {"doc_id": ids, "tokens": np.stack([ids * 10, ids * 10 + 1], 1)})
+    ordered = data.in_id_order(split, "doc_id")
+    np.testing.assert_array_equal(ordered.arrays["doc_id"], np.arange(7))
+    np.testing.assert_array_equal(ordered.arrays["tokens"][:, 0], np.arange(7) * 10)  # rows move together
+    assert data.in_id_order(ordered, "doc_id") is ordered
+    with pytest.raises(ValueError, match=r"split 'corpus' has no id field 'id' \(fields: \['doc_id', 'tokens'\]\)"):
+        data.in_id_order(split, "id")
+    bad = {"repeated": ([0, 1, 1, 3], r"1 ids missing \(first \[2\]\), 1 repeated \(first \[1\]\)"),
+           "out of range": ([0, 1, 2, 9], r"1 ids missing \(first \[3\]\).*1 out of range \(first \[9\]\)"),
+           "negative": ([0, -1, 2, 1], r"1 out of range \(first \[-1\]\)")}
+    for name, (values, match) in bad.items():
+        with pytest.raises(ValueError, match="must be a permutation of 0..3.*" + match):
+            data.in_id_order(data.Data("d", "corpus", {"doc_id": np.array(values)}), "doc_id")
+    with pytest.raises(ValueError, match="must be 1-D integers"):
+        data.in_id_order(data.Data("d", "corpus", {"doc_id": np.arange(4.0)}), "doc_id")
+    queries = data.Data("d", "train", {"doc_id": np.array([0, 6, 7])})
+    with pytest.raises(ValueError, match=r"1 doc_id values address no row of split 'corpus' \(7 rows; first \[7\]\)"):
+        data.check_ids(queries, "doc_id", ordered)
 
 
 def test_real_tfds_names_go_through_the_same_pipeline_with_mock_data():

@@ -83,3 +83,35 @@ def test_tolerance_is_the_mean_same_class_cosine():
     assert np.isnan(float(evaluation.tolerance(x[:3], [0, 1, 2])))
     with pytest.raises(ValueError, match=r"labels must be integer \[N\] = \[50\]"):
         evaluation.tolerance(x, y[:10])
+
+
+def test_bm25_scores_a_tiny_corpus_as_computed_by_hand():
+    """Lucene's BM25 (k1 = 1.5, b = 0.75; without Robertson's constant factor k1 + 1, which leaves every
+    ranking as it is) written out term by term; padding (0) is not a word."""
+    docs = np.array([[1, 2, 3, 0], [1, 1, 4, 0], [5, 0, 0, 0], [2, 3, 6, 6]])
+    queries = np.array([[1, 4], [6, 2], [4, 4]])
+    n, length = 4, np.array([3, 3, 1, 4])
+    avgdl = length.mean()
+
+    def score(q, d):
+        total = 0.0
+        for t in q:  # every occurrence of a query word counts
+            tf = np.sum(docs[d] == t)
+            df = np.sum([(docs[j] == t).any() for j in range(n)])
+            idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+            total += idf * tf / (tf + 1.5 * (1 - 0.75 + 0.75 * length[d] / avgdl))
+        return total
+
+    want = np.array([[score(q, d) for d in range(n)] for q in queries])
+    idx, got = evaluation.bm25(queries, docs, k=4)
+    np.testing.assert_allclose(got, np.take_along_axis(want, idx, 1), rtol=1e-5)
+    np.testing.assert_allclose(np.sort(want, 1)[:, ::-1], got, rtol=1e-5)  # best first
+    assert idx[0, 0] == 1 and idx[1, 0] == 3  # d1 holds 1 twice and 4; d3 holds 6 twice and 2
+    m = evaluation.ranking_metrics(idx, np.array([1, 3, 1]), np.arange(4), ks=(1, 4))
+    assert m["recall@1"] == 1.0 and m["mrr@4"] == 1.0
+    with pytest.raises(ValueError, match="k=5 exceeds the 4 documents"):
+        evaluation.bm25(queries, docs, k=5)
+    with pytest.raises(ValueError, match=r"doc_tokens must be int token ids \[n, L\]"):
+        evaluation.bm25(queries, docs.astype(float), k=2)
+    with pytest.raises(ValueError, match="ranked has 1 columns, need max"):
+        evaluation.ranking_metrics(idx[:, :1], np.array([1, 3, 1]), np.arange(4), ks=(1, 4))

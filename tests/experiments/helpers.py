@@ -9,12 +9,17 @@ import orbax.checkpoint as ocp
 from experiments.config_lib import set_field
 
 
+#: an override value that keeps the config's own value of a field the tests otherwise shrink
+DEFAULT = object()
+
+
 def config(name, arg=None, **overrides):
     c = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     small = {"num_devices": 1, "steps": 4, "batch_size": 32, "log_every": 2, "checkpoint_every": 2, "progress": False,
              "eval.max_examples": 200, "eval.probe_steps": 20, "eval.num_candidates": 8}
     for field, value in {**small, **overrides}.items():
-        set_field(c, field, value, "test config")
+        if value is not DEFAULT:
+            set_field(c, field, value, "test config")
     return c
 
 

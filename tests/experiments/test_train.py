@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from experiments import train as T
 from experiments.tasks import views
 from jaxneg import data as jaxneg_data
-from tests.experiments.helpers import config, final_params, leaves, patch_task
+from tests.experiments.helpers import DEFAULT, config, final_params, leaves, patch_task
 
 MNIST = {"num_samples": 1000}
 RETRIEVAL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128}
@@ -47,6 +47,9 @@ def test_unknown_fields_and_the_config_argument_are_checked(tmp_path):
     assert config("simclr_mnist1d", "loss.temperature=0.3,steps=7", steps=7).loss.temperature == 0.3
 
 
+#: a config family that must also learn: 100 steps at the config's own data and batch, evaluated at init too
+LEARNS = {"steps": 100, "batch_size": DEFAULT, "log_every": 50, "checkpoint_every": 50, "eval.at_init": True,
+          "eval.max_examples": 1024}
 CASES = {
     "ntxent_8_devices": ("simclr_mnist1d", {"data.config": MNIST, "num_devices": 8}),
     "supcon_supervised": ("simclr_mnist1d", {"data.config": MNIST, "loss.name": "supcon", "loss.supervised": True}),
@@ -57,9 +60,9 @@ CASES = {
     "digits_resnet": ("simclr_mnist1d", {"data.name": "sklearn_digits", "data.config": {}, "data.view": "image",
                                          "data.view_kwargs": {},
                                          "model.name": "resnet", "model.kwargs": {"stage_sizes": (1,), "width": 8}}),
-    "clip_pairs": ("clip_pairs", {"data.config": RETRIEVAL}),
-    "retrieval_hard_topk": ("retrieval_synthetic", {"data.config": {**RETRIEVAL, "duplicate_rate": 0.2},
-                                                    "sampler.refresh_every": 2, "num_devices": 4}),
+    # the two retrieval configs at their defaults (data, batch, model, sampler) on a fifth of their schedule
+    "clip_pairs": ("clip_pairs", {**LEARNS}),
+    "retrieval_hard_topk": ("retrieval_synthetic", {**LEARNS, "num_devices": 4}),
     "retrieval_simans": ("retrieval_synthetic", {"data.config": RETRIEVAL, "sampler.name": "simans",
                                                  "sampler.candidates": 16, "sampler.kwargs": {}}),
     "recsys": ("recsys_sampled_softmax", {"data.config": {**RETRIEVAL, "popularity_exponent": 1.0},
@@ -72,21 +75,29 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.slow
 def test_each_config_family_trains_and_writes_its_outputs(tmp_path, case):
+    """Every family trains 4 steps and writes its outputs; the two retrieval configs train 100 steps of their
+    defaults and must beat their untrained encoder's MRR@100 by 0.15 (measured: clip_pairs 0.001 -> 0.22,
+    retrieval_synthetic 0.17 -> 0.56; with the corpus out of doc_id order, as tfds stored it, they stayed
+    at 0.001 and 0.19 after 500 steps)."""
     name, overrides = CASES[case]
-    result = T.train(config(name, **overrides), str(tmp_path))
-    assert result["status"] == "finished" and result["num_devices"] == overrides.get("num_devices", 1)
+    c = config(name, **overrides)
+    result = T.train(c, str(tmp_path))
+    assert result["status"] == "finished" and result["num_devices"] == c.num_devices
     assert result["eval"] and all(np.isfinite(v) for v in result["eval"].values())
     if name.startswith("simclr"):
         assert {"knn_accuracy", "linear_probe_accuracy", "alignment", "uniformity", "rankme",
                 "contrastive_accuracy"} <= set(result["eval"])
     else:
         assert {"recall@1", "recall@10", "mrr@100", "ndcg@10", "contrastive_accuracy"} <= set(result["eval"])
+    if overrides.get("steps") == LEARNS["steps"]:
+        assert result["eval"]["mrr@100"] > result["init_eval"]["mrr@100"] + 0.15, (result["init_eval"], result["eval"])
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["step"] for r in rows if "loss" in r] == [2, 4]
+    every = lambda n: list(range(n, c.steps + 1, n))  # noqa: E731
+    assert [r["step"] for r in rows if "loss" in r] == every(c.log_every)
     assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
-    assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == config(name, **overrides).loss.name
+    assert json.load(open(tmp_path / "config.json"))["loss"]["name"] == c.loss.name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == [str(s) for s in every(c.checkpoint_every)]
     assert json.load(open(tmp_path / "result.json")) == json.loads(json.dumps(result))
     # starting again returns the finished result without training
     assert T.train(config(name, **overrides), str(tmp_path))["wall_seconds"] == result["wall_seconds"]
