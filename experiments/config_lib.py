@@ -63,6 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.doc_kwargs = ml_collections.ConfigDict()
     c.model.head_hidden = (256,)
     c.model.embed_dim = 128          # 0 = no projection head
+    c.model.centre = "batch"         # views task: what is subtracted from the embeddings before the loss normalises
+                                     # them: "batch" (the global batch's own mean, differentiated: exact under
+                                     # sharding and gradient caching), "running" (an EMA of the global batch means,
+                                     # a constant within a step) or "none" (BENCHMARKS.md: "Centring")
+    c.model.centre_momentum = 0.9    # running centre: c <- m c + (1 - m) mean(batch embeddings)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "ntxent"
@@ -78,11 +83,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.moco.enabled = False           # keys from a momentum (EMA) copy of the encoder, without gradient
     c.moco.momentum = 0.99           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
     c.moco.queue_size = 0            # earlier batches' keys added as negatives to every anchor (FIFO)
+    c.moco.symmetric = False         # both views act as queries against the other view's keys (loss summed over
+                                     # the two directions; 2B keys pushed per step): the MoCo CIFAR demo, MoCo v3
+    c.moco.batch_negatives = False   # the batch's other keys are negatives too (MoCo v1/v2: queue only)
 
     c.negatives = ml_collections.ConfigDict()  # views task: the negatives each anchor sees (ntxent, infonce)
     c.negatives.subsample = 0        # > 0: only this many random in-batch negatives per anchor (0: all)
     c.negatives.memory = 0           # > 0: also a memory bank of the encoder's own recent embeddings of this size
     c.negatives.memory_from = 0      # the step from which the (full) bank counts as negatives (a warm-up before)
+    c.negatives.instance = False     # Wu et al. 2018's instance memory: one slot per training example, updated in
+                                     # place; an anchor's own slot is its positive, negatives are `subsample` random
+                                     # slots (0: every other slot); needs loss infonce
+    c.negatives.instance_momentum = 0.5  # slot update v <- normalize(m v + (1 - m) f)
+    c.negatives.proximal = 0.0       # lambda of Wu et al.'s proximal term lambda * |f - v|^2 (instance memory)
 
     c.sampler = ml_collections.ConfigDict()
     c.sampler.name = ""

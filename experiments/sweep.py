@@ -47,6 +47,8 @@ import time
 import traceback
 from typing import Mapping
 
+import numpy as np
+
 from experiments import config_lib, stopping, train
 from experiments.spec import (Analysis, Part, Point, Sweep, check_analysis, columns_row, expand, get_field,  # noqa: F401
                               load_sweep)
@@ -515,9 +517,11 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     swept = [c for c in results.varying(table) if c not in sweep.columns]
     # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of
     # candidates), so it is not comparable across batch sizes or negative counts
-    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + ["wall_seconds"]))
+    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + [m for m in (MEAN_NORM,) if m in set(df.metric)]
+                                 + ["wall_seconds"]))
     wide = df[df.metric.isin(metrics)].pivot_table(index=["run"] + swept, columns="metric", values="value")
     wide = wide.reset_index().sort_values(swept or ["run"])
+    wide["collapsed"] = [collapsed(df[df.run == run]) or "-" for run in wide.run]
     preamble = [sweep.description.strip(), ""] if sweep.description else []
     n_points = len(rundir.read_json(os.path.join(workdir, rundir.SWEEP))["points"])  # written by run()
     preamble += [f"{table.status.eq('finished').sum()} of {n_points} runs finished"
@@ -538,7 +542,7 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                                               for name, b in floors.items()
                                               for label, key in (("raw input", "raw_input"),
                                                                  ("untrained encoder", "untrained_encoder"))]), ""]
-    table_cols = swept + shown
+    table_cols = swept + shown + ["collapsed"]
     if len(floors) == 1:  # flag the runs that did not beat the untrained encoder
         untrained = next(iter(floors.values()))["untrained_encoder"]
         below = [m for m in shown if m in untrained]
@@ -554,6 +558,28 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
                                  preamble=preamble, say=_say if verbose else None, baselines=per_label,
                                  time_account=_phase_sums(programs) if programs else None, timings=timings)
+
+
+MEAN_NORM = "eval/embedding_mean_norm"
+#: a run is flagged collapsed when its final mean normalised embedding is longer than this, or its final
+#: loss lies within COLLAPSE_LOSS (relative) of log(n + 1), the loss when every logit is equal
+COLLAPSE_NORM, COLLAPSE_LOSS = 0.9, 0.01
+
+
+def collapsed(rows) -> str:
+    """Why one run's final metrics (``rows``: its rows of ``results.csv``) say it collapsed, or "": the length
+    of its mean normalised embedding above :data:`COLLAPSE_NORM` (every embedding on one direction), or its
+    final loss within :data:`COLLAPSE_LOSS` of ``log(n + 1)`` with ``n`` its ``negatives_per_anchor`` (every
+    logit equal)."""
+    value = dict(zip(rows.metric, rows.value))
+    why = []
+    if value.get(MEAN_NORM, 0.0) > COLLAPSE_NORM:
+        why.append(f"mean norm {value[MEAN_NORM]:.3f}")
+    if "negatives_per_anchor" in rows and "final_loss" in value:
+        n = float(rows["negatives_per_anchor"].iloc[0])
+        if n > 0 and abs(value["final_loss"] - np.log(n + 1)) <= COLLAPSE_LOSS * np.log(n + 1):
+            why.append(f"loss {value['final_loss']:.3f} = log(n + 1)")
+    return ", ".join(why)
 
 
 def _baselines(workdir: str) -> dict:

@@ -152,7 +152,8 @@ def _encoder(name, kwargs, config, corpus):
         kwargs["vocab_size"] = int(max(corpus.arrays["tokens"].max(), 1)) + 1 if corpus else 2048
     if name == "id_embedding" and "num_items" not in kwargs:
         kwargs["num_items"] = len(corpus)
-    head = models.ProjectionHead(config.model.embed_dim, tuple(config.model.head_hidden)) if config.model.embed_dim else None
+    head = models.ProjectionHead(config.model.embed_dim, tuple(config.model.head_hidden),
+                                 output_bias=tasks.get(config.task).output_bias(config)) if config.model.embed_dim else None
     return models.build(name, head, **kwargs)
 
 
@@ -216,6 +217,9 @@ MEMBERS = (
     MemberField("negatives.subsample", "subsample", np.int32),  # any n > 0 shares a program
     MemberField("negatives.memory", "memory_size", np.int32),   # banks of any size > 0 share a program
     MemberField("negatives.memory_from", "memory_from", np.int32),
+    MemberField("negatives.instance_momentum", "instance_momentum"),
+    MemberField("negatives.proximal", "proximal"),
+    MemberField("model.centre_momentum", "centre_momentum"),
     MemberField("progress"),
 )
 MEMBER_FIELDS = tuple(m.field for m in MEMBERS)
@@ -347,9 +351,10 @@ def make_step(setup: Setup):
         params = state["params"]
         lp = params.get(LOGIT)
         if c.gradcache_chunk:  # (config_lib rules out shared negatives here)
-            vg = gradcache.value_and_grad(encode, lambda reps, lp_=None: objective(with_fixed(reps), lp_, extra, hp),
-                                          chunk_size=c.gradcache_chunk, axis_name=AXIS)
-            loss, (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
+            vg = gradcache.value_and_grad(encode, lambda reps, lp_=None: (objective(with_fixed(reps), lp_, extra, hp),
+                                                                          reps[0]),
+                                          chunk_size=c.gradcache_chunk, has_aux=True, axis_name=AXIS)
+            (loss, extra["embeddings"]), (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
             grads = dict(g_enc, **({LOGIT: g_lp} if lp is not None else {}))
         else:
             def total(params):
@@ -360,6 +365,7 @@ def make_step(setup: Setup):
                 return objective(with_fixed(reps), params.get(LOGIT), extra, hp), reps[0]
 
             (loss, extra["embeddings"]), grads = jax.value_and_grad(total, has_aux=True)(params)
+        diagnostics.update(task.diagnose(setup, state, extra, hp))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         new = task.after_step(setup, dict(state, params=new_params, opt_state=opt_state), new_params, extra, hp)
@@ -800,12 +806,16 @@ class _Program:
                    "grad_norm": float(grad_norm[i]), "steps_per_sec": rate}
             if temps is not None:
                 row["temperature"] = float(temps[i])
+            diagnostics = self.diagnostics(i)
+            row.update({f"diag/{k}": v for k, v in diagnostics.items()})
             m.out.row(row)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{row['loss']:.4f}")
             else:  # no bar (sweeps, logs): one line per logged step instead
-                m.out.line(f"step {count}/{self.config.steps}  loss {row['loss']:.4f}  lr {row['learning_rate']:.3g}  "
-                           f"{rate:.1f} steps/s")
+                norm = (f"  mean norm {diagnostics['embedding_mean_norm']:.3f}" if "embedding_mean_norm" in diagnostics
+                        else "")
+                m.out.line(f"step {count}/{self.config.steps}  loss {row['loss']:.4f}  lr {row['learning_rate']:.3g}"
+                           f"{norm}  {rate:.1f} steps/s")
         self.t0, self.steps_in_window = time.perf_counter(), 0
 
     def checkpoint(self, count: int) -> None:

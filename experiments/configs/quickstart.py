@@ -16,22 +16,28 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
    is fitted to every seed's run (:func:`jaxneg.analysis.fit_groups`), with bootstrap intervals and
    the share of their width that comes from seed noise.
 
-2. **Negatives per anchor** ``n``, at a fixed batch ``B = neg_batch`` (so the examples per step,
-   the objective and the encoder updates are those of part 1), from two sources (``negatives_from``):
+2. **Negatives per anchor** ``n``, at a fixed batch ``B = neg_batch`` (so the examples per step
+   and the encoder updates are those of part 1), from three sources (``negatives_from``):
 
    * ``subsampled``: each anchor keeps ``n`` random in-batch negatives of its ``2B - 2`` (a fresh
      subset every step; ``config.negatives.subsample``), ``n`` from 1 to the full batch;
    * ``memory``: all ``2B - 2`` in-batch negatives plus a bank of the encoder's own recent
-     view embeddings (stop-gradient, FIFO; cross-batch memory, Wang et al. 2020; Wu et al. 2018),
-     ``n = 2B - 2 + M``; the bank fills first and counts only once full, and never offers an
-     anchor its own earlier embedding (``config.negatives.memory = M``).
+     view embeddings (stop-gradient, FIFO; cross-batch memory, Wang et al. 2020), ``n = 2B - 2 + M``;
+     the bank fills first and counts only once full and from a third of the steps on (a warm-up
+     while the encoder drifts fastest, as Wang et al. start theirs; ``negatives.memory_from``), and
+     never offers an anchor its own earlier embedding (``config.negatives.memory = M``);
+   * ``queue``: MoCo (He et al. 2020) as its CIFAR demo runs it: InfoNCE of both views' queries
+     against the other view's keys from a momentum (0.99) key encoder, the queue of its last ``n``
+     keys the only negatives (``config.moco.queue_size = n >= 2B``, :data:`MOCO`).
 
+   Every run centres its embeddings by the global batch mean before the loss (``model.centre``,
+   the default): without it the bank and the queue collapse the encoder (BENCHMARKS.md).
    ``error(n) = E + A · n^-alpha`` is fitted per source and drawn in one figure with the baselines;
-   the report says where each curve saturates. Each run also reports the fraction of its
-   negatives that share the anchor's class and, for the bank, its fill and mean key age
-   (``eval/negatives_same_class``, ``eval/bank_fill``, ``eval/bank_age``). A MoCo queue is the
-   third source of the issue that introduced this part; it is not in the default job (see
-   BENCHMARKS.md: with a momentum encoder the encoder does not learn in this budget).
+   the report says where each curve saturates and flags collapsed runs. Each run also reports the
+   fraction of its negatives that share the anchor's class, the length of its mean normalised
+   embedding and, for the bank and the queue, their fill, mean key age and drift
+   (``eval/negatives_same_class``, ``eval/embedding_mean_norm``, ``eval/bank_fill``,
+   ``eval/bank_age``, ``eval/bank_drift``).
 
 ``arg`` (``key=value,...``):
   ``budget``: ``steps`` (default; every run takes the same number of steps) or ``epochs`` (part 1:
@@ -40,8 +46,9 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
   ``batches``: ``16-32-64-128-256`` (``batches=`` with nothing drops part 1); ``temperatures``:
   ``0.1-0.5`` (CPU; ``0.05-0.1-0.5`` on an accelerator); ``seeds``: seeds per point; ``negatives``: the values of ``n``
   (``negatives=`` with nothing drops part 2; values up to ``2B - 2`` are subsampled, larger ones
-  are the full batch plus a bank of ``n - 2B + 2 >= B`` slots); ``sources``: ``subsampled-memory``
-  (default) or one of them; ``neg_batch``: part 2's batch; ``neg_temperature`` (0.1);
+  are the full batch plus a bank of ``n - 2B + 2 >= B`` slots, and those from ``2B`` on also a MoCo
+  queue of ``n`` keys); ``sources``: ``subsampled-memory-queue`` (default) or a subset of them
+  (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_temperature`` (0.1);
   ``platform``: ``cpu`` or ``accelerator``, whose defaults (:data:`DEFAULTS`) fill the options not
   given (default: the platform JAX runs on). Any other ``field=value`` overrides the base config.
 
@@ -53,7 +60,9 @@ from experiments.configs import simclr_mnist1d
 from experiments.sweep import Analysis, Part, Sweep
 
 NUM_TRAIN = 4000  # MNIST-1D, num_samples=5000: 80% train
-SOURCES = ("subsampled", "memory")
+SOURCES = ("subsampled", "memory", "queue")
+#: the queue source: MoCo as its CIFAR demo runs it (symmetric loss, queue-only negatives, momentum 0.99)
+MOCO = {"loss.name": "infonce", "moco.enabled": True, "moco.symmetric": True, "moco.momentum": 0.99}
 
 #: defaults by platform: 3 seeds and the larger grid on an accelerator; on CPU what keeps README
 #: command 1 under 10 minutes on 2 cores (the report's description says which was used)
@@ -136,39 +145,49 @@ def get_config(arg=None):
     if negatives:
         full = 2 * neg_batch - 2
         by_source = {"subsampled": [n for n in negatives if n <= full],
-                     "memory": [n for n in negatives if n > full]}
-        bad = [n for n in by_source["memory"] if n - full < neg_batch]
+                     "memory": [n for n in negatives if n > full],
+                     "queue": [n for n in negatives if n >= 2 * neg_batch]}  # a queue holds one step's 2B keys
+        bad = [n for n in by_source["memory"] if n - full < neg_batch] if "memory" in sources else []
         if bad:
             raise ValueError(f"quickstart: negatives {bad} lie between the full batch (2B - 2 = {full} at "
                              f"neg_batch={neg_batch}) and {full + neg_batch}: a memory bank holds at least one batch "
                              f"(B = {neg_batch} slots); use n <= {full} or n >= {full + neg_batch}")
-        fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full)}
+        fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full),
+                  "queue": ("moco.queue_size", lambda n: n)}
         same = {"batch_size": neg_batch, "loss.temperature": neg_temperature, "steps": steps}
         for source in sources:
             values = by_source[source]
             if not values:
                 continue
             field, to_value = fields[source]
-            parts.append(Part(source, same, grid={"seed": tuple(range(seeds))},
+            own = MOCO if source == "queue" else {"negatives.memory_from": steps // 3} if source == "memory" else {}
+            parts.append(Part(source, dict(same, **own), grid={"seed": tuple(range(seeds))},
                               zip={field: tuple(to_value(n) for n in values)}))
         if not parts:
             raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, negatives))} belongs to the "
                              f"sources {list(sources)} at neg_batch={neg_batch} (subsampled: n <= {full}; memory: "
-                             f"n >= {full + neg_batch})")
+                             f"n >= {full + neg_batch}; queue: n >= {2 * neg_batch})")
         analyses.append(Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from",
                                  complement=True, where="negatives_from != 'batch'"))
         description += (f" Part 2, negatives per anchor n at a fixed batch B = {neg_batch} (NT-Xent, tau = "
                         f"{neg_temperature}, {steps} steps, {seeds} seed(s) per point): "
                         + "; ".join(f"{s} n in {by_source[s]}" for s in sources if by_source[s])
                         + f" (subsampled: n random in-batch negatives of the {full}; memory: the {full} in-batch "
-                          f"negatives plus a bank of n - {full} recent embeddings of the same encoder).")
+                          f"negatives plus a bank of n - {full} recent embeddings of the same encoder, counted from "
+                          f"step {steps // 3} (a warm-up while the encoder drifts fastest, as Wang et al. 2020); "
+                          f"queue: MoCo, "
+                          f"InfoNCE against a momentum (0.99) key encoder's keys, the queue of its last n keys the only "
+                          f"negatives, both views as queries). Every run subtracts the global batch mean from its "
+                          f"embeddings before the loss (model.centre=batch).")
     return Sweep(
         base=base,
         grid=grid,
         zip=zipped,
         parts=tuple(parts),
-        columns={"negatives_per_anchor": "negatives.subsample or (2 * batch_size - 2 + negatives.memory)",
-                 "negatives_from": "'subsampled' if negatives.subsample else 'memory' if negatives.memory else 'batch'"},
+        columns={"negatives_per_anchor": "negatives.subsample or (moco.queue_size if moco.enabled else "
+                                         "2 * batch_size - 2 + negatives.memory)",
+                 "negatives_from": "'subsampled' if negatives.subsample else 'memory' if negatives.memory else "
+                                   "'queue' if moco.enabled else 'batch'"},
         analyses=tuple(analyses),
         description=description,
     )

@@ -82,9 +82,10 @@ class Task:
                                                     ``extra["diagnostics"]``: scalars logged as
                                                     step metrics)
     ``after_step(setup, state, params, extra, hp)``  state updates after the optimizer step (queue,
-                                                    EMA, memory bank); ``extra`` also holds the step
-                                                    (``"step"``) and, without gradient caching, the
-                                                    step's view-1 embeddings (``"embeddings"``)
+                                                    EMA, memory bank, centre); ``extra`` also holds
+                                                    the step (``"step"``) and the step's view-1 (query)
+                                                    embeddings (``"embeddings"``; with gradient caching
+                                                    too)
     ``evaluate(setup, params)``                     downstream metrics of ``params``
     ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
     ``refresh_every(config)``                       index) and their period in steps (0: never)
@@ -93,6 +94,13 @@ class Task:
     ``evaluate_members(setup, params, seeds)``      :meth:`evaluate` of members stacked ``[M, ...]``
                                                     (seeds ``[M]``) in one vmapped call, a list of
                                                     dicts (None: one member at a time)
+    ``output_bias(config)``                         whether the projection head's last layer has a
+                                                    bias (False where the loss input is centred by
+                                                    the batch mean, which makes it redundant)
+    ``diagnose(setup, state, extra, hp)``           inside ``shard_map``, after the gradient: scalars
+                                                    of the step's embeddings (``extra["embeddings"]``,
+                                                    the state before the update), logged with the
+                                                    step and reported with each evaluation
     ==============================================  =================================================
     """
 
@@ -113,6 +121,8 @@ class Task:
     refresh_every: Callable = lambda config: 0
     raw_input: Callable = lambda setup: {}
     evaluate_members: Callable | None = None
+    diagnose: Callable = lambda setup, state, extra, hp: {}
+    output_bias: Callable = lambda config: True
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here
@@ -252,6 +262,14 @@ def pair_metrics(setup: Setup, z1, z2, key) -> dict:
     m = min(setup.config.eval.num_candidates, z1.shape[0])
     return {"alignment": float(METRICS["alignment"](z1, z2)), "uniformity": float(METRICS["uniformity"](z1)),
             "contrastive_accuracy": evaluation.contrastive_accuracy(key, z1, z2, num_candidates=m)}
+
+
+def mean_direction(z):
+    """``mean_i z_i / |z_i|`` over the global batch (inside ``shard_map``), float32 ``[D]``: its length is
+    about 0 for embeddings spread over the sphere and 1 when they all point one way."""
+    from jaxneg._array import l2_normalize
+
+    return jax.lax.pmean(jnp.mean(l2_normalize(z.astype(jnp.float32)), 0), AXIS)
 
 
 def eval_key(setup: Setup, seed: int | None = None):

@@ -40,8 +40,8 @@ def validate(config, loss) -> None:
     """No MoCo (a key encoder is a views-task feature); with a sampler, a loss that takes extra negatives."""
     if config.moco.enabled or config.moco.queue_size:
         raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
-    if config.negatives.subsample or config.negatives.memory:
-        raise ValueError("config.negatives.subsample / memory need task='views'")
+    if config.negatives.subsample or config.negatives.memory or config.negatives.instance:
+        raise ValueError("config.negatives.subsample / memory / instance need task='views'")
     if config.sampler.name and not loss.extra_negatives:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
                          f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")
@@ -209,9 +209,14 @@ def raw_input(setup: Setup) -> dict:
     return evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks)
 
 
+def diagnose(setup: Setup, state, extra, hp) -> dict:
+    """``embedding_mean_norm``: the length of the mean normalised query embedding of the step (1: collapsed)."""
+    return {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra["embeddings"])))}
+
+
 TASK = common.register(common.Task(
     name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), corpus_id="doc_id", validate=validate,
     host_batch=host_batch, example_inputs=example_inputs, consts=consts, init_state=init_state,
     make_encode=make_encode, make_objective=make_objective, inputs=inputs, after_step=after_step,
-    evaluate=evaluate, refresh=refresh, raw_input=raw_input,
+    evaluate=evaluate, refresh=refresh, raw_input=raw_input, diagnose=diagnose,
     refresh_every=lambda config: config.sampler.refresh_every if _mined_config(config) else 0))

@@ -45,6 +45,7 @@ from experiments import checks
 from experiments.tasks import common
 from experiments.tasks.common import AXIS, Setup, embed, eval_key, first_rows, process_batch
 from jaxneg import LOSSES, data, evaluation, parallel, samplers
+from jaxneg._array import l2_normalize
 
 
 def validate(config, loss) -> None:
@@ -59,9 +60,14 @@ def validate(config, loss) -> None:
         if not 0.0 <= config.moco.momentum < 1.0:
             raise ValueError(f"config.moco.momentum must be in [0, 1), got {config.moco.momentum}")
         checks.positive("moco.queue_size", config.moco.queue_size, 0)
-        if 0 < config.moco.queue_size < config.batch_size:
-            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} must be 0 or >= config.batch_size="
-                             f"{config.batch_size} (each step pushes the batch's keys)")
+        pushed = _pushed(config)
+        if 0 < config.moco.queue_size < pushed:
+            raise ValueError(f"config.moco.queue_size={config.moco.queue_size} must be 0 or >= {pushed} (each step "
+                             f"pushes the batch's keys" + (", of both views with moco.symmetric" if config.moco.symmetric
+                                                          else "") + ")")
+        if not config.moco.queue_size and not config.moco.batch_negatives:
+            raise ValueError("config.moco: no negatives; set moco.queue_size > 0 (MoCo v1/v2) or "
+                             "moco.batch_negatives=True (MoCo v3)")
         if loss.inputs != "pair":
             raise ValueError(f"config.moco needs a loss of (query, key) pairs; {config.loss.name!r} takes "
                              f"{loss.inputs} inputs; valid: {', '.join(LOSSES.select(inputs=('pair',)))}")
@@ -71,7 +77,19 @@ def validate(config, loss) -> None:
                              f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
     if config.sampler.name:
         raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+    checks.choice("model.centre", config.model.centre, CENTRES)
+    if not 0.0 <= config.model.centre_momentum < 1.0:
+        raise ValueError(f"config.model.centre_momentum must be in [0, 1), got {config.model.centre_momentum}")
     _validate_negatives(config, loss)
+
+
+#: ``config.model.centre``: what is subtracted from the embeddings before the loss normalises them
+CENTRES = ("none", "batch", "running")
+
+
+def _pushed(config) -> int:
+    """Keys a MoCo step pushes into its queue: the batch's, of both views when symmetric."""
+    return config.batch_size * (2 if config.moco.symmetric else 1)
 
 
 #: the losses whose in-batch negatives ``config.negatives`` can subsample and extend with a memory bank,
@@ -90,6 +108,24 @@ def _validate_negatives(config, loss) -> None:
     checks.positive("negatives.subsample", n, 0)
     checks.positive("negatives.memory", m, 0)
     checks.positive("negatives.memory_from", config.negatives.memory_from, 0)
+    if config.negatives.instance:
+        if config.loss.name not in ("infonce", "additive_margin"):
+            raise ValueError(f"config.negatives.instance contrasts one view with its memory slot: it needs loss "
+                             f"infonce or additive_margin, got config.loss.name={config.loss.name!r}")
+        if m or config.moco.enabled:
+            raise ValueError("config.negatives.instance is a memory of its own: set negatives.memory=0 and "
+                             "moco.enabled=False")
+        if config.loss.kwargs.get("symmetric", False):
+            raise ValueError("config.negatives.instance: the memory slots are keys only; set "
+                             "config.loss.kwargs.symmetric=False")
+        if not 0.0 <= config.negatives.instance_momentum < 1.0:
+            raise ValueError(f"config.negatives.instance_momentum must be in [0, 1), got "
+                             f"{config.negatives.instance_momentum}")
+        if not config.negatives.proximal >= 0.0:
+            raise ValueError(f"config.negatives.proximal must be >= 0, got {config.negatives.proximal}")
+        return
+    if config.negatives.proximal:
+        raise ValueError("config.negatives.proximal needs config.negatives.instance=True")
     if not (n or m):
         return
     if config.loss.name not in NEGATIVES_LOSSES:
@@ -107,18 +143,29 @@ def _validate_negatives(config, loss) -> None:
     if m and m < config.batch_size:
         raise ValueError(f"config.negatives.memory={m} must be 0 or >= config.batch_size={config.batch_size} "
                          f"(each step pushes the batch's embeddings)")
-    if m and config.gradcache_chunk:
-        raise ValueError("config.negatives.memory keeps the step's embeddings, which gradient caching does not "
-                         "return: set config.gradcache_chunk=0")
 
 
-def _bank_size(config) -> int:
-    return config.negatives.memory or config.moco.queue_size
+def _bank(config) -> str | None:
+    """The state key of the run's bank of stale negatives: ``memory`` (FIFO of the encoder's embeddings),
+    ``queue`` (MoCo's keys), ``instance`` (Wu et al.'s one slot per example) or None."""
+    if config.negatives.instance:
+        return "instance"
+    return "memory" if config.negatives.memory else "queue" if config.moco.enabled and config.moco.queue_size else None
+
+
+def _queue_only(config) -> bool:
+    """Whether the in-batch keys other than the positive are dropped (MoCo v1/v2, the instance memory)."""
+    return bool(config.negatives.instance or (config.moco.enabled and not config.moco.batch_negatives))
+
+
+def _keys_given(config) -> bool:
+    """Whether the second encoder input already holds the keys (MoCo's key encoder, the memory slots)."""
+    return bool(config.negatives.instance or (config.moco.enabled and not config.moco.symmetric))
 
 
 def _diagnosed(config) -> bool:
-    """Whether the step reports its negatives (class overlap; the bank's fill and age)."""
-    return bool(config.negatives.subsample or _bank_size(config))
+    """Whether the step builds a negatives mask and reports its negatives (class overlap; the bank's fill and age)."""
+    return bool(config.negatives.subsample or _bank(config) or _queue_only(config))
 
 
 def needs(config) -> tuple:
@@ -147,22 +194,40 @@ def example_inputs(setup: Setup):
 
 def consts(setup: Setup) -> dict:
     """With a bank and labels: the training labels by example id (the bank's class diagnostic)."""
-    if _bank_size(setup.config) and "label" in setup.train.arrays:
+    if _bank(setup.config) and "label" in setup.train.arrays:
         return {"labels": jnp.asarray(setup.train.arrays["label"], jnp.int32)}
     return {}
 
 
 def init_state(setup: Setup, params, key) -> dict:
-    """MoCo: the key encoder's parameters (a copy of the query tower) and the queue."""
+    """The running centre; the memory bank (empty: it counts as negatives once full, see :func:`_negatives`);
+    MoCo's key encoder (a copy of the query tower) and queue (random unit keys); the instance memory."""
     c = setup.config
-    if c.negatives.memory:  # empty: it counts as negatives once full (see _negatives)
-        return {"memory": samplers.queue_init(c.negatives.memory, _dim(setup, params))._asdict()}
-    if not c.moco.enabled:
-        return {}
-    out = {"key_params": jax.tree.map(jnp.array, params["query"])}
-    if c.moco.queue_size:
-        out["queue"] = samplers.queue_init(c.moco.queue_size, _dim(setup, params), key=jax.random.fold_in(key, 7))._asdict()
+    out = {}
+    if c.model.centre == "running":
+        out["centre"] = _first_centre(setup, params)
+    bank = _bank(c)
+    if bank == "memory":
+        out["memory"] = samplers.queue_init(c.negatives.memory, _dim(setup, params))._asdict()
+    elif bank == "instance":
+        out["instance"] = samplers.instance_init(len(setup.train), _dim(setup, params),
+                                                 key=jax.random.fold_in(key, 7))._asdict()
+    if c.moco.enabled:
+        out["key_params"] = jax.tree.map(jnp.array, params["query"])
+        if c.moco.queue_size:
+            out["queue"] = samplers.queue_init(c.moco.queue_size, _dim(setup, params),
+                                               key=jax.random.fold_in(key, 7))._asdict()
     return out
+
+
+def _first_centre(setup: Setup, params):
+    """The running centre's start: the mean embedding of the first global batch (its examples as they
+    are, the identity view) under the initial parameters, so the first step is centred too."""
+    c = setup.config
+    idx = data.batch_indices(c.seed, 0, len(setup.train), c.batch_size)
+    x = jnp.asarray(setup.train.take(idx)["x"])
+    view = jax.vmap(data.identity_view, (None, 0))(jax.random.key(0), x)
+    return jnp.mean(common.apply_fn(setup.query_model)(params["query"], view)[1].astype(jnp.float32), 0)
 
 
 def _dim(setup: Setup, params) -> int:
@@ -172,8 +237,9 @@ def _dim(setup: Setup, params) -> int:
 
 def make_encode(setup: Setup):
     """``encode(enc_params, (a, b, None), key) -> (z_a, z_b, None)``: both views through the query tower,
-    except with a MoCo key encoder, where ``b`` already holds the key encoder's embeddings."""
-    keys_given = setup.config.moco.enabled
+    except where ``b`` already holds the keys (MoCo's key encoder without ``symmetric``, the instance memory's
+    slots)."""
+    keys_given = _keys_given(setup.config)
 
     def encode(enc, inputs, key):
         a, b, _ = inputs
@@ -185,21 +251,87 @@ def make_encode(setup: Setup):
     return encode
 
 
-make_objective = common.make_objective
+def centred(config, z, state, *, trained: bool = True):
+    r"""``z - c``: the embeddings the loss sees (inside ``shard_map``), by ``config.model.centre``.
+
+    * ``running``: ``c`` is the state's centre, an exponential moving average of the global batch
+      means of the view-1 embeddings (updated after each step, :func:`after_step`; DINO's centring,
+      Caron et al. 2021). A constant within the step, so every encoder stays a per-example function:
+      exact under gradient caching and any sharding.
+    * ``batch``: ``c`` is the global batch's own mean of ``z`` (every device's rows), differentiated
+      through when ``trained`` (the mean part of BatchNorm over the global batch); exact across
+      devices and under gradient caching, which both see the whole batch's embeddings.
+    * ``none``: ``c = 0``.
+
+    Under the batch centre no output depends on a constant added to every embedding, so the projection
+    head leaves its output bias out (``Task.output_bias``): its gradient would be zero up to rounding,
+    which Adam turns into steps of their own.
+
+    Without centring, embeddings of LayerNorm encoders share one direction at initialisation (the
+    mean of the normalised embeddings has length ~0.96 on MNIST-1D), and negatives that take no
+    gradient (a memory bank, MoCo's queue) drive that shared direction to a collapse where every
+    logit is equal (``embedding_mean_norm`` -> 1).
+    """
+    mode = config.model.centre
+    if mode == "running":
+        return z - state["centre"].astype(z.dtype)
+    if mode == "batch":
+        mean = jax.lax.pmean(jnp.mean(z.astype(jnp.float32), 0), AXIS)
+        return z - (mean if trained else jax.lax.stop_gradient(mean)).astype(z.dtype)
+    return z
+
+
+def make_objective(setup: Setup):
+    """``objective(reps, lp, extra, hp) -> loss``: the registered loss (:func:`common.make_objective`) of the
+    centred embeddings (:func:`centred`). With ``moco.symmetric`` the sum over both directions, each view's
+    queries against the other view's keys (``extra["keys"]``: view 2's, ``extra["keys_2"]``: view 1's), as
+    the MoCo CIFAR demo sums them. With the instance memory, plus ``proximal * mean |f - v|^2`` (f the
+    normalised anchors, v their slots before the update; Wu et al. 2018, Section 3.4)."""
+    c = setup.config
+    loss = common.make_objective(setup)
+    given = _keys_given(c)
+
+    def objective(reps, lp, extra, hp):
+        a, b, neg = reps
+        state = extra.get("state", {})
+        a = centred(c, a, state)
+        if not given:
+            b = centred(c, b, state)
+        if c.moco.enabled and c.moco.symmetric:
+            return loss((a, extra["keys"], neg), lp, extra, hp) + loss((b, extra["keys_2"], neg), lp, extra, hp)
+        value = loss((a, b, neg), lp, extra, hp)
+        if c.negatives.instance:
+            gap = jnp.sum(jnp.square(l2_normalize(a).astype(jnp.float32) - b.astype(jnp.float32)), -1)
+            value = value + hp["proximal"] * jax.lax.pmean(jnp.mean(gap), AXIS)
+        return value
+
+    return objective
 
 
 def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
-    """One member's step inputs (inside ``shard_map``); ``keys = (views, negatives)``."""
+    """One member's step inputs (inside ``shard_map``); ``keys = (views, negatives)``.
+
+    MoCo: the key encoder's centred keys of view 2 (and of view 1 with ``symmetric``), no gradient. The
+    instance memory: view 2 is not drawn; the anchors' own slots are their keys (positives)."""
     c = setup.config
     k_view, k_key = keys
     a, b = data.two_views(k_view, batch["x"], c.data.view, **c.data.view_kwargs.to_dict())
-    extra = {"ids": batch["id"]}
+    extra = {"ids": batch["id"], "state": {k: state[k] for k in ("centre",) if k in state}}
     if "label" in batch:
         extra["labels"] = batch["label"]
     fixed = None
     if c.moco.enabled:
-        b = jax.lax.stop_gradient(embed(setup.query_model, state["key_params"], b, k_key))
-        extra["keys"] = b
+        def key_of(view, k):
+            z = embed(setup.query_model, state["key_params"], view, k)
+            return jax.lax.stop_gradient(centred(c, z, state, trained=False))
+
+        extra["keys"] = key_of(b, jax.random.fold_in(k_key, 1))
+        if c.moco.symmetric:
+            extra["keys_2"] = key_of(a, jax.random.fold_in(k_key, 2))
+        else:
+            b = extra["keys"]
+    if c.negatives.instance:
+        b = jax.lax.stop_gradient(state["instance"]["keys"][batch["id"]])
     if _diagnosed(c):
         fixed, more = _negatives(c, k_key, state, batch, consts, hp)
         extra.update(more)
@@ -209,11 +341,14 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
 def _negatives(c, key, state, batch, consts, hp):
     """``(bank share, extra)``: the negatives of this device's anchors (inside ``shard_map``).
 
-    Candidates: every gathered in-batch column but the anchor itself and its positive, and,
-    with a bank (the memory or the MoCo queue, replicated on every device), every filled slot
-    but those holding an earlier embedding of the anchor's own example (a stale copy of its
-    positive). Each device passes a contiguous ``1/W`` share of the bank's slots, so the
-    gathered columns hold each slot once. A memory bank counts only once full. With
+    Candidates: every gathered in-batch column but the anchor itself and its positive (none with
+    :func:`_queue_only`: MoCo v1/v2 and the instance memory contrast the positive with the bank
+    alone, and the other in-batch columns are masked), and, with a bank (the memory, the MoCo
+    queue or the instance memory, replicated on every device), every filled slot but those
+    holding an earlier embedding of the anchor's own example (a stale copy of its positive; the
+    instance memory: its own slot, which is its positive). Each device passes a contiguous ``1/W``
+    share of the bank's slots, so the gathered columns hold each slot once. A memory bank counts
+    only once full. With
     ``negatives.subsample = n`` all but ``n`` random candidates are dropped
     (:func:`jaxneg.samplers.subsample`: a fresh subset per anchor and step, drawn from the
     in-batch columns and the bank alike). The mask's columns follow the loss' gathered layout,
@@ -230,17 +365,22 @@ def _negatives(c, key, state, batch, consts, hp):
     own = d * rows + r                                  # the row's own column (infonce: its positive key)
     pos = d * rows + (r + b) % rows if v == 2 else own  # its positive
     col = jnp.arange(w * rows)
-    cand = ((col[None, :] != own[:, None]) & (col[None, :] != pos[:, None])).reshape(rows, w, rows)
+    never = None  # in-batch columns that are neither candidates nor the positive
+    if _queue_only(c):
+        cand = jnp.zeros((rows, w, rows), bool)
+        never = (col[None, :] != pos[:, None]).reshape(rows, w, rows)
+    else:
+        cand = ((col[None, :] != own[:, None]) & (col[None, :] != pos[:, None])).reshape(rows, w, rows)
     labels = batch.get("label")
     col_lab = row_lab = None
     if labels is not None:
         row_lab = jnp.tile(labels, v)
         col_lab = jnp.broadcast_to(parallel.gather_replicated(labels, AXIS).reshape(w, 1, b), (w, v, b)).reshape(w, rows)
     extra, diag, fixed, mine = {}, {}, None, None
-    name = "memory" if c.negatives.memory else "queue" if c.moco.queue_size else None
+    name = _bank(c)
     if name is not None:
         bank = samplers.Queue(**state[name])
-        size = hp["memory_size"] if name == "memory" else hp["queue_size"]
+        size = hp["memory_size"] if name == "memory" else hp["queue_size"] if name == "queue" else bank.keys.shape[0]
         valid = bank.mask & (bank.count >= size) & (batch["step"] >= hp["memory_from"]) if name == "memory" \
             else bank.mask
         s = bank.keys.shape[0]
@@ -256,10 +396,14 @@ def _negatives(c, key, state, batch, consts, hp):
             bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
             col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)
         mine = jnp.concatenate([jnp.zeros((rows, w, rows), bool), mine], axis=2).reshape(rows, -1)
+        if never is not None:
+            never = jnp.concatenate([never, jnp.zeros((rows, w, per), bool)], axis=2)
     cand = cand.reshape(rows, -1)
     keep = samplers.subsample(key, cand, hp["subsample"]) if c.negatives.subsample else cand
     drop = cand & ~keep
     extra["mask"] = drop if mine is None else drop | mine
+    if never is not None:
+        extra["mask"] = extra["mask"] | never.reshape(rows, -1)
     if labels is not None:
         same = (keep & (row_lab[:, None] == col_lab.reshape(1, -1))).sum()
         diag["negatives_same_class"] = jax.lax.psum(same, AXIS) / jnp.maximum(jax.lax.psum(keep.sum(), AXIS), 1)
@@ -268,26 +412,63 @@ def _negatives(c, key, state, batch, consts, hp):
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
-    """MoCo: push the global batch's keys into the queue, then move the key encoder towards the query encoder."""
+    """State updates after the optimizer step (inside ``shard_map``), in this order: the step's centred
+    view-1 embeddings (computed before this update) go into the memory bank (pushed, FIFO) or the instance
+    memory (written in place, :func:`jaxneg.samplers.instance_update`); MoCo's centred keys go into the
+    queue (view 1's then view 2's with ``symmetric``, as the MoCo demo's ``cat([k1, k2])``, device by
+    device), and the key encoder moves towards the updated query encoder, ``theta_k <- m theta_k + (1 - m)
+    theta_q``; last, the running centre moves towards the global batch mean of the step's view-1
+    embeddings, ``c <- m c + (1 - m) mean``. Every push uses the centre the step used."""
     c = setup.config
-    if c.negatives.memory:  # the step's own view-1 embeddings, computed before this update
-        state = dict(state)
-        z = parallel.gather_replicated(jax.lax.stop_gradient(extra["embeddings"]), AXIS)
-        ids = parallel.gather_replicated(extra["ids"], AXIS)
-        state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp["memory_size"], ids=ids,
-                                              step=extra["step"])._asdict()
-        return state
-    if not c.moco.enabled:
-        return state
     state = dict(state)
-    if "queue" in state:
-        keys = parallel.gather_replicated(extra["keys"], AXIS)  # device order = global batch order
-        ids = parallel.gather_replicated(extra["ids"], AXIS)
-        state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), keys, size=hp["queue_size"], ids=ids,
-                                             step=extra["step"])._asdict()
-    m = hp["moco_momentum"]
-    state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
+    gather = lambda x: parallel.gather_replicated(x, AXIS)  # noqa: E731  (device order = global batch order)
+    bank = _bank(c)
+    if bank in ("memory", "instance"):
+        z = gather(jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False)))
+        ids = gather(extra["ids"])
+        if bank == "memory":
+            state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp["memory_size"],
+                                                  ids=ids, step=extra["step"])._asdict()
+        else:
+            state["instance"] = samplers.instance_update(samplers.Queue(**state["instance"]), ids, z,
+                                                         momentum=hp["instance_momentum"], step=extra["step"])._asdict()
+    if c.moco.enabled:
+        if bank == "queue":
+            keys, ids = extra["keys"], extra["ids"]
+            if c.moco.symmetric:
+                keys, ids = jnp.concatenate([extra["keys_2"], keys]), jnp.concatenate([ids, ids])
+            state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), gather(keys), size=hp["queue_size"],
+                                                 ids=gather(ids), step=extra["step"])._asdict()
+        m = hp["moco_momentum"]
+        state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
+    if c.model.centre == "running":
+        mean = jax.lax.pmean(jnp.mean(jax.lax.stop_gradient(extra["embeddings"]).astype(jnp.float32), 0), AXIS)
+        m = hp["centre_momentum"]
+        state["centre"] = m * state["centre"] + (1.0 - m) * mean
     return state
+
+
+def diagnose(setup: Setup, state, extra, hp) -> dict:
+    r"""Collapse diagnostics of the step (inside ``shard_map``; the state before the update):
+
+    * ``embedding_mean_norm`` ``= |mean_i z_i / |z_i||`` over the global batch of the centred view-1
+      embeddings (what the loss saw): about 0 for embeddings spread over the sphere, 1 when every
+      embedding points one way (then every logit is equal and the loss is ``log(n + 1)``);
+    * with a bank, ``bank_drift``: the cosine between that mean direction and the mean of the bank's
+      normalised keys (its filled slots): near 1 while the batch and the bank share a direction.
+    """
+    c = setup.config
+    z = jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False))
+    mean = common.mean_direction(z)
+    out = {"embedding_mean_norm": jnp.linalg.norm(mean)}
+    name = _bank(c)
+    if name is not None:
+        bank = samplers.Queue(**state[name])
+        keys = jnp.where(bank.mask[:, None], l2_normalize(bank.keys.astype(jnp.float32)), 0.0)
+        bank_mean = jnp.sum(keys, 0) / jnp.maximum(jnp.sum(bank.mask), 1)
+        out["bank_drift"] = jnp.dot(mean, bank_mean) / jnp.maximum(jnp.linalg.norm(mean) * jnp.linalg.norm(bank_mean),
+                                                                   1e-12)
+    return out
 
 
 def evaluate(setup: Setup, params) -> dict:
@@ -310,9 +491,13 @@ def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
     keys = jnp.stack([eval_key(setup, seed) for seed in seeds])
     p = params["query"]
     identity, v1, v2 = views(keys, jnp.asarray(test["x"]))
+    # the embeddings as the loss saw them: with a centre, minus the evaluated set's own mean (the global batch
+    # mean's counterpart; the running centre tracks that mean). The backbone features h are never centred.
+    centre = (lambda z: z - jnp.mean(z, 1, keepdims=True)) if c.model.centre != "none" else (lambda z: z)  # noqa: E731
     h_te, z_te = _encode_members(setup.query_model, p, identity)
-    out = _metrics(keys, h_te, _encode_members(setup.query_model, p, v1)[1],
-                   _encode_members(setup.query_model, p, v2)[1], min(int(ev.num_candidates), len(test["x"])))
+    z_te = centre(z_te)
+    out = _metrics(keys, h_te, centre(_encode_members(setup.query_model, p, v1)[1]),
+                   centre(_encode_members(setup.query_model, p, v2)[1]), min(int(ev.num_candidates), len(test["x"])))
     if "label" in train:
         h_tr, _ = _encode_members(setup.query_model, p, views(keys, jnp.asarray(train["x"]), False)[0])
         y_tr, y_te = jnp.asarray(train["label"]), jnp.asarray(test["label"])
@@ -388,4 +573,5 @@ TASK = common.register(common.Task(
     name="views", needs=needs, corpus_id=None, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
     make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input,
-    evaluate_members=evaluate_members))
+    evaluate_members=evaluate_members, diagnose=diagnose,
+    output_bias=lambda config: config.model.centre != "batch"))  # the batch centre removes any constant

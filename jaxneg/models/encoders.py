@@ -135,16 +135,19 @@ class IdEmbedding(nn.Module):
 
 class ProjectionHead(nn.Module):
     """``hidden`` Dense -> GELU layers, then a linear layer to ``out`` (SimCLR's g(.)); no
-    hidden layers is a linear projection."""
+    hidden layers is a linear projection. ``output_bias=False`` leaves out the last layer's bias,
+    which a loss that subtracts the batch mean from the embeddings makes redundant (as a
+    convolution before BatchNorm leaves its bias out)."""
 
     out: int = 128
     hidden: Sequence[int] = (256,)
+    output_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         for h in self.hidden:
             x = nn.gelu(nn.Dense(h)(x))
-        return nn.Dense(self.out)(x)
+        return nn.Dense(self.out, use_bias=self.output_bias)(x)
 
 
 class Encoder(nn.Module):

@@ -12,6 +12,7 @@ Pure, jit-able functions: randomness only through an explicit ``jax.random`` key
 ``simans``          SimANS ambiguous negatives (Gumbel top-k, no replacement)
 ``mochi``           MoCHi synthetic hard negatives (mixing)
 ``queue_*``         FIFO memory of negatives (MoCo queue, memory bank) with ids and ages
+``instance_*``      Wu et al.'s instance memory: one slot per example, updated in place
 ``guided_mask``     GISTEmbed guide-model false-negative mask (``infonce(mask=...)``)
 ``kmeans``          k-means++ / Lloyd in JAX (topics for batch composition)
 ``cluster_batches`` single-cluster batches (NGAME / topic-aware)
@@ -21,11 +22,12 @@ Pure, jit-able functions: randomness only through an explicit ``jax.random`` key
 
 from jaxneg.registry import SAMPLERS
 from jaxneg.samplers.batching import ClusterBatches, KMeans, TASBatch, cluster_batches, kmeans, tas_balanced
-from jaxneg.samplers.memory import Queue, queue_init, queue_push, queue_stats
+from jaxneg.samplers.memory import Queue, instance_init, instance_update, queue_init, queue_push, queue_stats
 from jaxneg.samplers.mining import Mined, guided_mask, hard_topk, mochi, score_threshold
 from jaxneg.samplers.stochastic import popularity, popularity_log_q, simans, subsample, uniform
 
 SAMPLERS.register("queue_push")(queue_push)
+SAMPLERS.register("instance_update")(instance_update)
 
 
 def get(name: str):
@@ -48,6 +50,8 @@ __all__ = [
     "guided_mask",
     "queue_init",
     "queue_push",
+    "instance_init",
+    "instance_update",
     "Queue",
     "kmeans",
     "cluster_batches",

@@ -108,3 +108,46 @@ def queue_stats(state: Queue, step, *, size=None) -> dict:
     count = jnp.sum(pushed)
     age = jnp.sum(jnp.where(pushed, step - state.steps, 0)) / jnp.maximum(count, 1)
     return {"fill": count / jnp.asarray(s, jnp.float32), "age": age.astype(jnp.float32)}
+
+
+def instance_init(num_items: int, dim: int, *, key, dtype=jnp.float32) -> Queue:
+    """An instance memory (Wu et al. 2018): one slot per item, ``keys [N, D]`` random unit vectors
+    (as the paper's memory starts), ``ids = arange(N)`` (slot ``i`` holds item ``i``), every slot
+    counted (``count = N``) and none yet written (``steps = -1``). It is a :class:`Queue`, so
+    ``mask``, ``excludes(ids)`` (an anchor's own slot) and :func:`queue_stats` (the share of slots
+    written, and their mean age) apply as they do to a FIFO bank; :func:`instance_update` writes it."""
+    fn = "instance_init"
+    n, dim = C.integer(fn, "num_items", num_items, 1), C.integer(fn, "dim", dim, 1)
+    keys = l2_normalize(jax.random.normal(key, (n, dim), jnp.float32)).astype(dtype)
+    return Queue(keys, jnp.zeros((), jnp.int32), jnp.full((), n, jnp.int32), jnp.arange(n, dtype=jnp.int32),
+                 jnp.full((n,), EMPTY, jnp.int32))
+
+
+def instance_update(state: Queue, ids, values, *, momentum=0.5, step=None) -> Queue:
+    r"""Write ``values [n, D]`` into the slots ``ids [n]`` of an instance memory, in place:
+
+        v_i <- normalize(m v_i + (1 - m) f_i)          (m = ``momentum``, in [0, 1))
+
+    ``values`` are the anchors' embeddings (normalised here first, gradient stopped); ``step``
+    (optional, may be traced) is recorded in the written slots' ``steps``. Where ``ids`` repeats
+    an item (a batch that straddles two epochs), one of its values is kept.
+
+    Reference: Wu, Xiong, Yu & Lin, *Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination*, CVPR 2018 (Section 3.2; m = 0.5).
+    """
+    fn = "instance_update"
+    if not isinstance(state, Queue):
+        raise ValueError(f"{fn}: state must be a Queue from instance_init, got {type(state).__name__}")
+    s, d = state.keys.shape
+    values = C.as_float_array(fn, "values", values, 2, f"[n, D] with D={d}")
+    if values.shape[1] != d:
+        raise ValueError(f"{fn}: values must have shape [n, D] with D={d}, got {list(values.shape)}")
+    ids = jnp.asarray(ids)
+    if ids.shape != (values.shape[0],) or not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"{fn}: ids must be int of shape [n] = [{values.shape[0]}], got {ids.dtype} {list(ids.shape)}")
+    C.scalar(fn, "momentum", momentum, low=0.0, high=1.0, low_inclusive=True, high_inclusive=False)
+    f = l2_normalize(lax.stop_gradient(values).astype(jnp.float32))
+    m = jnp.asarray(momentum, jnp.float32)
+    new = l2_normalize(m * state.keys[ids].astype(jnp.float32) + (1.0 - m) * f).astype(state.keys.dtype)
+    steps = state.steps if step is None else state.steps.at[ids].set(jnp.asarray(step, jnp.int32))
+    return state._replace(keys=state.keys.at[ids].set(new), steps=steps)

@@ -1,4 +1,5 @@
-"""The negatives each anchor sees (``config.negatives``): subsampled in-batch, a memory bank, the MoCo queue."""
+"""The negatives each anchor sees (``config.negatives``): subsampled in-batch, a memory bank, the MoCo queue
+(its checks; the instance memory and centring are in test_banks.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -126,7 +127,15 @@ def test_a_subsampled_member_equals_the_same_point_run_alone(tmp_path):
     ({"negatives.subsample": -1}, "negatives.subsample"),
     ({"negatives.memory": 4}, "must be 0 or >= config.batch_size"),
     ({"negatives.memory": 16, "loss.name": "decoupled"}, "needs one of the losses"),
-    ({"negatives.memory": 16, "gradcache_chunk": 4}, "gradient caching"),
+    ({"negatives.instance": True}, "needs loss infonce or additive_margin"),
+    ({"negatives.instance": True, "loss.name": "infonce", "negatives.memory": 16}, "a memory of its own"),
+    ({"negatives.proximal": 0.5}, "needs config.negatives.instance=True"),
+    ({"negatives.instance": True, "loss.name": "infonce", "negatives.instance_momentum": 1.0}, r"in \[0, 1\)"),
+    ({"model.centre": "mean"}, "config.model.centre='mean' is not valid; valid values: 'none', 'batch', 'running'"),
+    ({"model.centre_momentum": 1.0}, r"centre_momentum must be in \[0, 1\)"),
+    ({"loss.name": "infonce", "moco.enabled": True}, "no negatives; set moco.queue_size > 0"),
+    ({"loss.name": "infonce", "moco.enabled": True, "moco.symmetric": True, "moco.queue_size": 8},
+     r"must be 0 or >= 16 \(each step pushes the batch's keys, of both views"),
     ({"negatives.subsample": 3, "loss.name": "infonce", "loss.kwargs.symmetric": True}, "symmetric=False"),
     ({"negatives.memory": 16, "task": "pairs"}, "need task='views'"),
 ])

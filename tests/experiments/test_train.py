@@ -109,12 +109,17 @@ def test_a_workdir_refuses_a_different_config(tmp_path):
         T.train(config("simclr_mnist1d", **{"data.config": MNIST, "steps": 2, "loss.temperature": 0.3}), str(tmp_path))
 
 
-@pytest.mark.parametrize("learn", [True], ids=["learned_temperature"])  # (fixed temperatures: tests/test_gradcache.py)
+@pytest.mark.parametrize("learn, over", [(True, {}), (False, {"model.centre": "running", "negatives.memory": 32})],
+                         ids=["learned_temperature_batch_centre", "running_centre_memory_bank"])
 @pytest.mark.slow
-def test_gradient_caching_gives_the_plain_parameters(tmp_path, learn):
+def test_gradient_caching_gives_the_plain_parameters(tmp_path, learn, over):
+    """Both centres are exact under gradient caching (the batch centre is taken over the whole batch's
+    embeddings in the loss; the running centre is a constant within a step), and the memory bank receives the
+    same embeddings (the cached step returns them). (Fixed temperatures alone: tests/test_gradcache.py.)"""
     common = {"data.config": MNIST, "steps": 3, "loss.learn_temperature": learn, "eval.max_examples": 16,
-              "num_devices": 4}
-    T.train(config("simclr_mnist1d", **common), str(tmp_path / "plain"))
+              "num_devices": 4, **over}
+    c = config("simclr_mnist1d", **common)
+    T.train(c, str(tmp_path / "plain"))
     T.train(config("simclr_mnist1d", **common, gradcache_chunk=2), str(tmp_path / "cached"))
     _, a = final_params(str(tmp_path / "plain"))
     _, b = final_params(str(tmp_path / "cached"))

@@ -116,7 +116,7 @@ def test_moco_queues_resume_exactly_and_share_a_program(tmp_path):
         assert a["final_loss"] == pytest.approx(r["final_loss"], rel=1e-5)
         state = ocp.StandardCheckpointer().restore(os.path.join(member_dir, "checkpoints", "4", "default"))
         assert state["queue"]["keys"].shape[0] == c.moco.queue_size
-    with pytest.raises(ValueError, match="must be 0 or >= config.batch_size"):
+    with pytest.raises(ValueError, match=r"queue_size=8 must be 0 or >= 16 \(each step pushes the batch's keys\)"):
         T.config_lib.validate(_moco(**{"moco.queue_size": 8}))
 
 

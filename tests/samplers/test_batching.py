@@ -54,6 +54,33 @@ def test_queue_records_ids_and_steps_and_excludes_an_anchor_own_keys():
     assert not np.asarray(S.queue_init(3, 2).excludes(jnp.asarray([-1, 0]))).any()  # empty slots are nobody's
 
 
+def test_instance_memory_updates_its_slots_in_place_as_wu_et_al():
+    """v_i <- normalize(m v_i + (1 - m) f_i / |f_i|) for the written slots (float64 NumPy), the rest untouched."""
+    n, d = 9, 4
+    mem = S.instance_init(n, d, key=jax.random.key(3))
+    v0 = np.asarray(mem.keys, np.float64)
+    np.testing.assert_allclose(np.linalg.norm(v0, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(mem.ids, np.arange(n))
+    assert int(mem.count) == n and np.array_equal(np.asarray(mem.excludes(jnp.arange(n))), np.eye(n, dtype=bool))
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((3, d)) * 5.0
+    ids = np.array([7, 2, 4])
+    new = jax.jit(S.instance_update)(mem, jnp.asarray(ids), jnp.asarray(f, jnp.float32), momentum=0.5, step=6)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    want = v0.copy()
+    want[ids] = unit(0.5 * v0[ids] + 0.5 * unit(f))
+    np.testing.assert_allclose(np.asarray(new.keys), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(new.steps, np.where(np.isin(np.arange(n), ids), 6, -1))
+    assert float(S.queue_stats(new, 8)["fill"]) == pytest.approx(3 / n)  # three slots written, 2 steps ago
+    assert float(S.queue_stats(new, 8)["age"]) == 2.0
+    g = jax.grad(lambda x: jnp.sum(S.instance_update(mem, jnp.asarray(ids), x).keys))(jnp.ones((3, d)))
+    np.testing.assert_array_equal(g, 0.0)  # the memory holds constants
+    with pytest.raises(ValueError, match=r"momentum must be >= 0.0 and < 1.0, got 1.0"):
+        S.instance_update(mem, jnp.asarray(ids), jnp.asarray(f, jnp.float32), momentum=1.0)
+    with pytest.raises(ValueError, match=r"ids must be int of shape \[n\] = \[3\]"):
+        S.instance_update(mem, jnp.arange(2), jnp.asarray(f, jnp.float32))
+
+
 def blobs(rng, k, per, d, spread=20.0):
     centres = rng.standard_normal((k, d)) * spread
     return np.concatenate([c + rng.standard_normal((per, d)) for c in centres]).astype(np.float32)
