@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.centre = "batch"         # views task: what is subtracted from the embeddings before the loss normalises
                                      # them: "batch" (the global batch's own mean, differentiated: exact under
                                      # sharding and gradient caching), "running" (an EMA of the global batch means,
-                                     # a constant within a step) or "none" (BENCHMARKS.md: "Centring")
+                                     # a constant within a step) or "none" (BENCHMARKS.md: "Negatives beyond the batch")
     c.model.centre_momentum = 0.9    # running centre: c <- m c + (1 - m) mean(batch embeddings)
 
     c.loss = ml_collections.ConfigDict()
@@ -100,6 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampler = ml_collections.ConfigDict()
     c.sampler.name = ""
     c.sampler.num_negatives = 0      # per query (uniform, hard_topk, simans) or shared (popularity)
+    c.sampler.max_negatives = 0      # > 0: draw / mine this many per query and keep the first num_negatives
+                                     # (0 to max): members with different num_negatives share one program
+    c.sampler.exclude_duplicates = False  # never mine or draw a document of the positive's group (the oracle:
+                                          # it knows the planted duplicates)
     c.sampler.refresh_every = 100    # hard_topk / simans: re-encode the corpus index every n steps
     c.sampler.candidates = 64        # simans: sample among the top-n mined
     c.sampler.kwargs = ml_collections.ConfigDict()
@@ -158,6 +162,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     data.check_name(config.data.name)
     if config.data.name in data.BUILDERS:
         data.pipeline.builder_config(config.data.name, config.data.config.to_dict())
+    if config.data.name == data.pipeline.BEIR:
+        unknown = sorted(set(config.data.config.to_dict()) - set(data.beir.DEFAULTS))
+        if unknown:
+            raise ValueError(f"config.data.config: unknown field(s) {unknown} of dataset 'beir'; valid: "
+                             f"{sorted(data.beir.DEFAULTS)}")
+        if not config.data.data_dir:
+            raise ValueError("config.data.name='beir' reads a local BEIR folder: set config.data.data_dir to it")
     for field, name in (("model.name", config.model.name), ("model.doc_name", config.model.doc_name or "mlp")):
         checks.choice(field, name, sorted(models.BACKBONES))
     checks.keyword_arguments("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
@@ -183,14 +194,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         # the trainer passes sampler.kwargs to the sampler (uniform takes none of its own)
         checks.keyword_arguments("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs, SAMPLER_RESERVED,
                 optional_only=True)
-        checks.positive("sampler.num_negatives", config.sampler.num_negatives)
+        checks.positive("sampler.num_negatives", config.sampler.num_negatives, 0)
+        checks.positive("sampler.max_negatives", config.sampler.max_negatives, 0)
         checks.positive("sampler.refresh_every", config.sampler.refresh_every)
     if (config.sampler.name and SAMPLERS.info(config.sampler.name).train == "shared" and loss.inputs == "sampled"
             and "log_q" not in loss.keywords):  # bpr: per-query negatives [B, K] only
         raise ValueError(f"config.sampler.name={config.sampler.name!r} draws shared negatives; "
                          f"{config.loss.name} needs per-query ones "
                          f"({', '.join(SAMPLERS.select(train=('per_query', 'mined')))})")
-    if config.sampler.name == "simans" and config.sampler.candidates < config.sampler.num_negatives:
+    if config.sampler.name == "simans" and config.sampler.candidates < max(config.sampler.num_negatives,
+                                                                           config.sampler.max_negatives):
         raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
     checks.choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     checks.choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)

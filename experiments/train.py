@@ -146,10 +146,14 @@ def baselines(config: ml_collections.ConfigDict, seeds=None) -> dict:
 # ----------------------------------------------------------------------------- setup
 
 
-def _encoder(name, kwargs, config, corpus):
+def _encoder(name, kwargs, config, corpus, splits=()):
+    """The encoder of ``model.name`` (or ``doc_name``) with the arguments the data determine: a bag of tokens
+    gets the largest token id of every split + 1 (queries may use words no document does), an item-id
+    embedding the corpus size."""
     kwargs = dict(kwargs)
     if name in ("bag_of_tokens",) and "vocab_size" not in kwargs:
-        kwargs["vocab_size"] = int(max(corpus.arrays["tokens"].max(), 1)) + 1 if corpus else 2048
+        tokens = [s.arrays["tokens"] for s in (corpus, *splits) if s is not None and "tokens" in s.arrays]
+        kwargs["vocab_size"] = int(max(max(int(t.max()) for t in tokens), 1)) + 1 if tokens else 2048
     if name == "id_embedding" and "num_items" not in kwargs:
         kwargs["num_items"] = len(corpus)
     head = models.ProjectionHead(config.model.embed_dim, tuple(config.model.head_hidden),
@@ -180,8 +184,9 @@ def build(config: ml_collections.ConfigDict) -> Setup:
                              f"{d.name!r} split {split.split!r}, which has {sorted(split.arrays)}")
         if corpus is not None:
             data.check_ids(split, task.corpus_id, corpus)
-    q = _encoder(config.model.name, config.model.kwargs, config, corpus)
-    doc = _encoder(config.model.doc_name, config.model.doc_kwargs, config, corpus) if config.model.doc_name else None
+    q = _encoder(config.model.name, config.model.kwargs, config, corpus, (train, test))
+    doc = _encoder(config.model.doc_name, config.model.doc_kwargs, config, corpus, (train, test)) \
+        if config.model.doc_name else None
     return Setup(config, mesh, train, test, corpus, eval_train, q, doc, config.model.doc_name == "id_embedding")
 
 
@@ -220,6 +225,7 @@ MEMBERS = (
     MemberField("negatives.instance_momentum", "instance_momentum"),
     MemberField("negatives.proximal", "proximal"),
     MemberField("model.centre_momentum", "centre_momentum"),
+    MemberField("sampler.num_negatives", "num_negatives", np.int32),  # of sampler.max_negatives: one program
     MemberField("progress"),
 )
 MEMBER_FIELDS = tuple(m.field for m in MEMBERS)
@@ -241,6 +247,7 @@ def group_key(config: ml_collections.ConfigDict) -> str:
     flat["moco.queue"] = bool(config.moco.queue_size)  # queues of any length share a program; none does not
     flat["negatives.subsampled"] = bool(config.negatives.subsample)
     flat["negatives.bank"] = bool(config.negatives.memory)
+    flat["sampler.depth"] = config.sampler.max_negatives or config.sampler.num_negatives  # the negatives' shape
     return json.dumps(flat, sort_keys=True, default=str)
 
 

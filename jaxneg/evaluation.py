@@ -189,12 +189,13 @@ def classification_hits_members(train_x, train_y, test_x, test_y, *, k: int, tem
     return jax.vmap(one)(train_x, test_x)
 
 
-def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
-    r"""Ranking metrics of a dense retriever with binary relevance by group.
+def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None) -> dict:
+    r"""Ranking metrics of a dense retriever with binary relevance by group (or by ``relevant``).
 
     The corpus is ranked by cosine similarity to each query (exact,
     :func:`jaxneg.samplers.hard_topk`) and scored by :func:`ranking_metrics`. Args: queries
-    ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``, corpus_group ``[N]`` ints.
+    ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``, corpus_group ``[N]`` ints, ``relevant``
+    as in :func:`ranking_metrics`.
     """
     fn = "retrieval_metrics"
     queries = C.as_float_array(fn, "queries", queries, 2, "[Q, D]")
@@ -202,22 +203,24 @@ def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 
     qg = _labels(fn, "query_group", query_group, queries.shape[0])
     cg = _labels(fn, "corpus_group", corpus_group, corpus.shape[0])
     ks = _ks(fn, ks, corpus.shape[0])
-    return ranking_metrics(np.asarray(_nearest(queries, corpus, ks[-1])), qg, cg, ks=ks)
+    return ranking_metrics(np.asarray(_nearest(queries, corpus, ks[-1])), qg, cg, ks=ks, relevant=relevant)
 
 
 def _ks(fn, ks, n) -> list:
     return sorted({min(C.integer(fn, "ks", k, 1), n) for k in ks})
 
 
-def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100)) -> dict:
+def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None) -> dict:
     r"""Ranking metrics of any retriever's ranked lists, with binary relevance by group.
 
     Document ``d`` is relevant to query ``q`` when ``corpus_group[d] == query_group[q]``
-    (a group holds a target and its duplicates). With ``R_q`` relevant documents and
+    (a group holds a target and its duplicates), or, with ``relevant [Q, R]`` (corpus rows,
+    padded with -1; a BEIR qrels file), when ``d`` is one of ``relevant[q]``. With ``R_q``
+    relevant documents and
     ``rel_i`` the relevance at rank ``i`` of ``ranked[q]``:
 
     * ``recall@k = sum_{i<=k} rel_i / R_q``; ``hit@k = [sum_{i<=k} rel_i > 0]``
-    * ``mrr@K = 1 / (first relevant rank)`` within the top ``K = max(ks)`` (0 if none)
+    * ``mrr@k = 1 / (first relevant rank)`` within the top ``k`` (0 if none)
     * ``ndcg@k = sum_{i<=k} rel_i / log2(i+1)  /  sum_{i<=min(k,R_q)} 1 / log2(i+1)``
 
     averaged over queries. Args: ranked ``[Q, K]`` corpus row indices, best first, ``K >=
@@ -238,14 +241,24 @@ def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100)) -> di
     top = ks[-1]
     if ranked.shape[1] < top:
         raise ValueError(f"{fn}: ranked has {ranked.shape[1]} columns, need max(ks)={top}")
-    rel = (cg[ranked[:, :top]] == qg[:, None]).astype(np.float64)
-    counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
+    if relevant is None:
+        rel = (cg[ranked[:, :top]] == qg[:, None]).astype(np.float64)
+        counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
+    else:
+        relevant = np.asarray(relevant)
+        if relevant.ndim != 2 or relevant.shape[0] != ranked.shape[0] or relevant.dtype.kind not in "iu":
+            raise ValueError(f"{fn}: relevant must be int corpus rows [Q={ranked.shape[0]}, R] (-1 pads), got "
+                             f"{relevant.dtype} {list(relevant.shape)}")
+        valid = relevant >= 0
+        rel = np.any((ranked[:, :top, None] == relevant[:, None, :]) & valid[:, None, :], -1).astype(np.float64)
+        counts = valid.sum(1).astype(np.float64)
     if np.any(counts == 0):
         raise ValueError(f"{fn}: {int(np.sum(counts == 0))} queries have no relevant document in the corpus")
     disc = 1.0 / np.log2(np.arange(2, top + 2))
     first = np.where(rel.any(1), np.argmax(rel, 1) + 1, np.inf)
-    out = {f"mrr@{top}": float(np.mean(1.0 / first))}
+    out = {}
     for k in ks:
+        out[f"mrr@{k}"] = float(np.mean(np.where(first <= k, 1.0 / first, 0.0)))
         hits = rel[:, :k].sum(1)
         ideal = np.cumsum(disc)[np.minimum(k, counts).astype(int) - 1]
         out[f"recall@{k}"] = float(np.mean(hits / counts))

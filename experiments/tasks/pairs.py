@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.tasks import common
-from experiments.tasks.common import (METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
+from experiments.tasks.common import (AXIS, METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
 from jaxneg import LOSSES, SAMPLERS, evaluation, samplers
 from jaxneg._array import l2_normalize
@@ -45,6 +45,24 @@ def validate(config, loss) -> None:
     if config.sampler.name and not loss.extra_negatives:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
                          f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")
+    s = config.sampler
+    if s.max_negatives or s.exclude_duplicates:
+        if not s.name:
+            raise ValueError("config.sampler.max_negatives / exclude_duplicates need a sampler (config.sampler.name)")
+    if s.max_negatives:
+        if SAMPLERS.info(s.name).train == "shared":
+            raise ValueError(f"config.sampler.max_negatives masks each query's negatives; {s.name!r} draws one shared "
+                             f"set: use {', '.join(SAMPLERS.select(train=('per_query', 'mined')))}")
+        if "negatives_mask" not in loss.keywords:
+            raise ValueError(f"config.sampler.max_negatives needs a loss that takes negatives_mask; "
+                             f"{config.loss.name!r} does not")
+        if not 0 <= s.num_negatives <= s.max_negatives:
+            raise ValueError(f"config.sampler.num_negatives={s.num_negatives} must be in [0, sampler.max_negatives="
+                             f"{s.max_negatives}]")
+        if s.name == "simans" and s.candidates < s.max_negatives:
+            raise ValueError("config.sampler.candidates must be >= config.sampler.max_negatives")
+    elif s.name and s.num_negatives < 1:
+        raise ValueError(f"config.sampler.num_negatives must be >= 1, got {s.num_negatives}")
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -65,12 +83,28 @@ def _corpus(setup: Setup):
 
 
 def consts(setup: Setup) -> dict:
-    """The corpus inputs, and for the popularity sampler the training-set count of each document."""
-    out = {"corpus": _corpus(setup)}
+    """The corpus inputs and each document's group (duplicates share one); with
+    ``sampler.exclude_duplicates`` every document's group members ``[N, G]`` (padded with -1); for the
+    popularity sampler the training-set count of each document."""
+    groups = np.asarray(setup.corpus.arrays["group"])
+    out = {"corpus": _corpus(setup), "groups": jnp.asarray(groups, jnp.int32)}
+    if setup.config.sampler.exclude_duplicates:
+        out["duplicates"] = jnp.asarray(_members(groups))
     if setup.config.sampler.name == "popularity":
         counts = np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)).astype(np.float32)
         out["counts"] = jnp.asarray(counts)
     return out
+
+
+def _members(groups) -> np.ndarray:
+    """``[N, G]`` int32: row ``d`` lists the documents of ``d``'s group (``d`` included), padded with -1."""
+    order = np.argsort(groups, kind="stable")
+    starts = np.searchsorted(groups[order], groups)
+    size = np.bincount(groups)[groups]
+    width = int(size.max())
+    cols = np.arange(width)
+    out = np.where(cols[None, :] < size[:, None], order[np.minimum(starts[:, None] + cols[None, :], len(groups) - 1)], -1)
+    return out.astype(np.int32)
 
 
 def _mined_config(config) -> bool:
@@ -97,17 +131,32 @@ def refresh(setup: Setup, state, step: int):
     return dict(state, index=_index(setup, state["params"]))
 
 
-def _sample(setup: Setup, key, state, batch, consts):
-    """Negatives for one member's step: ``(document inputs, extra loss arrays)``."""
+def depth(config) -> int:
+    """The negatives drawn or mined per query, the arrays' shape: ``sampler.max_negatives``, else
+    ``sampler.num_negatives``. Members of one program share it; each uses its first ``num_negatives``."""
+    return config.sampler.max_negatives or config.sampler.num_negatives
+
+
+def _sample(setup: Setup, key, state, batch, consts, hp):
+    """Negatives for one member's step: ``(document inputs, extra loss arrays, diagnostics)``.
+
+    ``depth(config)`` negatives are drawn or mined per query (the largest ``k`` of a program), and a
+    member keeps its first ``k = hp["num_negatives"]`` (traced, ``negatives_mask``): the hardest ``k``
+    of the mined, ``k`` of the uniform draws; ``k = 0`` is in-batch negatives only. Never the query's
+    positive; with ``sampler.exclude_duplicates`` never a document of its group either (the oracle,
+    which knows the planted duplicates). Diagnostic: ``false_negative_rate``, the share of the kept
+    negatives from the positive's group (``group``: the duplicates, known on this data).
+    """
     c = setup.config
     sampler, skw = c.sampler.name, c.sampler.kwargs.to_dict()
     corpus = consts["corpus"]
     ids = batch["doc_id"]
-    b, k = ids.shape[0], c.sampler.num_negatives
+    b, k = ids.shape[0], depth(c)
+    exclude = consts["duplicates"][ids] if c.sampler.exclude_duplicates else ids[:, None]
     kind = SAMPLERS.info(sampler).train
     extra = {}
     if kind == "per_query":
-        neg = SAMPLERS.get(sampler)(key, corpus.shape[0], (b, k), exclude=ids[:, None])
+        neg = SAMPLERS.get(sampler)(key, corpus.shape[0], (b, k), exclude=exclude)
     elif kind == "shared":
         counts = consts["counts"]
         neg, log_q = SAMPLERS.get(sampler)(key, counts, (k,), **skw)
@@ -117,11 +166,11 @@ def _sample(setup: Setup, key, state, batch, consts):
         q = l2_normalize(jax.lax.stop_gradient(embed(setup.query_model, state["params"]["query"], batch["q"])))
         index = l2_normalize(state["index"])
         pos = jnp.sum(q * index[ids], -1)
-        depth = k if sampler == "hard_topk" else c.sampler.candidates
+        mine = k if sampler == "hard_topk" else c.sampler.candidates
         filters = skw if sampler == "hard_topk" else {}
         if filters.get("absolute_margin") is not None or filters.get("relative_margin") is not None:
             filters = dict(filters, positive_scores=pos)
-        mined = SAMPLERS.get("hard_topk")(q, index, depth, exclude=ids[:, None], **filters)
+        mined = SAMPLERS.get("hard_topk")(q, index, mine, exclude=exclude, **filters)
         if sampler == "simans":
             pick = SAMPLERS.get("simans")(key, mined.scores, pos, k, **skw)
             neg = jnp.take_along_axis(mined.indices, pick.indices, 1)
@@ -129,9 +178,15 @@ def _sample(setup: Setup, key, state, batch, consts):
         else:
             neg, ok = mined.indices, mined.mask
         # rows with fewer survivors than k (filters) fall back to uniform draws
-        fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=ids[:, None])
+        fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=exclude)
         neg = jnp.where(ok, neg, fallback)
-    return corpus[neg], extra
+    used = jnp.broadcast_to(jnp.arange(k)[None, :] < hp["num_negatives"], (b, k))
+    if c.sampler.max_negatives:
+        extra["negatives_mask"] = used
+    groups = consts["groups"][neg] if neg.ndim == 2 else jnp.broadcast_to(consts["groups"][neg][None, :], (b, k))
+    false = jnp.sum(used & (groups == batch["group"][:, None]))
+    diagnostics = {"false_negative_rate": jax.lax.psum(false, AXIS) / jnp.maximum(jax.lax.psum(jnp.sum(used), AXIS), 1)}
+    return corpus[neg], extra, diagnostics
 
 
 def make_encode(setup: Setup):
@@ -163,7 +218,7 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
     a, b, neg, shared = batch["q"], batch["doc"], None, None
     extra = {"doc_id": batch["doc_id"], "labels": batch["group"]}
     if c.sampler.name:
-        neg, more = _sample(setup, keys[1], state, batch, consts)
+        neg, more, extra["diagnostics"] = _sample(setup, keys[1], state, batch, consts, hp)
         extra.update(more)
         if SAMPLERS.info(c.sampler.name).train == "shared":  # one set of negatives [K] for the batch
             neg, shared = None, neg
@@ -185,7 +240,8 @@ def evaluate(setup: Setup, params) -> dict:
     _, zc = encode_all(dm, dp, docs)
     _, z1 = encode_all(setup.query_model, params["query"], test["tokens"])
     z2 = zc[test["doc_id"]]  # the corpus is in doc_id order: row = id
-    out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup)))
+    out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup),
+                                            relevant=test.get("relevant")))
     out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
@@ -206,7 +262,7 @@ def raw_input(setup: Setup) -> dict:
         return {}
     ks = _ks(setup)
     ranked, _ = evaluation.bm25(test["tokens"], corpus["tokens"], k=max(ks))
-    return evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks)
+    return evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks, relevant=test.get("relevant"))
 
 
 def diagnose(setup: Setup, state, extra, hp) -> dict:

@@ -128,17 +128,21 @@ def _generate(builder, name: str, config) -> None:
         raise
 
 
+#: a BEIR-format folder (``data_dir``), read by :mod:`jaxneg.data.beir` (not through tfds)
+BEIR = "beir"
+
+
 def dataset_names() -> list[str]:
-    """The embedded datasets (any other tfds name is also accepted by :func:`load`)."""
-    return sorted(BUILDERS)
+    """The embedded datasets and ``beir`` (any other tfds name is also accepted by :func:`load`)."""
+    return sorted([*BUILDERS, BEIR])
 
 
 def check_name(name: str) -> str:
-    """Fail early, listing the valid names, if ``name`` is neither embedded nor a tfds builder."""
+    """Fail early, listing the valid names, if ``name`` is neither embedded, ``beir``, nor a tfds builder."""
     import tensorflow_datasets as tfds
 
     base = name.split("/")[0].split(":")[0]
-    if base in BUILDERS:
+    if base in BUILDERS or name == BEIR:
         return name
     if base not in tfds.list_builders(with_community_datasets=False):
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())} "
@@ -171,9 +175,11 @@ def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping 
     """Prepare (once, as array_record files) and load one split of a tfds dataset into memory.
 
     Args:
-      name: an embedded dataset (``mnist1d``, ``sklearn_digits``, ``synthetic_retrieval``)
-        or any tensorflow-datasets name (``cifar10``, ``stl10``, ...; downloaded by tfds on
-        first use, as tfds always does for them).
+      name: an embedded dataset (``mnist1d``, ``sklearn_digits``, ``synthetic_retrieval``),
+        ``beir`` (a BEIR-format folder given as ``data_dir``, :mod:`jaxneg.data.beir`; ``config``:
+        the hashing tokenizer's ``vocab_size``, ``doc_len``, ``query_len``) or any
+        tensorflow-datasets name (``cifar10``, ``stl10``, ...; downloaded by tfds on first use, as
+        tfds always does for them).
       split: a tfds split (``"train"``, ``"test"``, ``"corpus"``, ``"train[:10%]"``, ...).
       data_dir: where the prepared files live (default :func:`default_data_dir` of ``name``).
       config: builder-config overrides of an embedded dataset, e.g. ``{"num_samples": 20000}``.
@@ -185,6 +191,13 @@ def load(name: str, split: str, *, data_dir: str | None = None, config: Mapping 
     import tensorflow_datasets as tfds
 
     check_name(name)
+    if name == BEIR:
+        from jaxneg.data import beir
+
+        arrays = beir.load(data_dir, split, **dict(config or {}))
+        if max_examples is not None:
+            arrays = {k: v[:int(max_examples)] for k, v in arrays.items()}
+        return Data(name=name, split=split, arrays=arrays, config=dict(config or {}))
     data_dir = data_dir or default_data_dir(name)
     kwargs = {"file_format": "array_record"}
     if name in BUILDERS:

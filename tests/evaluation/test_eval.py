@@ -57,8 +57,9 @@ def test_retrieval_metrics_match_a_reference_with_duplicate_groups():
         dcg = (rel[:, :k] / np.log2(np.arange(2, k + 2))).sum(1)
         idcg = np.array([np.sum(1 / np.log2(np.arange(2, min(k, r) + 2))) for r in nrel])
         assert got[f"ndcg@{k}"] == pytest.approx(np.mean(dcg / idcg))
-    first = np.array([np.argmax(r[:5]) + 1 if r[:5].any() else np.inf for r in rel])
-    assert got["mrr@5"] == pytest.approx(np.mean(1 / first))
+    for k in (1, 5):
+        first = np.array([np.argmax(r[:k]) + 1 if r[:k].any() else np.inf for r in rel])
+        assert got[f"mrr@{k}"] == pytest.approx(np.mean(1 / first))
 
 
 def test_contrastive_accuracy_is_one_for_matched_pairs_and_chance_for_noise():
