@@ -125,6 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 0                 # 0 = evaluate at the end only
     c.progress = True
 
+    c.tags = ml_collections.ConfigDict()   # labels for tables and analyses; training never reads them
+    c.tags.part = ""                 # the sweep part a point belongs to (set by the sweep from Part.label)
+
     c.eval = ml_collections.ConfigDict()
     c.eval.at_init = False           # also evaluate the random-init encoder (result.json "init")
     c.eval.max_examples = 4000
@@ -232,7 +235,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
 
 #: free-form keyword-argument dicts: any key may be set, and validate() checks the keys
 #: against the signature of the function they are passed to
-FREE = ("data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs")
+FREE = ("data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs", "tags")
 
 
 def _unknown_fields(config, schema, prefix=""):

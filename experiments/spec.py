@@ -32,7 +32,8 @@ Analysis = analysis.Analysis  # sweep configs build experiments.sweep.Analysis(x
 @dataclasses.dataclass
 class Part:
     """More points: the base config changed by ``overrides``, then its own ``grid`` × ``zip``;
-    their names start with ``label``."""
+    their names start with ``label``, and their configs record it as ``tags.part`` (a column
+    analyses can group and select by; the main grid's points have ``""``)."""
 
     label: str
     overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
@@ -140,6 +141,7 @@ def _expand_part(sweep: Sweep, part: Part, names: dict, num_devices) -> list[Poi
         for field, value in overrides.items():
             config_lib.set_field(config, field, value, f"sweep point {name}")
         config.progress = False
+        config.tags.part = part.label  # (analyses group and select by it: "tags.part")
         try:
             config_lib.validate(config, num_devices or max(1, config.num_devices))
         except ValueError as e:

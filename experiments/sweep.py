@@ -519,7 +519,9 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     # candidates), so it is not comparable across batch sizes or negative counts
     metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + [m for m in (MEAN_NORM,) if m in set(df.metric)]
                                  + ["wall_seconds"]))
-    wide = df[df.metric.isin(metrics)].pivot_table(index=["run"] + swept, columns="metric", values="value")
+    # (a field only some runs have, e.g. one sampler's keyword, is NaN elsewhere: "-", or pivot drops the row)
+    wide = df[df.metric.isin(metrics)].astype({c: object for c in swept}).fillna({c: "-" for c in swept})
+    wide = wide.pivot_table(index=["run"] + swept, columns="metric", values="value")
     wide = wide.reset_index().sort_values(swept or ["run"])
     wide["collapsed"] = [collapsed(df[df.run == run]) or "-" for run in wide.run]
     preamble = [sweep.description.strip(), ""] if sweep.description else []

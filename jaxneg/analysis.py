@@ -432,6 +432,41 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
     return "\n".join(lines)
 
 
+def points_report(fits: Sequence[GroupFit], *, x, group: str | None, complement: bool) -> str:
+    """The measured points themselves, in the metric's units: a table of each group's mean ± sd over
+    seeds at every ``x`` (rows) and, with several groups, their ranking at the largest ``x`` they share,
+    with whether the gap to the next is larger than the two sds together (the fits smooth over
+    comparisons a reader asks point by point, such as one sampler against another at one ``k``)."""
+    x = x if isinstance(x, str) else ", ".join(x)
+    to_metric = (lambda e: 1.0 - e) if complement else (lambda e: e)
+    stats = {}
+    for gf in fits:
+        xs = np.asarray(gf.x)
+        if xs.ndim != 1:
+            return ""
+        for v in np.unique(xs):
+            ys = to_metric(np.asarray(gf.y)[xs == v])
+            stats[(gf.group, float(v))] = (float(np.mean(ys)), float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0)
+    values = sorted({v for _, v in stats})
+    groups = [gf.group for gf in fits]
+    cell = lambda g, v: (f"{stats[(g, v)][0]:.4g} ± {stats[(g, v)][1]:.2g}" if (g, v) in stats else "-")  # noqa: E731
+    head = [x] + [plain(g) if g is not None else "all" for g in groups]
+    lines = ["Points (mean ± sd over seeds, in the metric's units):", "",
+             markdown_table(head, [[f"{v:g}"] + [cell(g, v) for g in groups] for v in values])]
+    shared = [v for v in values if all((g, v) in stats for g in groups)]
+    if len(groups) > 1 and shared:
+        top = shared[-1]
+        order = sorted(groups, key=lambda g: -stats[(g, top)][0])
+        parts = []
+        for a, b in zip(order, order[1:]):
+            (ma, sa), (mb, sb) = stats[(a, top)], stats[(b, top)]
+            parts.append(f"{plain(a)} {ma:.4g} {'>' if ma - mb > sa + sb else '≈'}")
+        parts.append(f"{plain(order[-1])} {stats[(order[-1], top)][0]:.4g}")
+        lines += ["", f"Ranking at {x}={top:g} ('>' where the gap exceeds the two seed sds together, '≈' where it "
+                      f"does not): " + " ".join(parts) + "."]
+    return "\n".join(lines)
+
+
 def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bootstrap: int) -> str:
     """A markdown section for the fits: every parameter with its interval, points, holdout ARE, warnings.
 
@@ -556,6 +591,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                        "where": a.where or None, "frontier": a.frontier, **gf.to_json()} for gf in fits]
         sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
                         + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
+                        + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + "\n".join(figures) + "\n")
         timings[a.heading()] = time.perf_counter() - t_fit
     rundir.write_json(os.path.join(out, FITS), fits_json)

@@ -97,6 +97,8 @@ class Task:
     ``output_bias(config)``                         whether the projection head's last layer has a
                                                     bias (False where the loss input is centred by
                                                     the batch mean, which makes it redundant)
+    ``vmap_on_cpu``                                 whether members train faster vmapped than one at
+                                                    a time on CPU (``train.step_width``)
     ``diagnose(setup, state, extra, hp)``           inside ``shard_map``, after the gradient: scalars
                                                     of the step's embeddings (``extra["embeddings"]``,
                                                     the state before the update), logged with the
@@ -123,6 +125,7 @@ class Task:
     evaluate_members: Callable | None = None
     diagnose: Callable = lambda setup, state, extra, hp: {}
     output_bias: Callable = lambda config: True
+    vmap_on_cpu: bool = False
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here

@@ -274,5 +274,5 @@ TASK = common.register(common.Task(
     name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), corpus_id="doc_id", validate=validate,
     host_batch=host_batch, example_inputs=example_inputs, consts=consts, init_state=init_state,
     make_encode=make_encode, make_objective=make_objective, inputs=inputs, after_step=after_step,
-    evaluate=evaluate, refresh=refresh, raw_input=raw_input, diagnose=diagnose,
+    evaluate=evaluate, refresh=refresh, raw_input=raw_input, diagnose=diagnose, vmap_on_cpu=True,
     refresh_every=lambda config: config.sampler.refresh_every if _mined_config(config) else 0))

@@ -73,3 +73,21 @@ def test_beir_needs_a_folder_and_names_its_splits(tmp_path):
     folder = _write(tmp_path / "tiny")
     with pytest.raises(ValueError, match=r"no split 'dev' .*splits: corpus, test, train"):
         data.load("beir", "dev", data_dir=folder)
+
+
+def test_part_3_of_the_main_job_trains_on_a_beir_folder(tmp_path):
+    from experiments import train
+    from experiments.config_lib import set_field
+    from experiments.configs import quickstart, simclr_mnist1d
+
+    folder = _write(tmp_path / "tiny")
+    c = simclr_mnist1d.get_config()
+    for k, v in {**quickstart.retrieval(folder, steps=2, max_k=1), **quickstart.SAMPLERS["hard"],
+                 "sampler.num_negatives": 1, "batch_size": 2, "num_devices": 1, "log_every": 1, "checkpoint_every": 2,
+                 "eval.ks": (1, 2), "eval.num_candidates": 2, "progress": False}.items():
+        set_field(c, k, v)
+    result = train.train(c, str(tmp_path / "run"))
+    assert result["status"] == "finished" and {"mrr@2", "recall@2", "false_negative_rate"} <= set(result["eval"])
+    assert result["eval"]["false_negative_rate"] == 0.0  # (no duplicates known)
+    floor = train.baselines(c, [0])
+    assert set(floor["raw_input"]) >= {"eval/mrr@1", "eval/recall@2"}  # BM25 on the same tokens

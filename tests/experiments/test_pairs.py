@@ -8,13 +8,16 @@ row by row) showed a model that could not learn. These tests fail on that code.
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from experiments import train as T
 from experiments.tasks import pairs
 from jaxneg import data as jaxneg_data
-from tests.experiments.helpers import config
+from jaxneg import parallel
+from tests.experiments.helpers import config, final_params, leaves
 
 SMALL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128}
 #: the three pairs configs with their own generator settings, on a smaller corpus
@@ -72,3 +75,64 @@ def test_the_pair_metrics_score_the_documents_the_retrieval_metrics_count_releva
     assert np.all(cos.max(1) > 1 - 1e-5)  # every z2 is a corpus row's embedding ...
     test = pairs.first_rows(setup.test, setup.config.eval.max_examples)
     assert np.array_equal(setup.corpus.arrays["group"][row], test["group"])  # ... of a relevant document
+
+
+def _part3(**over):
+    """Part 3 of the main job on a small corpus: the hard_topk sampler, the first k of 3 mined negatives."""
+    from experiments.configs import quickstart
+
+    c = config("retrieval_synthetic")
+    small = {**quickstart.retrieval(steps=3, max_k=3), **quickstart.SAMPLERS["hard"],
+             "data.config": {**quickstart.RETRIEVAL_DATA, **SMALL}, "batch_size": 16, "log_every": 3,
+             "checkpoint_every": 3, "sampler.refresh_every": 2, "eval.max_examples": 64, "eval.at_init": False}
+    from experiments.config_lib import set_field
+
+    for k, v in {**small, **over}.items():
+        set_field(c, k, v)
+    return c
+
+
+@pytest.mark.slow
+def test_every_k_of_a_sampler_trains_in_one_program_and_equals_its_run_alone(tmp_path):
+    members = [_part3(**{"sampler.num_negatives": k}) for k in (0, 1, 3)]
+    assert len({T.group_key(c) for c in members}) == 1
+    dirs = [str(tmp_path / f"k{c.sampler.num_negatives}") for c in members]
+    results = T.train_group(members, dirs, members_per_step=1)  # one at a time: bit-identical to alone
+    assert results[0]["program"] == results[2]["program"]
+    assert [r["time_account"]["compile"] == 0 for r in results] == [False, True, True]  # compiled once
+    for c, d, r in zip(members, dirs, results):
+        alone = T.train(c, str(tmp_path / f"alone{c.sampler.num_negatives}"))
+        assert alone["final_loss"] == r["final_loss"]
+        for x, y in zip(leaves(final_params(d)[1]), leaves(final_params(str(tmp_path / f"alone{c.sampler.num_negatives}"))[1])):
+            np.testing.assert_array_equal(x, y)
+    losses = [r["final_loss"] for r in results]
+    assert losses[0] < losses[1] < losses[2]  # more negatives, a larger loss
+    assert results[0]["eval"]["false_negative_rate"] == 0.0  # k = 0 keeps none
+
+
+def test_the_false_negative_rate_is_the_share_of_kept_negatives_from_the_positives_group():
+    """The step's diagnostic against a brute-force count over the mined indices it returns."""
+    c = _part3(**{"sampler.num_negatives": 2, "data.config": {**SMALL, "num_docs": 64, "duplicate_rate": 0.5}})
+    setup = T.build(c)
+    params = T.init_params(setup, jax.random.key(0))
+    state = {"params": params, **pairs.init_state(setup, params, jax.random.key(0))}
+    consts = pairs.consts(setup)
+    b = pairs.host_batch(setup, 0, 0)
+    batch = {k: jnp.asarray(v) for k, v in b.items()}
+    hp = {"num_negatives": jnp.int32(2)}
+    mesh = parallel.data_mesh(devices=jax.devices()[:1])
+
+    def f(batch):
+        docs, extra, diag = pairs._sample(setup, jax.random.key(3), state, batch, consts, hp)
+        return docs, extra["negatives_mask"], diag["false_negative_rate"]
+
+    docs, used, rate = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(parallel.DATA),), out_specs=P(),
+                                             check_vma=False))(batch)
+    tokens = setup.corpus.arrays["tokens"]
+    rows = np.array([[np.flatnonzero((tokens == d).all(1))[0] for d in q] for q in np.asarray(docs)])
+    used = np.asarray(used)
+    assert used.sum() == 2 * len(rows) and not used[:, 2:].any()  # the first k of max_negatives
+    group = setup.corpus.arrays["group"]
+    same = (group[rows] == b["group"][:, None]) & used
+    assert float(rate) == pytest.approx(same.sum() / used.sum())
+    assert same.sum() > 0  # (half the corpus are duplicates: the hardest negatives include some)

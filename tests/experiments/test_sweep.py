@@ -238,7 +238,7 @@ def test_slurm_backend_through_submitit_local_executor(tmp_path):
 def test_the_command_line_lists_the_quickstart_points(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
                           "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2,seeds=2,"
-                          "negatives=1-15-30-62-126,neg_batch=32,platform=accelerator",
+                          "negatives=1-15-30-62-126,neg_batch=32,platform=accelerator,parts=1-2,sources=subsampled-memory",
                           "--dry_run"], capture_output=True, text=True, cwd=os.path.dirname(S.__file__) + "/..")
     assert out.returncode == 0, out.stderr
     part1 = [f"temperature={t},seed={s},batch_size={b}" for t in ("0.1", "0.2") for s in (0, 1)
@@ -257,26 +257,42 @@ def test_the_quickstart_defaults_and_arguments():
     assert max(cpu.zip["batch_size"]) == 256 and max(acc.zip["batch_size"]) == 1024
     assert "keep the job under 10 minutes on 2 CPU cores" in cpu.description
     points = S.expand(acc)
-    assert len(points) <= 105 and max(p.config.steps for p in points) <= 400
-    points = S.expand(cpu)
+    by_part = lambda ps, parts: [p for p in ps if (p.config.task == "pairs") == (parts == 3)]  # noqa: E731
+    assert len(by_part(points, 12)) <= 105 and len(by_part(points, 3)) <= 90
+    assert max(p.config.steps for p in points) <= 400
+    points = [p for p in S.expand(cpu) if p.config.task == "views"]
     full = 2 * 128 - 2
     n = {p.name: S.columns_row(cpu, p.config) for p in points}
     part2 = [r for r in n.values() if r["negatives_from"] != "batch"]
     assert sorted({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "subsampled"}) == [1, 3, 15, 63, full]
     assert len({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "memory"}) >= 4
-    assert all(p.config.batch_size == 128 for p in points if p.name.startswith(("subsampled", "memory")))
+    assert len({r["negatives_per_anchor"] for r in part2 if r["negatives_from"] == "queue"}) >= 4
+    assert all(p.config.batch_size == 128 for p in points if p.name.startswith(("subsampled", "memory", "queue")))
     # part 1: one program per batch size (temperatures x seeds); part 2: one per source
-    assert sorted(len(g) for g in S.plan(points)) == sorted([4] * 5 + [10, 8])
-    # batches= drops part 1, negatives= part 2, sources= picks the sources
-    only2 = quickstart.get_config("platform=cpu,batches=,seeds=2")
-    assert not only2.grid and not only2.zip and [p.label for p in only2.parts] == ["subsampled", "memory"]
+    assert sorted(len(g) for g in S.plan(points)) == sorted([4] * 5 + [10, 8, 8])
+    # part 3: one program per sampler, every k of it (traced) and every seed
+    part3 = [p for p in S.expand(cpu) if p.config.task == "pairs"]
+    assert sorted(len(g) for g in S.plan(part3)) == [2] + [8] * 5  # (k = 0, in-batch only, runs once)
+    assert {p.config.tags.part for p in part3} == {"in-batch", *quickstart.SAMPLERS}
+    assert sorted({p.config.sampler.num_negatives for p in part3}) == [0, 1, 3, 7, 15]
+    assert all(p.config.sampler.max_negatives == 15 for p in part3 if p.config.tags.part != "in-batch")
+    # parts= and batches= / negatives= / mined= select parts, sources= picks the sources
+    only2 = quickstart.get_config("platform=cpu,parts=2,seeds=2")
+    assert not only2.grid and not only2.zip and [p.label for p in only2.parts] == ["subsampled", "memory", "queue"]
     assert all(a.x == "negatives_per_anchor" for a in only2.analyses)
-    only1 = quickstart.get_config("platform=cpu,negatives=")
+    assert [p.label for p in quickstart.get_config("platform=cpu,batches=,mined=").parts] == [
+        "subsampled", "memory", "queue"]
+    only1 = quickstart.get_config("platform=cpu,negatives=,mined=")
     assert only1.parts == () and {a.x for a in only1.analyses} == {"batch_size"}
-    sub = quickstart.get_config("platform=cpu,batches=,sources=subsampled,negatives=1-3-15-63-255-1023,neg_batch=256")
+    only3 = quickstart.get_config("platform=cpu,parts=3,samplers=hard-oracle,mined=0-7")
+    assert [p.label for p in only3.parts] == ["in-batch", "hard", "oracle"]
+    assert [a.y for a in only3.analyses] == ["eval/mrr@10", "eval/false_negative_rate"]
+    sub = quickstart.get_config("platform=cpu,parts=2,sources=subsampled,negatives=1-3-15-63-255-1023,neg_batch=256")
     assert [p.label for p in sub.parts] == ["subsampled"] and sub.parts[0].zip == {"negatives.subsample": (1, 3, 15, 63, 255)}
-    for arg, match in (("negatives=1-300", "between the full batch"), ("sources=queue", "sources must be"),
-                       ("batches=,negatives=", "nothing to run"), ("sources=memory,negatives=1-3", "no value of")):
+    for arg, match in (("negatives=1-300", "between the full batch"), ("sources=fifo", "sources must be"),
+                       ("batches=,negatives=,mined=", "nothing to run"), ("sources=memory,negatives=1-3", "no value of"),
+                       ("parts=4", "parts must be some of"), ("samplers=hardest", "samplers must be some of"),
+                       ("mined=3-3", "distinct counts")):
         with pytest.raises(ValueError, match=match):
             quickstart.get_config("platform=cpu," + arg)
 

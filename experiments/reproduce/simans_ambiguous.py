@@ -1,0 +1,45 @@
+"""SimANS (Zhou et al., EMNLP 2022): ambiguous negatives against the hardest ones.
+
+Claim (Table 2 there and its ablations): sampling negatives around the positive's score, ``p ∝ exp(-a (s -
+s+ - b)^2)`` over the top-ranked candidates, beats training on the top-k hardest, which are more often
+false negatives, on MS MARCO, Natural Questions and TriviaQA.
+
+Ours: the main job's part 3 (``experiments/configs/quickstart.py``, parts=3) with ``hard`` (hard_topk, the
+k hardest) against ``simans`` (k drawn by SimANS from the 64 hardest) and ``uniform`` (k random documents),
+at k = 0 (in-batch only) to 15, on the synthetic corpus with planted duplicates, whose share among the
+mined negatives (the false-negative rate) is known.
+
+    python -m experiments.reproduce.simans_ambiguous --workdir runs/repro/simans [--workers 2]
+
+``arg``: any quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``).
+"""
+
+from experiments.configs import quickstart
+from experiments.reproduce import command, metric, table
+
+SAMPLERS = ("uniform", "hard", "simans")
+
+
+def get_config(arg=None):
+    return quickstart.get_config(",".join(filter(None, [f"parts=3,samplers={'-'.join(SAMPLERS)}", arg])))
+
+
+def main():
+    import sys
+
+    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+    ks = sorted({p.config.sampler.num_negatives for p in points if p.config.sampler.num_negatives})
+    base = metric(df, "eval/mrr@10", **{"tags.part": "in-batch"})
+    rows = []
+    for k in ks:
+        m = {s: metric(df, "eval/mrr@10", **{"tags.part": s, "sampler.num_negatives": k}) for s in SAMPLERS}
+        fn = {s: metric(df, "eval/false_negative_rate", **{"tags.part": s, "sampler.num_negatives": k})
+              for s in ("hard", "simans")}
+        rows.append((k, base, m["uniform"], m["hard"], m["simans"], fn["hard"], fn["simans"],
+                     "yes" if m["simans"] >= m["hard"] else "no"))
+    print(table(["k", "in-batch MRR@10", "uniform", "hardest", "SimANS", "FN rate hardest", "FN rate SimANS",
+                 "SimANS >= hardest (paper: yes)"], rows))
+
+
+if __name__ == "__main__":
+    main()
