@@ -349,9 +349,9 @@ def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     if arg == "table=simclr_batch":  # Table B.1: lr = B / 256 with LARS, 100 epochs of 50,000 images
         assert [(p.config.batch_size, p.config.optimizer.learning_rate) for p in points][-1] == (8192, 32.0)
         assert all(p.config.steps == 100 * 50_000 // p.config.batch_size for p in points)
-    if module == "wu_memory_bank":  # m drawn from the batch and a bank of about one epoch; the last takes them all
-        assert [p.config.negatives.subsample for p in points] == [1, 10, 512, 2 * 128 - 2 + 4000 - 128]
-        assert {p.config.negatives.memory for p in points} == {4000 - 128}
+    if module == "wu_memory_bank":  # m slots drawn from the instance memory of every example; the last takes them all
+        assert [p.config.negatives.subsample for p in points] == [1, 10, 512, 4000 - 1]
+        assert all(p.config.negatives.instance and p.config.loss.name == "infonce" for p in points)
 
 
 def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_cannot_support(finished_sweep):
@@ -483,14 +483,14 @@ def test_seed_share_separates_seed_noise_from_the_trend():
 def test_parts_columns_and_where_select_the_runs_an_analysis_fits():
     base = config("simclr_mnist1d", **SMALL_SWEEP)
     sw = S.Sweep(base=base, grid={"seed": (0, 1)}, zip={"batch_size": (8, 16)},
-                 parts=(S.Part("moco", {"loss.name": "infonce", "moco.enabled": True},
+                 parts=(S.Part("moco", {"loss.name": "infonce", "moco.enabled": True, "moco.batch_negatives": True},
                                zip={"batch_size": (8, 8), "moco.queue_size": (0, 24)}),),
                  columns={"n": "batch_size - 1 + moco.queue_size", "src": "'queue' if moco.queue_size else 'batch'"},
                  analyses=(S.Analysis(x="n", y="eval/knn_accuracy", group="src", where="moco.enabled"),))
     points = S.expand(sw)
     assert [p.name for p in points][-2:] == ["moco,batch_size=8,queue_size=0", "moco,batch_size=8,queue_size=24"]
-    assert points[-1].overrides == {"loss.name": "infonce", "moco.enabled": True, "batch_size": 8,
-                                    "moco.queue_size": 24}
+    assert points[-1].overrides == {"loss.name": "infonce", "moco.enabled": True, "moco.batch_negatives": True,
+                                    "batch_size": 8, "moco.queue_size": 24}
     for a in sw.analyses:
         S.check_analysis(a, points, sw)
     rows = pd.DataFrame([S.columns_row(sw, p.config) for p in points])
