@@ -38,6 +38,8 @@ import numpy as np
 from jaxneg import results, rundir, scaling
 
 FITS, REPORT = rundir.FITS, rundir.REPORT
+#: the baseline whose value of a metric is the floor: runs below it learned nothing and are not fitted
+FLOOR = "untrained encoder"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,10 @@ class Analysis:
     """Fit ``law`` to metric ``y`` (or ``1 - y`` with ``complement``) against ``x`` (a column, or one
     per variable of the law), per ``group``, on the rows that ``where`` (an expression of the
     columns, :func:`jaxneg.results.where`) selects; ``frontier``, ``holdout`` and ``loss`` as in
-    :func:`fit_groups`."""
+    :func:`fit_groups` (default ``"mse_log"``: least squares on the log of every seed's point, whose
+    optimum is unique; Chinchilla's ``"huber_log"`` with delta 1e-3 is nearly an absolute loss, flat
+    anywhere between two seeds' values). Runs below the untrained encoder are left out (and named in
+    the report) unless ``keep_below_floor``."""
 
     x: Any
     y: str
@@ -57,7 +62,8 @@ class Analysis:
     where: str = ""
     frontier: int | None = None
     holdout: bool = True
-    loss: str = "huber_log"
+    loss: str = "mse_log"
+    keep_below_floor: bool = False
 
     @property
     def label(self) -> str:
@@ -71,11 +77,18 @@ class Analysis:
         return (f"{self.label} vs {self.xname}" + (f" (runs where `{self.where}`)" if self.where else "")
                 + ("" if self.frontier is None else " (frontier)"))
 
-    def fit(self, df) -> list["GroupFit"]:
-        """:func:`fit_groups` of this analysis on the tidy table ``df``."""
+    def fit(self, df, floor: float | None = None) -> list["GroupFit"]:
+        """:func:`fit_groups` of this analysis on the tidy table ``df``; ``floor`` (the untrained encoder's
+        value of ``y``): runs below it are left out unless ``keep_below_floor``."""
         return fit_groups(results.where(df, self.where) if self.where else df, x=self.x, y=self.y, group=self.group,
                           law=self.law, complement=self.complement, n_bootstrap=self.n_bootstrap, level=self.level,
-                          holdout=self.holdout, loss=self.loss, frontier=self.frontier)
+                          holdout=self.holdout, loss=self.loss, frontier=self.frontier,
+                          floor=None if self.keep_below_floor else floor)
+
+
+#: the saturation test's one-sided level (:meth:`GroupFit.saturation`), and how many seed sds a law may miss a
+#: point's mean by before the report flags it (:meth:`GroupFit.residuals`)
+SATURATION_LEVEL, RESIDUAL_FACTOR = 0.05, 2.0
 
 
 @dataclasses.dataclass
@@ -95,6 +108,7 @@ class GroupFit:
     widened: tuple = ()        # parameters whose percentile interval missed the estimate and was widened to it
     candidates: tuple | None = None  # (x, y) of every run before the frontier filter (None: no filter)
     seed_interval: dict | None = None  # {param: (low, high)} of refits resampling only the runs (seeds) at each x
+    left_out: tuple = ()       # (run, x, metric value) of the runs below the floor, not fitted
 
     def replicates(self) -> bool:
         """Some ``x`` has more than one run (seeds)."""
@@ -118,18 +132,55 @@ class GroupFit:
         return (xs, np.array([g.mean() for g in groups]), np.array([g.std(ddof=1) if len(g) > 1 else 0.0
                                                                    for g in groups]), np.array([len(g) for g in groups]))
 
-    def plateau(self):
-        """``(x*, x_max)``: the smallest ``x`` whose mean over seeds lies within one standard deviation of
-        the seeds at the largest ``x`` (``x_max``) from that ``x``'s mean: where the curve stops
-        improving, as far as the seeds can tell (``x* = x_max``: it has not saturated). None without
-        seeds at ``x_max`` or for a law of several variables."""
+    def saturation(self, level: float = SATURATION_LEVEL):
+        """``(x*, x_max)``: the smallest ``x`` from which no larger ``x`` is significantly better, by a one-sided
+        Welch test at ``level`` of each larger ``x``'s runs (lower target) against that ``x``'s runs; ``x* =
+        x_max``: not saturated (every smaller ``x`` is beaten by some larger one). None without seeds at every
+        ``x`` or for a law of several variables."""
         if self.x.ndim != 1:
             return None
-        xs, mean, sd, n = self.seed_stats()
-        if n[-1] < 2:
+        from scipy import stats
+
+        xs = np.unique(self.x)
+        runs = [self.y[self.x == v] for v in xs]
+        if any(len(r) < 2 for r in runs):
             return None
-        within = np.abs(mean - mean[-1]) <= sd[-1]
-        return float(xs[np.argmax(within)]), float(xs[-1])
+        for i, here in enumerate(runs):
+            better = False
+            for later in runs[i + 1:]:
+                if np.all(later == here) or (np.std(later) == 0 and np.std(here) == 0):
+                    better = bool(np.mean(later) < np.mean(here))
+                else:
+                    better = stats.ttest_ind(later, here, equal_var=False, alternative="less").pvalue < level
+                if better:
+                    break
+            if not better:
+                return float(xs[i]), float(xs[-1])
+        return float(xs[-1]), float(xs[-1])
+
+    def residuals(self, factor: float = RESIDUAL_FACTOR) -> list[dict]:
+        """Per distinct ``x`` (one-variable laws): the runs' mean, sd and count, the law's prediction, the relative
+        residual ``(prediction - mean) / mean``, and ``outside``: the prediction lies more than ``factor`` seed sds
+        from the mean (never with fewer than 2 runs)."""
+        if self.x.ndim != 1:
+            return []
+        xs, mean, sd, n = self.seed_stats()
+        pred = self.fit.predict({self.fit.law.variables[0]: xs})
+        return [{"x": float(v), "mean": float(m), "sd": float(d), "runs": int(k), "prediction": float(p),
+                 "relative_residual": float((p - m) / m), "outside": bool(k > 1 and abs(p - m) > factor * d)}
+                for v, m, d, k, p in zip(xs, mean, sd, n, pred)]
+
+    def undetermined(self) -> dict:
+        """``{param: (low, high)}`` of the parameters whose near-optimal range (starts within
+        :data:`jaxneg.scaling.NEAR_OPTIMAL` of the optimum) is wider than their bootstrap interval: the data
+        cannot pin them down."""
+        near = self.fit.near_optimal or {}
+        out = {}
+        for k, (lo, hi) in near.items():
+            ilo, ihi = (self.interval or {}).get(k, (lo, lo))
+            if hi - lo > max(ihi - ilo, 1e-12 * max(abs(hi), 1.0)):
+                out[k] = (lo, hi)
+        return out
 
     def best(self):
         """``(x, mean)``: the ``x`` with the lowest mean target over its runs (the fitted target: an
@@ -179,14 +230,22 @@ class GroupFit:
         if self.widened:
             out.append(f"the percentile interval of {', '.join(self.widened)} did not contain the estimate (the "
                        f"refits pile up at a boundary, e.g. E -> 0) and was widened to include it")
+        for k, (lo, hi) in self.undetermined().items():
+            out.append(f"the data cannot pin {k} down: fits within {scaling.NEAR_OPTIMAL:g} of the optimum range "
+                       f"over [{lo:.3g}, {hi:.3g}], wider than its interval")
         return out
 
     def to_json(self) -> dict:
         """A JSON-ready summary: params, interval, objective, points (sorted by x), holdout ARE, warnings."""
-        return {"group": plain(self.group), "target": self.label, "params": self.fit.params,
+        saturation = self.saturation()
+        return {"group_value": plain(self.group), "target": self.label, "params": self.fit.params,
                 "interval": None if self.interval is None else {k: list(v) for k, v in self.interval.items()},
-                "level": self.level, "objective": self.fit.objective, "num_points": int(len(self.x)),
-                "x": self.x.tolist(), "y": self.y.tolist(), "holdout_are": self.holdout_are,
+                "near_optimal": self.fit.near_optimal, "level": self.level, "objective": self.fit.objective,
+                "num_points": int(len(self.x)), "points": {"x": self.x.tolist(), "y": self.y.tolist()},
+                "residuals": self.residuals(), "left_out": [list(r) for r in self.left_out],
+                "saturation": None if saturation is None else {"x": saturation[0], "largest_x": saturation[1],
+                                                               "level": SATURATION_LEVEL},
+                "holdout_are": self.holdout_are,
                 "warnings": self.warnings(), "variables": list(self.fit.law.variables),
                 "candidates": None if self.candidates is None else int(len(self.candidates[1])),
                 "seed_interval": None if self.seed_interval is None else {k: list(v) for k, v in self.seed_interval.items()},
@@ -200,7 +259,8 @@ def plain(v):
 
 def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", complement: bool = False,
                n_bootstrap: int = 200, level: float = 0.95, seed: int = 0, holdout: bool = True,
-               bounds: tuple | None = None, loss: str = "huber_log", frontier: int | None = None) -> list[GroupFit]:
+               bounds: tuple | None = None, loss: str = "mse_log", frontier: int | None = None,
+               floor: float | None = None) -> list[GroupFit]:
     """Fit a law of :mod:`jaxneg.scaling` (default ``"power"``: ``t = E + A · x^{-alpha}``) to
     ``t = y`` or ``t = 1 - y`` (``complement``) per ``group``.
 
@@ -218,14 +278,19 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
         there (needs at least 4 other distinct values).
       bounds: ``(low, high)`` range of the target, for clipping curves and bands (default
         ``(0, 1)`` with ``complement``, an error rate; else ``(0, None)``).
-      loss: ``"huber_log"`` or ``"mse_log"`` (:func:`jaxneg.scaling.fit`).
+      loss: ``"mse_log"`` (default: least squares on log residuals, a unique optimum) or ``"huber_log"``
+        (:func:`jaxneg.scaling.fit`; Chinchilla's, for refitting the paper's data).
+      floor: runs whose metric ``y`` lies below it (the untrained encoder's value: they learned
+        nothing) are left out of the fit and listed in ``GroupFit.left_out``.
       frontier: fit only the compute-efficient frontier of each group
         (:func:`jaxneg.scaling.frontier` of the first ``x`` against the target): ``0`` the Pareto
         set, ``k > 0`` the best run in each of ``k`` log-spaced bins; ``None`` every run.
 
     Intervals are percentile intervals of the bootstrap refits; where one misses the point
     estimate (refits piling up at a boundary) it is widened to contain it and the parameter
-    is listed in ``GroupFit.widened``.
+    is listed in ``GroupFit.widened``. The points are sorted by ``x`` then by the target before
+    anything is fitted or resampled, so every result is a function of the table's rows as a set:
+    the same in any row order.
 
     Returns:
       one :class:`GroupFit` per group, in sorted group order, points sorted by ``x``.
@@ -251,6 +316,13 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
     out = []
     groups = [(None, rows)] if group is None else sorted(rows.groupby(group), key=lambda kv: kv[0])
     for i, (g, part) in enumerate(groups):
+        left_out = ()
+        if floor is not None:
+            below = part.value.to_numpy(np.float64) < floor
+            names = part["run"].astype(str).tolist() if "run" in part.columns else [str(i) for i in part.index]
+            left_out = tuple(sorted((r, float(xv), float(v)) for r, xv, v, b in
+                                    zip(names, part[xcols[0]], part.value, below) if b))
+            part = part[~below]
         xs = part[xcols].to_numpy(np.float64)
         t = part.value.to_numpy(np.float64)
         t = 1.0 - t if complement else t
@@ -258,7 +330,7 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
         if np.any(t <= 0) or not np.all(np.isfinite(t)):
             raise ValueError(f"{fn}:{where} the target {label} must be finite and > 0 (fitted in log space); "
                              f"its minimum is {np.nanmin(t)}")
-        order = np.lexsort(xs.T[::-1])
+        order = np.lexsort(np.vstack([t[None, :], xs.T[::-1]]))  # by x (first column first), then the target
         xs, t = xs[order], t[order]
         candidates = None
         if frontier is not None:
@@ -296,7 +368,7 @@ def fit_groups(df, *, x, y: str, group: str | None = None, law: str = "power", c
             are = part_fit.are({v: c[~small] for v, c in data.items()}, t[~small])
         lim = tuple(bounds) if bounds is not None else ((0.0, 1.0) if complement else (0.0, None))
         out.append(GroupFit(g, xs[:, 0] if xs.shape[1] == 1 else xs, t, f, interval, raw, level, are, label, lim,
-                            tuple(widened), candidates, seed_interval))
+                            tuple(widened), candidates, seed_interval, left_out))
     return out
 
 
@@ -374,6 +446,12 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
             both = np.concatenate([grid_in, grid_out[1:]]) if extrapolate > 1 else grid_in
             low, high = gf.band(both)
             ax.fill_between(both, low, high, color=c, alpha=0.15, lw=0)
+        saturation = gf.saturation() if gf.x.ndim == 1 else None
+        if saturation is not None and saturation[0] < saturation[1]:
+            ax.axvline(saturation[0], color=c, ls=":", lw=1.5, zorder=1)
+        if gf.left_out:
+            ax.scatter([r[1] for r in gf.left_out], [1.0 - r[2] if gf.label.startswith("1 - ") else r[2] for r in gf.left_out],
+                       color=c, marker="x", s=30, zorder=3)
     for j, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, color="black", ls=(":", "-.", "--")[j % 3], lw=1.2, label=f"{name}: {value:.3g}", zorder=1)
     handles, labels = ax.get_legend_handles_labels()
@@ -389,6 +467,12 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if any(gf.candidates is not None for gf in fits):
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black"))
         labels.append("frontier runs (fitted); faint: the others")
+    if any(gf.x.ndim == 1 and (gf.saturation() or (0, 0))[0] < (gf.saturation() or (0, 0))[1] for gf in fits):
+        handles.append(Line2D([], [], color="gray", ls=":"))
+        labels.append(f"saturates from here (no larger {xlabel} better, Welch {SATURATION_LEVEL:g})")
+    if any(gf.left_out for gf in fits):
+        handles.append(Line2D([], [], ls="", marker="x", color="gray"))
+        labels.append("below the untrained encoder: not fitted")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or fits[0].label)
@@ -403,7 +487,8 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
                     complement: bool) -> str:
     """Markdown lines that read each group's fit against the ``baselines`` (``{label: metric value}``):
     the best point (lowest mean target over seeds) and by how much it beats each baseline, and where
-    the curve saturates (:meth:`GroupFit.plateau`). An error curve (``complement``) is reported in
+    the curve saturates (:meth:`GroupFit.saturation`), and the runs left out below the floor. An error
+    curve (``complement``) is reported in
     the metric's own units (accuracy = 1 - error)."""
     x = x if isinstance(x, str) else ", ".join(x)
     to_metric = (lambda e: 1.0 - e) if complement else (lambda e: e)
@@ -422,12 +507,16 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
         if baselines:
             text += " (" + ", ".join(f"{m - v:+.4g} over the {k}" if m >= v else f"{v - m:.4g} below the {k}"
                                      for k, v in baselines.items()) + ")"
-        plateau = gf.plateau()
-        if plateau is not None:
-            xs, xmax = plateau
-            text += (f"; not saturated: every smaller {x} lies outside the seeds' sd at the largest ({xmax:g})"
-                     if xs == xmax else f"; saturates from {x}={xs:g} (its mean is within the seeds' sd at {x}="
-                                        f"{xmax:g} of that point's mean)")
+        saturation = gf.saturation()
+        if saturation is not None:
+            xs, xmax = saturation
+            text += (f"; not saturated: every smaller {x} is beaten by a larger one (one-sided Welch test at "
+                     f"{SATURATION_LEVEL:g})" if xs == xmax else
+                     f"; saturates from {x}={xs:g} (no larger {x} is better there at the {SATURATION_LEVEL:g} level "
+                     f"of a one-sided Welch test over the seeds)")
+        if gf.left_out:
+            text += (f"; left out of the fit, below the untrained encoder: "
+                     + ", ".join(f"{run} ({v:.4g})" for run, _, v in gf.left_out))
         lines.append(text + ".")
     return "\n".join(lines)
 
@@ -477,7 +566,8 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
     x = x if isinstance(x, str) else ", ".join(x)
     pct = int(fits[0].level * 100)
     names = list(fits[0].fit.params)
-    head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + ["runs (distinct x)", "holdout ARE"]
+    head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + [
+        "runs (distinct x)", "holdout ARE", "largest residual", f"points beyond {RESIDUAL_FACTOR:g} sd"]
     seeds = any(gf.seed_interval for gf in fits)
     if seeds:
         head.append("seed share of interval width (" + ", ".join(names) + ")")
@@ -488,8 +578,12 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
             v, iv = gf.fit.params[k], (gf.interval or {}).get(k)
             star = "*" if k in gf.widened else ""
             cells.append(f"{v:.4g}" + ("" if iv is None else f" [{iv[0]:.3g}, {iv[1]:.3g}]{star}"))
+        res = gf.residuals()
+        worst = max(res, key=lambda r: abs(r["relative_residual"])) if res else None
         cells += [f"{len(gf.x)} ({len(np.unique(gf.x, axis=0))})",
-                  "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}"]
+                  "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}",
+                  "-" if worst is None else f"{worst['relative_residual']:+.1%} at {worst['x']:g}",
+                  ", ".join(f"{r['x']:g}" for r in res if r["outside"]) or "none"]
         if seeds:
             share = gf.seed_share()
             cells.append(", ".join(f"{share[k]:.0%}" if share[k] <= 1.5 else ">150%" for k in names) if share else "-")
@@ -503,7 +597,9 @@ def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bo
     objective = "least squares on log residuals" if fits[0].fit.delta is None else "Huber on log residuals"
     text = (f"`{formula}` ({law} law, {objective}, L-BFGS from a grid of starts; "
             f"{pct}% percentile intervals from {n_bootstrap} bootstrap refits, widened where marked * to contain "
-            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs)."
+            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs). "
+            f"Residuals: (law - mean of the runs) / mean at each {x}; the largest, and the {x} where the law misses "
+            f"the runs' mean by more than {RESIDUAL_FACTOR:g} of their sds (the law does not fit there)."
             + (" Seed share: the width of the interval from refits that resample only the seeds at each "
                f"{x} (the trend held fixed), as a fraction of the full interval's width: near 100% means the "
                "seeds' noise, not the spread of x, sets the uncertainty; >150%: the seeds alone move a parameter the data "
@@ -564,8 +660,9 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
         head = f"### {a.heading()}\n\n"
         t_fit = time.perf_counter()
+        floor = ((baselines or {}).get(FLOOR) or {}).get(a.y) if a.complement else None
         try:
-            fits = a.fit(df)
+            fits = a.fit(df, floor=floor)
         except ValueError as e:
             if strict:
                 raise
@@ -587,8 +684,9 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                             baselines={k: (1.0 - v if a.complement else v) for k, v in floors.items()})
             fig.savefig(os.path.join(out, png), dpi=120)
             figures.append(f"![{part[0].label} vs {a.xname}]({png})")
-        fits_json += [{"x": a.x, "y": a.y, "complement": a.complement, "law": a.law, "group_field": a.group,
-                       "where": a.where or None, "frontier": a.frontier, **gf.to_json()} for gf in fits]
+        fits_json += [{**gf.to_json(), "x": a.x, "y": a.y, "group": a.group, "law": a.law, "objective": a.loss,
+                       "complement": a.complement, "where": a.where or None, "frontier": a.frontier,
+                       "keep_below_floor": a.keep_below_floor} for gf in fits]
         sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
                         + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
@@ -633,7 +731,8 @@ def main(argv=None) -> int:
                     help="fit the compute-efficient frontier only: the Pareto set, or the best run per BINS "
                          "log-spaced bins of the first x (Cherti et al. 2023)")
     ap.add_argument("--complement", action="store_true", help="fit 1 - y (an error rate from an accuracy)")
-    ap.add_argument("--loss", default="huber_log", choices=scaling.LOSSES, help="fit objective (default huber_log)")
+    ap.add_argument("--loss", default="mse_log", choices=scaling.LOSSES,
+                    help="fit objective (default mse_log: least squares on log residuals; huber_log: Chinchilla's)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for intervals and bands (0: none)")
     ap.add_argument("--holdout", action="store_true", help="report the ARE at the largest x of a fit without it")
     ap.add_argument("--out", required=True, help="output directory (created)")

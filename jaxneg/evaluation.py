@@ -42,8 +42,11 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     r"""Accuracy of the weighted kNN classifier on cosine similarity (InstDisc / DINO protocol).
 
     Each test point votes ``sum_{j in top-k} exp(s_j / temperature) [y_j = c]`` over its ``k``
-    nearest training points ``j`` (cosine similarity ``s_j``, exact top-k by
-    :func:`jaxneg.samplers.hard_topk`, ties to the lower index) and predicts the arg-max class.
+    nearest training points ``j`` (cosine similarity ``s_j``, rounded to ``KNN_RESOLUTION`` so that
+    float noise never orders equal similarities) and predicts the arg-max class (the lower class on a
+    tie). Training points tied with the ``k``-th similarity share its remaining slots equally, so
+    the vote does not depend on the order of the training set: on collapsed features (every
+    similarity equal) it is the class frequencies, and kNN predicts the majority class.
 
     Args:
       train_x ``[N, D]``, train_y ``[N]``, test_x ``[M, D]``, test_y ``[M]``; ``1 <= k``.
@@ -61,17 +64,43 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     test_y = _labels(fn, "test_y", test_y, test_x.shape[0])
     k = min(C.integer(fn, "k", k, 1), train_x.shape[0])
     C.scalar(fn, "temperature", temperature, low=0.0)
-    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    c = _num_classes(fn, num_classes, train_y, test_y)
     pred = _knn_predict(test_x, train_x, jnp.asarray(train_y), jnp.asarray(temperature, jnp.float32), k, c)
     return float(np.mean(np.asarray(pred) == test_y))
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))  # one compilation per shape, k and class count
-def _knn_predict(test_x, train_x, train_y, temperature, k, c):
-    mined = hard_topk(l2_normalize(test_x), l2_normalize(train_x), k)
-    w = jnp.exp((mined.scores - 1.0) / temperature)  # shifted by the max cosine for stability
-    votes = jnp.zeros((test_x.shape[0], c)).at[jnp.arange(test_x.shape[0])[:, None], train_y[mined.indices]].add(w)
-    return jnp.argmax(votes, axis=1)
+def _num_classes(fn, num_classes, train_y, test_y) -> int:
+    """``num_classes`` (default: the largest label + 1), refused when a label does not fit in it."""
+    top = int(max(train_y.max(), test_y.max()))
+    if num_classes is None:
+        return top + 1
+    c = C.integer(fn, "num_classes", num_classes, 1)
+    if top >= c:
+        raise ValueError(f"{fn}: num_classes={c} but the labels go up to {top}; need num_classes >= {top + 1}")
+    return c
+
+
+#: kNN similarities are compared at this resolution: finer differences are float noise, not distance
+KNN_RESOLUTION = 1e-6
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))  # one compilation per shape, k and class count
+def _knn_predict(test_x, train_x, train_y, temperature, k, c, chunk=512):
+    t = l2_normalize(train_x)
+    onehot = jax.nn.one_hot(train_y, c, dtype=jnp.float32)
+    m = test_x.shape[0]
+    rows = -(-m // chunk) * chunk
+    q = jnp.pad(l2_normalize(test_x), ((0, rows - m), (0, 0))).reshape(rows // chunk, chunk, -1)
+
+    def one(qc):  # [chunk, D] -> predicted classes [chunk]
+        s = jnp.round((qc @ t.T).astype(jnp.float32) / KNN_RESOLUTION) * KNN_RESOLUTION
+        kth = jax.lax.top_k(s, k)[0][:, -1:]
+        above, tied = s > kth, s == kth
+        share = (k - above.sum(1, keepdims=True)) / tied.sum(1, keepdims=True)  # the k-th slots, split
+        w = jnp.exp((s - 1.0) / temperature) * (above + tied * share)  # shifted by the max cosine for stability
+        return jnp.argmax(w @ onehot, axis=1)
+
+    return jax.lax.map(one, q).reshape(-1)[:m]
 
 
 #: the linear probe's L2 weight and Adam learning rate (:func:`linear_probe`'s defaults, the experiments' protocol)
@@ -98,7 +127,7 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int | None = 
     test_y = _labels(fn, "test_y", test_y, test_x.shape[0])
     C.integer(fn, "steps", steps, 1)
     C.scalar(fn, "l2", l2, low=0.0, low_inclusive=True)
-    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    c = _num_classes(fn, num_classes, train_y, test_y)
     pred_tr, pred_te = _probe_predict(train_x, jnp.asarray(train_y), test_x, jnp.asarray(l2, jnp.float32), c, steps,
                                       float(learning_rate))
     acc = lambda pred, y: float(np.mean(np.asarray(pred) == y))  # noqa: E731
@@ -156,7 +185,7 @@ def classification(train_x, train_y, test_x, test_y, *, k: int = 20, temperature
     C.integer(fn, "k", k, 1)
     C.scalar(fn, "temperature", temperature, low=0.0)
     C.integer(fn, "probe_steps", probe_steps, 1)
-    c = int(num_classes or max(train_y.max(), test_y.max()) + 1)
+    c = _num_classes(fn, num_classes, train_y, test_y)
     hits = classification_hits(train_x, jnp.asarray(train_y), test_x, jnp.asarray(test_y), k=k,
                                temperature=temperature, probe_steps=probe_steps, num_classes=c)
     return {name: int(v) / len(test_y) for name, v in hits.items()}

@@ -85,6 +85,9 @@ LAWS.register("power")(POWER)
 LAWS.register("pure_power")(PURE_POWER)
 LAWS.register("chinchilla")(CHINCHILLA)
 LOSSES = ("huber_log", "mse_log")
+#: a start "reaches the optimum" when its objective is within this relative distance of the best start's
+#: (plus 1e-12 absolute): the spread of their parameters is what the data leave undetermined
+NEAR_OPTIMAL = 1e-4
 
 
 def _huber(r, delta):
@@ -211,6 +214,7 @@ class Fit:
     target: np.ndarray
     delta: float | None   # None: least squares on log residuals (loss="mse_log")
     steps: int
+    near_optimal: dict | None = None  # {name: (low, high)} over the starts within NEAR_OPTIMAL of the optimum
 
     def predict(self, data, raw: Mapping | None = None) -> np.ndarray:
         """``ŷ [m]`` for new ``data`` (a mapping or DataFrame with the law's variables, ``[m]`` each).
@@ -318,7 +322,10 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
         ``None`` runs every start for ``steps``.
 
     Returns:
-      :class:`Fit`.
+      :class:`Fit`, with ``near_optimal``: the range of each parameter over the starts that end within
+      :data:`NEAR_OPTIMAL` (relative) of the best objective. A range wider than the parameter's
+      bootstrap interval means the data do not pin it down: other values fit them as well (the
+      objective is flat there, e.g. Huber with a small delta between two seeds' values).
     """
     fn = "scaling.fit"
     if loss not in LOSSES:
@@ -363,7 +370,10 @@ def fit(law, data, target, *, loss: str = "huber_log", delta: float = 1e-3, star
         best = int(np.argmin(obj))
         raw = {k: float(v[best]) for k, v in p.items()}
         public = {k: float(v) for k, v in law.public({k: jnp.asarray(v) for k, v in raw.items()}).items()}
-    return Fit(law, public, raw, float(obj[best]), d, y, huber, steps)
+        near = obj <= obj[best] + NEAR_OPTIMAL * abs(obj[best]) + 1e-12
+        every = {k: np.asarray(v) for k, v in law.public({k: jnp.asarray(v)[near] for k, v in p.items()}).items()}
+        spread = {k: (float(np.min(v)), float(np.max(v))) for k, v in every.items()}
+    return Fit(law, public, raw, float(obj[best]), d, y, huber, steps, spread)
 
 
 # ----------------------------------------------------------------------------- approaches 1 and 2

@@ -116,3 +116,21 @@ def test_bm25_scores_a_tiny_corpus_as_computed_by_hand():
         evaluation.bm25(queries, docs.astype(float), k=2)
     with pytest.raises(ValueError, match="ranked has 1 columns, need max"):
         evaluation.ranking_metrics(idx[:, :1], np.array([1, 3, 1]), np.arange(4), ks=(1, 4))
+
+
+def test_knn_refuses_too_few_classes_and_votes_ties_by_share_not_by_row_order():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 1, 2, 1, 0, 1, 2])
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="num_classes=2 but the labels go up to 2; need num_classes >= 3"):
+        evaluation.knn_accuracy(x, y, x, y, k=3, num_classes=2)
+    with pytest.raises(ValueError, match="num_classes=2 but the labels go up to 2"):
+        evaluation.linear_probe(x, y, x, y, num_classes=2)
+    # collapsed features: every similarity ties, each training point votes k / N, and the majority class wins
+    # in any row order (it was the first k rows' classes)
+    same = np.ones((8, 4), np.float32) + 1e-7 * rng.standard_normal((8, 4)).astype(np.float32)
+    for perm in (np.arange(8), rng.permutation(8), rng.permutation(8)):
+        acc = evaluation.knn_accuracy(same[perm], y[perm], same[:3], np.array([1, 1, 0]), k=3)
+        assert acc == pytest.approx(2 / 3)  # class 1 (4 of 8) predicted for all three
+    # distinct features: the top-k vote as before (each point's nearest neighbour is itself)
+    assert evaluation.knn_accuracy(x, y, x, y, k=1) == 1.0

@@ -67,10 +67,14 @@ def test_a_sweep_writes_every_run_and_the_analysis(finished_sweep):
     for f in ("results.csv", "fits.json", "report.md", "sweep.json", "summary.json", "knn_accuracy_error_vs_batch_size.png"):
         assert os.path.getsize(os.path.join(d, f)) > 0, f
     fits = json.load(open(os.path.join(d, "fits.json")))
-    assert [f["group"] for f in fits] == [0.1, 0.5]
+    assert [f["group_value"] for f in fits] == [0.1, 0.5]
+    for f in fits:  # the analysis' identity beside its data
+        assert (f["x"], f["y"], f["group"], f["law"], f["objective"]) == (
+            "batch_size", "eval/knn_accuracy", "loss.temperature", "power", "mse_log")
     for f in fits:  # the fitted points are exactly 1 - the runs' kNN accuracies
-        for b, err in zip(f["x"], f["y"]):
-            name = f"temperature={f['group']},batch_size={int(b)},steps={4 if b < 32 else 2}"
+        assert f["left_out"] == [] and f["keep_below_floor"]
+        for b, err in zip(f["points"]["x"], f["points"]["y"]):
+            name = f"temperature={f['group_value']},batch_size={int(b)},steps={4 if b < 32 else 2}"
             res = json.load(open(os.path.join(d, "runs", name, "result.json")))
             assert err == pytest.approx(1 - res["eval"]["knn_accuracy"], abs=1e-12)
         assert set(f["params"]) == {"E", "A", "alpha"} and f["interval"]["alpha"][0] <= f["interval"]["alpha"][1]
@@ -363,7 +367,7 @@ def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_can
     runs_table = report.split("## Runs", 1)[1].split("## Fits", 1)[0]
     assert "final_loss" not in runs_table  # not comparable across batch sizes
     for f in json.load(open(os.path.join(d, "fits.json"))):
-        assert f["x"] == sorted(f["x"])  # numeric order, not the run names' string order
+        assert f["points"]["x"] == sorted(f["points"]["x"])  # numeric order, not the run names' string order
         for k, (lo, hi) in f["interval"].items():
             assert lo <= f["params"][k] <= hi, (k, lo, f["params"][k], hi)
         assert f["warnings"]
@@ -474,9 +478,7 @@ def test_seed_share_separates_seed_noise_from_the_trend():
     lines = analysis.baseline_report([noisy], {"raw input": 0.5}, x="batch_size", group=None, complement=True)
     bx, by = noisy.best()
     assert f"best point batch_size={int(bx)} with {1 - by:.4g} ({1 - by - 0.5:+.4g} over the raw input)" in lines
-    xs, mean, sd, _ = noisy.seed_stats()
-    first = xs[np.argmax(np.abs(mean - mean[-1]) <= sd[-1])]
-    assert noisy.plateau() == (first, 256.0)
+    assert noisy.saturation()[1] == 256.0 and "saturat" in lines
     assert noisy.to_json()["seed_share"] == pytest.approx(noisy.seed_share())
 
 

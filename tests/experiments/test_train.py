@@ -221,3 +221,33 @@ def test_evaluate_compiles_once(name):
         logger.removeHandler(handler)
     assert not [m for m in messages if m.startswith("Compiling")], messages[:5]
     assert again == first
+
+
+def test_the_baselines_protocol_holds_every_field_the_evaluation_reads():
+    """Every field of the data, model and evaluation groups changes the protocol key (the hand list missed
+    data.eval_train_split, data.max_train_examples, model.head_hidden, data.view_kwargs and
+    eval.num_candidates); fields only training reads do not."""
+    from experiments.config_lib import get_field, set_field
+
+    c = config("simclr_mnist1d")
+    key = T.protocol(c)
+    for field in ("data.eval_train_split", "data.max_train_examples", "model.head_hidden", "data.view_kwargs.noise",
+                  "eval.num_candidates", "model.centre", "eval.ks", "task"):
+        assert field in key, field
+    for field in key:
+        value = get_field(c, field)
+        new = (not value if isinstance(value, bool) else value + 1 if isinstance(value, (int, float))
+               else value + "x" if isinstance(value, str) else tuple(value) + (1,) if isinstance(value, (list, tuple))
+               else None)
+        if new is None:
+            continue
+        changed = config("simclr_mnist1d")
+        with changed.unlocked():
+            set_field(changed, field, new)
+        assert T.protocol(changed) != key, field
+        assert get_field(changed, field) != get_field(c, field)
+    for field, value in (("steps", 9), ("optimizer.learning_rate", 0.5), ("loss.temperature", 0.3), ("seed", 4),
+                         ("eval.at_init", False), ("model.centre_momentum", 0.5), ("negatives.memory", 64)):
+        changed = config("simclr_mnist1d")
+        set_field(changed, field, value)
+        assert T.protocol(changed) == key, field
