@@ -128,9 +128,14 @@ def _launch(tmp_path, target, args):
     ended = time.time()
     signalled = float((tmp_path / "signalled").read_text())
     # nothing of the command's process group is left running (a zombie has exited: it waits for a parent
-    # that no longer exists, and a container's init may never reap it)
-    ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-    left = [line for line in ps.splitlines() if line.split()[1:2] != [] and not line.split()[1].startswith("Z")]
+    # that no longer exists, and a container's init may never reap it). multiprocessing's resource tracker
+    # exits when the launcher's pipe closes, just after the launcher itself: give stragglers 5 s to be gone
+    for _ in range(50):
+        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        left = [line for line in ps.splitlines() if line.split()[1:2] != [] and not line.split()[1].startswith("Z")]
+        if not left:
+            break
+        time.sleep(0.1)
     assert not left, ps
     return proc.returncode, err, ended - signalled
 
