@@ -1,22 +1,33 @@
 """The experiment layer: configs, the training loop, sweeps and paper tables, on top of ``jaxneg``.
 
-Reading order, from the bottom up (each module imports only the ones above it):
+Reading order, from the bottom up (a module imports only the modules above it in this list, and its own
+package's; the command lines, ``python -m experiments.train`` and ``python -m experiments.sweep``, are each
+package's ``__main__``, which calls ``cli``):
 
 ==============================  ==============================================================
-``config_lib``                  the run config's schema, validation, the dotted-field setter and
-                                the ``--config.<field>=<value>`` parser
+``checks``                      the rules config checks share (positive integers, choices, keywords)
+``tasks/``                      what a run trains on, one registered ``Task`` per ``config.task``:
+                                ``common`` (the record, the setup, models, the loss call, member
+                                fields), ``views`` (SimCLR views, centring, MoCo), its ``negatives``
+                                (subsampled, memory bank, queue, instance memory) and its
+                                ``view_eval`` (kNN, probe, view-pair metrics), ``pairs`` (queries and
+                                documents with sampled or mined negatives)
+``config_lib``                  the run config's schema (the loop's fields and every task's own),
+                                validation, the dotted-field setter and the ``--config`` parser
 ``stopping``                    SIGINT / SIGTERM as a clean stop (exit 130 / 143) and the lock
                                 that refuses a second launch into a directory in use
 ``checkpoints``                 orbax checkpoints verified by manifests (damaged ones set aside)
-``tasks/``                      what a run trains on: ``views`` (SimCLR views, MoCo key encoder and
-                                queue), ``pairs`` (queries and documents with sampled or mined
-                                negatives); ``common`` holds the setup, models and the loss call
-``train``                       the loop (restore, step, log, checkpoint, evaluate, result) and its
-                                command line; configs that differ only in member fields train as
-                                members of one compiled program
-``sweep``                       a sweep's spec (``Sweep``, ``Part``, ``Analysis``), its expansion and
-                                planning into programs, the local and SLURM backends, the analysis
-                                (``jaxneg.analysis.write_report``) and its command line
+``train/``                      the loop: ``members`` (the member table, ``HParams``, the step's
+                                guarded config), ``step`` (optimiser, the compiled step), ``setup``
+                                (data, models, evaluation, baselines), ``outputs`` (writer, time
+                                account, ``result.json``), ``passes`` (a pass of members through the
+                                step), ``loop`` (``train``, ``train_group``)
+``spec``                        what a sweep is: ``Sweep``, ``Part``, ``Analysis`` and their
+                                expansion into validated points (configs import this)
+``sweep/``                      running a sweep: ``backends`` (programs, local and SLURM, progress),
+                                ``report`` (results, baselines, collapse flags, ``report.md``),
+                                ``launcher`` (record, lock, data, the run and the summary)
+``cli``                         the two command lines: flags, overrides, signals, exit statuses
 ``configs/``                    ``get_config(arg)`` run configs and ``quickstart.py``, the main sweep
 ``reproduce/``                  one command per paper table (small analogs and full-scale grids)
 ==============================  ==============================================================

@@ -53,10 +53,8 @@ def _train_main(argv):
             except ValueError:
                 raise config_lib.ConfigError(f"--baselines must be comma-separated seeds (e.g. 0,1,2) or empty, got "
                                              f"{flags.FLAGS.baselines!r}") from None
-            try:
-                config_lib.validate(config)  # a bad config is one line and exit status 2, as for training
-            except ValueError as e:
-                raise config_lib.ConfigError(str(e)) from None
+            with config_lib.config_errors():  # a bad config is one line and exit status 2, as for training
+                config_lib.validate(config)
             print(json.dumps(train.baselines(config, seeds), indent=2, default=float))
             return
         if not flags.FLAGS.workdir:

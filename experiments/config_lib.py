@@ -8,12 +8,13 @@ cannot split) fails before data is loaded or anything is compiled, naming the va
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import ml_collections
 
 from experiments import checks, tasks
-from jaxneg import LOSSES, SAMPLERS, data, models
+from jaxneg import LOSSES, data, models
 
 
 class ConfigError(ValueError):
@@ -22,15 +23,24 @@ class ConfigError(ValueError):
     The command lines print its message as one line (no traceback) and exit with status 2.
     """
 
+
+@contextlib.contextmanager
+def config_errors():
+    """``with config_errors():`` a ``ValueError`` raised inside (a check's message) becomes a
+    :class:`ConfigError`, its message kept: the one place a check's error turns into a command line's."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
 #: the loss input families experiments.train can call (registry metadata ``inputs``; "teacher" needs
-#: teacher scores), and the sampler kinds it draws with (``train``); names come from the registries
+#: teacher scores); names come from the registries
 TRAINED_INPUTS = tasks.common.TRAINED_INPUTS
-TRAINED_SAMPLERS = ("per_query", "shared", "mined")
-#: loss / sampler arguments experiments.train sets itself from other fields (not settable in kwargs)
+#: loss arguments experiments.train sets itself from other fields (not settable in kwargs)
 LOSS_RESERVED = ("temperature", "logit_scale", "logit_bias", "axis_name", "gather", "negatives", "negatives_mask", "mask", "labels",
                  "log_q", "positive_log_q", "positive_ids", "negative_ids")
-SAMPLER_RESERVED = ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
-                    "num_items")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 SCHEDULES = ("constant", "cosine")
 
@@ -51,23 +61,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.test_split = "test"
     c.data.eval_train_split = ""     # labelled split the kNN / linear probe fit on ("" = train_split)
-    c.data.corpus_split = "corpus"   # pairs task: the documents
     c.data.max_train_examples = 0    # 0 = all
-    c.data.view = "signal"           # views task: a name of jaxneg.data.VIEWS
-    c.data.view_kwargs = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn1d"           # jaxneg.models.BACKBONES
     c.model.kwargs = ml_collections.ConfigDict()
-    c.model.doc_name = ""            # pairs task: "" = one tower shared by queries and documents
-    c.model.doc_kwargs = ml_collections.ConfigDict()
     c.model.head_hidden = (256,)
     c.model.embed_dim = 128          # 0 = no projection head
-    c.model.centre = "batch"         # views task: what is subtracted from the embeddings before the loss normalises
-                                     # them: "batch" (the global batch's own mean, differentiated: exact under
-                                     # sharding and gradient caching), "running" (an EMA of the global batch means,
-                                     # a constant within a step) or "none" (BENCHMARKS.md: "Negatives beyond the batch")
-    c.model.centre_momentum = 0.9    # running centre: c <- m c + (1 - m) mean(batch embeddings)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "ntxent"
@@ -78,35 +78,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.gather = "all_gather"     # cross-device negatives: all_gather or ring
     c.loss.supervised = False        # labelled losses: class labels instead of instance ids
     c.loss.kwargs = ml_collections.ConfigDict()
-
-    c.moco = ml_collections.ConfigDict()   # views task: MoCo key encoder and queue (He et al. 2020)
-    c.moco.enabled = False           # keys from a momentum (EMA) copy of the encoder, without gradient
-    c.moco.momentum = 0.99           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
-    c.moco.queue_size = 0            # earlier batches' keys added as negatives to every anchor (FIFO)
-    c.moco.symmetric = False         # both views act as queries against the other view's keys (loss summed over
-                                     # the two directions; 2B keys pushed per step): the MoCo CIFAR demo, MoCo v3
-    c.moco.batch_negatives = False   # the batch's other keys are negatives too (MoCo v1/v2: queue only)
-
-    c.negatives = ml_collections.ConfigDict()  # views task: the negatives each anchor sees (ntxent, infonce)
-    c.negatives.subsample = 0        # > 0: only this many random in-batch negatives per anchor (0: all)
-    c.negatives.memory = 0           # > 0: also a memory bank of the encoder's own recent embeddings of this size
-    c.negatives.memory_from = 0      # the step from which the (full) bank counts as negatives (a warm-up before)
-    c.negatives.instance = False     # Wu et al. 2018's instance memory: one slot per training example, updated in
-                                     # place; an anchor's own slot is its positive, negatives are `subsample` random
-                                     # slots (0: every other slot); needs loss infonce
-    c.negatives.instance_momentum = 0.5  # slot update v <- normalize(m v + (1 - m) f)
-    c.negatives.proximal = 0.0       # lambda of Wu et al.'s proximal term lambda * |f - v|^2 (instance memory)
-
-    c.sampler = ml_collections.ConfigDict()
-    c.sampler.name = ""
-    c.sampler.num_negatives = 0      # per query (uniform, hard_topk, simans) or shared (popularity)
-    c.sampler.max_negatives = 0      # > 0: draw / mine this many per query and keep the first num_negatives
-                                     # (0 to max): members with different num_negatives share one program
-    c.sampler.exclude_duplicates = False  # never mine or draw a document of the positive's group (the oracle:
-                                          # it knows the planted duplicates)
-    c.sampler.refresh_every = 100    # hard_topk / simans: re-encode the corpus index every n steps
-    c.sampler.candidates = 64        # simans: sample among the top-n mined
-    c.sampler.kwargs = ml_collections.ConfigDict()
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
@@ -136,7 +107,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.probe_steps = 300
     c.eval.num_candidates = 16
     c.eval.ks = (1, 10, 100)
+    for field, (_, default) in task_fields().items():  # each task's own fields, with its defaults (Task.config)
+        _add_field(c, field, default)
     return c
+
+
+def _add_field(c, field: str, default) -> None:
+    *groups, leaf = field.split(".")
+    node = c
+    for g in groups:
+        if g not in node:
+            node[g] = ml_collections.ConfigDict()
+        node = node[g]
+    node[leaf] = ml_collections.ConfigDict(default) if isinstance(default, dict) else default
+
+
+def task_fields() -> dict:
+    """``{dotted field: (names of the tasks that declare it, default)}`` of every task's own fields (a task
+    built on another declares the fields it reads of it too; they must agree on the default)."""
+    out = {}
+    for t in tasks.common.all_tasks():
+        for f, d in t.config.items():
+            owners, default = out.get(f, ((), d))
+            if default != d:
+                raise ValueError(f"tasks {owners} and {t.name!r} declare config.{f} with different defaults "
+                                 f"({default!r}, {d!r})")
+            out[f] = (owners + (t.name,), d)
+    return out
 
 
 def config_json(config: ml_collections.ConfigDict) -> dict:
@@ -172,11 +169,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
                              f"{sorted(data.beir.DEFAULTS)}")
         if not config.data.data_dir:
             raise ValueError("config.data.name='beir' reads a local BEIR folder: set config.data.data_dir to it")
-    for field, name in (("model.name", config.model.name), ("model.doc_name", config.model.doc_name or "mlp")):
-        checks.choice(field, name, sorted(models.BACKBONES))
+    checks.choice("model.name", config.model.name, sorted(models.BACKBONES))
     checks.keyword_arguments("model.kwargs", models.BACKBONES[config.model.name], config.model.kwargs, ("parent", "name"))
-    if config.model.doc_name:
-        checks.keyword_arguments("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs, ("parent", "name"))
     loss = LOSSES.info(config.loss.name)  # unknown names list the valid ones
     if loss.inputs not in TRAINED_INPUTS:
         raise ValueError(f"config.loss.name={config.loss.name!r} is not valid here: it needs {loss.inputs} inputs, "
@@ -186,28 +180,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     checks.choice("loss.gather", config.loss.gather, ("all_gather", "ring"))
     if not config.loss.temperature > 0:
         raise ValueError(f"config.loss.temperature must be > 0, got {config.loss.temperature}")
-    trained_samplers = SAMPLERS.select(train=TRAINED_SAMPLERS)
-    if config.sampler.name:
-        SAMPLERS.info(config.sampler.name)
-    checks.choice("sampler.name", config.sampler.name, [""] + trained_samplers)
-    if loss.inputs == "sampled" and not config.sampler.name:
-        raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
-                         f"(one of {', '.join(trained_samplers)})")
-    if config.sampler.name:
-        # the trainer passes sampler.kwargs to the sampler (uniform takes none of its own)
-        checks.keyword_arguments("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs, SAMPLER_RESERVED,
-                optional_only=True)
-        checks.positive("sampler.num_negatives", config.sampler.num_negatives, 0)
-        checks.positive("sampler.max_negatives", config.sampler.max_negatives, 0)
-        checks.positive("sampler.refresh_every", config.sampler.refresh_every)
-    if (config.sampler.name and SAMPLERS.info(config.sampler.name).train == "shared" and loss.inputs == "sampled"
-            and "log_q" not in loss.keywords):  # bpr: per-query negatives [B, K] only
-        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws shared negatives; "
-                         f"{config.loss.name} needs per-query ones "
-                         f"({', '.join(SAMPLERS.select(train=('per_query', 'mined')))})")
-    if config.sampler.name == "simans" and config.sampler.candidates < max(config.sampler.num_negatives,
-                                                                           config.sampler.max_negatives):
-        raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
     checks.choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     checks.choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
     checks.positive("optimizer.accumulate", config.optimizer.accumulate)
@@ -218,9 +190,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
         raise ValueError(f"config.optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
     if config.gradcache_chunk:
         checks.positive("gradcache_chunk", config.gradcache_chunk)
-        if config.sampler.name == "popularity":
-            raise ValueError("config.gradcache_chunk needs per-example inputs; the popularity sampler's shared "
-                             "negatives are not split into chunks (use uniform / hard_topk / simans, or no gradcache)")
         local = config.batch_size // num_devices
         if local % config.gradcache_chunk:
             raise ValueError(f"config.gradcache_chunk={config.gradcache_chunk} must divide the per-device batch {local}")
@@ -229,13 +198,32 @@ def validate(config: ml_collections.ConfigDict, num_devices: int = 1) -> ml_coll
     checks.positive("eval_every", config.eval_every, 0)
     checks.positive("eval.max_examples", config.eval.max_examples, 2)
     checks.positive("eval.num_candidates", config.eval.num_candidates, 2)
+    _other_tasks_fields(config)
     task.validate(config, loss)  # the task's own rules (experiments.tasks)
     return config
 
 
+def _other_tasks_fields(config) -> None:
+    """Another task's own fields (``Task.config``) must keep their defaults: nothing would read them."""
+    for field, (owners, default) in task_fields().items():
+        if config.task in owners:
+            continue
+        value = get_field(config, field)
+        value = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+        if value != default:
+            raise ValueError(f"config.{field}={value!r} belongs to task {' / '.join(map(repr, owners))}; with "
+                             f"config.task={config.task!r} nothing reads it (leave it at {default!r})")
+
+
 #: free-form keyword-argument dicts: any key may be set, and validate() checks the keys
 #: against the signature of the function they are passed to
-FREE = ("data.config", "data.view_kwargs", "model.kwargs", "model.doc_kwargs", "loss.kwargs", "sampler.kwargs", "tags")
+FREE = ("data.config", "model.kwargs", "loss.kwargs", "tags")
+
+
+def free_groups() -> tuple:
+    """:data:`FREE` and every task's own keyword groups (its ``Task.config`` fields with a dict default)."""
+    return FREE + tuple(f for task in tasks.common.all_tasks() for f, default in task.config.items()
+                        if isinstance(default, dict))
 
 
 def _unknown_fields(config, schema, prefix=""):
@@ -244,7 +232,7 @@ def _unknown_fields(config, schema, prefix=""):
         path = prefix + key
         if key not in schema:
             out.append(f"{path} (valid: {', '.join(sorted(schema.keys()))})")
-        elif isinstance(schema[key], ml_collections.ConfigDict) and path not in FREE:
+        elif isinstance(schema[key], ml_collections.ConfigDict) and path not in free_groups():
             out += _unknown_fields(config[key], schema[key], path + ".")
     return out
 
@@ -284,7 +272,7 @@ def set_field(config, field: str, value, where: str = "config") -> None:
     *parents, leaf = field.strip().split(".")
     node = get_field(config, ".".join(parents), where) if parents else config
     parent = ".".join(parents)
-    free = parent in FREE or any(parent.startswith(f + ".") for f in FREE)
+    free = any(parent == f or parent.startswith(f + ".") for f in free_groups())
     if not isinstance(node, ml_collections.ConfigDict):
         raise ValueError(f"{where}: config field {parent!r} is a value ({node!r}), not a group; cannot set {field!r}")
     if leaf not in node and not free:
@@ -406,10 +394,8 @@ def flags_parser(store: list):
 def apply_overrides(config, overrides) -> ml_collections.ConfigDict:
     """Apply ``[(field, text)]`` from :func:`split_overrides` (values parsed by :func:`parse_value`)."""
     for field, text in overrides:
-        try:
+        with config_errors():
             set_field(config, field, parse_value(text), f"--config.{field}")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     return config
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import re
 from typing import Mapping, Sequence
 
 import ml_collections
@@ -102,7 +101,7 @@ def _fmt(v) -> str:
         text = "+".join(f"{k}-{_fmt(x)}" for k, x in sorted(d.items())) or "none"
     else:
         text = str(v) if v != "" else "none"
-    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
+    return analysis.file_stem(text)
 
 
 def _short_names(fields):

@@ -515,7 +515,7 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
                      f"; saturates from {x}={xs:g} (no larger {x} is better there at the {SATURATION_LEVEL:g} level "
                      f"of a one-sided Welch test over the seeds)")
         if gf.left_out:
-            text += (f"; left out of the fit, below the untrained encoder: "
+            text += ("; left out of the fit, below the untrained encoder: "
                      + ", ".join(f"{run} ({v:.4g})" for run, _, v in gf.left_out))
         lines.append(text + ".")
     return "\n".join(lines)

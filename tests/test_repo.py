@@ -110,7 +110,12 @@ def _import_graph():
     for m, path in mods.items():
         package = m if path.name == "__init__.py" else m.rpartition(".")[0]
         out = set()
-        for node in ast.parse(path.read_text()).body:  # module level (not `if __name__`, not functions)
+        body = []
+        for node in ast.parse(path.read_text()).body:  # module level and `if __name__ == "__main__":` blocks
+            main = (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                    and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+            body += node.body if main else [node]
+        for node in body:  # (not inside functions)
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -150,3 +155,17 @@ def test_the_import_graph_has_no_circle_and_no_import_from_a_lower_layer_to_a_hi
         if m not in state:
             visit(m)
     assert "experiments.spec" in edges and "jaxneg.analysis" in edges["experiments.spec"]
+
+
+def test_the_experiment_layers_map_names_every_module():
+    import experiments
+
+    doc = experiments.__doc__
+    names = sorted(p.stem if p.suffix == ".py" else p.name for p in (ROOT / "experiments").iterdir()
+                   if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists()))
+    missing = [n for n in names if f"``{n}``" not in doc and f"``{n}/``" not in doc]
+    assert not missing, missing
+    for package in ("train", "sweep", "tasks"):  # and the modules of its packages
+        for p in (ROOT / "experiments" / package).glob("*.py"):
+            if p.stem != "__init__":
+                assert f"``{p.stem}``" in doc or p.stem == "__main__", (package, p.stem)

@@ -319,8 +319,6 @@ def test_a_fit_is_a_function_of_the_rows_not_their_order():
 
 
 def test_the_saturation_test_and_the_residuals_and_the_floor():
-    import pandas as pd
-
     rng = np.random.default_rng(5)
     rising = _seed_table(rng, np.geomspace(16, 512, 6).round(), 3, 0.01)
     (gf,) = analysis.fit_groups(rising, x="x", y="eval/acc", complement=True, n_bootstrap=0)

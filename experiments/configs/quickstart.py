@@ -55,9 +55,11 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
 See ``BENCHMARKS.md`` for its run time and results.
 """
 
+from typing import NamedTuple
+
 from experiments.config_lib import apply_arg, arg_options, number, number_list
 from experiments.configs import simclr_mnist1d
-from experiments.sweep import Analysis, Part, Sweep
+from experiments.spec import Analysis, Part, Sweep
 
 NUM_TRAIN = 4000  # MNIST-1D, num_samples=5000: 80% train
 SOURCES = ("subsampled", "memory", "queue")
@@ -99,7 +101,7 @@ def retrieval(data_dir: str = "", steps: int = 100, max_k: int = 15) -> dict:
     folder ``data_dir`` (train and test qrels)."""
     data = ({"data.name": "beir", "data.data_dir": data_dir, "data.config": {}} if data_dir else
             {"data.name": "synthetic_retrieval", "data.config": RETRIEVAL_DATA})
-    return {"task": "pairs", **data, "data.train_split": "train", "data.test_split": "test",
+    return {"task": "pairs", **data, "data.train_split": "train", "data.test_split": "test", "data.view_kwargs": {},
             "model.name": "bag_of_tokens", "model.kwargs": {"dim": 128, "features": ()}, "model.embed_dim": 0,
             "loss.name": "infonce", "loss.temperature": 0.05, "loss.kwargs": {}, "batch_size": 128, "steps": steps,
             "sampler.max_negatives": max_k, "sampler.refresh_every": 25, "sampler.candidates": 64,
@@ -113,13 +115,37 @@ def _platform() -> str:
     return "cpu" if jax.default_backend() == "cpu" else "accelerator"
 
 
+def _drop(opts, key) -> tuple:
+    """A part that is not selected: its option is consumed and its values are none."""
+    opts.pop(key)
+    return ()
+
+
 def _list(opts, key, kind):
     text = opts.pop(key)
     return number_list(key, text, kind, "quickstart") if text else ()
 
 
-def get_config(arg=None):
-    opts = arg_options(arg, "quickstart")
+class _Options(NamedTuple):
+    platform: str
+    budget: str
+    batches: tuple
+    temperatures: tuple
+    seeds: int
+    steps: int
+    epochs: float
+    negatives: tuple
+    sources: tuple
+    neg_batch: int
+    neg_temperature: float
+    mined: tuple
+    retrieval_data: str
+    retrieval_steps: int
+    samplers: tuple
+
+
+def _options(opts: dict) -> _Options:
+    """The quickstart's own options, popped from ``opts`` (the rest override the base config), checked."""
     platform = opts.pop("platform", None) or _platform()
     if platform not in DEFAULTS:
         raise ValueError(f"quickstart: platform must be one of {sorted(DEFAULTS)}, got {platform!r}")
@@ -128,132 +154,60 @@ def get_config(arg=None):
     budget = opts.pop("budget", "steps")
     if budget not in ("steps", "epochs"):
         raise ValueError(f"quickstart: budget must be 'steps' or 'epochs', got {budget!r}")
-    batches = _list(opts, "batches", int)
-    temperatures = number_list("temperatures", opts.pop("temperatures"), float, "quickstart")
-    seeds = number("seeds", opts.pop("seeds"), int, "quickstart")
-    steps = number("steps", opts.pop("steps"), int, "quickstart")
-    epochs = number("epochs", opts.pop("epochs", "40"), float, "quickstart")
-    negatives = _list(opts, "negatives", int)
-    sources = tuple(opts.pop("sources", "-".join(SOURCES)).split("-"))
-    neg_batch = number("neg_batch", opts.pop("neg_batch"), int, "quickstart")
-    neg_temperature = number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart")
     selected = opts.pop("parts", "1-2-3").split("-")
-    mined = _list(opts, "mined", int)
-    retrieval_data = opts.pop("retrieval_data", "")
-    retrieval_steps = number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart")
-    samplers = tuple(opts.pop("samplers", "-".join(s for s in SAMPLERS if not (retrieval_data and s == "oracle"))
-                              ).split("-"))
     if not set(selected) <= {"1", "2", "3"} or not selected:
         raise ValueError(f"quickstart: parts must be some of 1-2-3, got {'-'.join(selected)!r}")
-    batches = batches if "1" in selected else ()
-    negatives = negatives if "2" in selected else ()
-    mined = mined if "3" in selected else ()
-    if not set(samplers) <= set(SAMPLERS):
-        raise ValueError(f"quickstart: samplers must be some of {'-'.join(SAMPLERS)}, got {'-'.join(samplers)!r}")
-    if mined and (min(mined) < 0 or len(set(mined)) != len(mined)):
-        raise ValueError(f"quickstart: mined must be distinct counts >= 0, got {'-'.join(map(str, mined))}")
-    if seeds < 1:
-        raise ValueError(f"quickstart: seeds must be >= 1, got {seeds}")
-    if not set(sources) <= set(SOURCES) or not sources:
+    retrieval_data = opts.pop("retrieval_data", "")
+    o = _Options(
+        platform, budget, _list(opts, "batches", int) if "1" in selected else _drop(opts, "batches"),
+        number_list("temperatures", opts.pop("temperatures"), float, "quickstart"),
+        number("seeds", opts.pop("seeds"), int, "quickstart"), number("steps", opts.pop("steps"), int, "quickstart"),
+        number("epochs", opts.pop("epochs", "40"), float, "quickstart"),
+        _list(opts, "negatives", int) if "2" in selected else _drop(opts, "negatives"),
+        tuple(opts.pop("sources", "-".join(SOURCES)).split("-")),
+        number("neg_batch", opts.pop("neg_batch"), int, "quickstart"),
+        number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart"),
+        _list(opts, "mined", int) if "3" in selected else _drop(opts, "mined"), retrieval_data,
+        number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
+        tuple(opts.pop("samplers", "-".join(s for s in SAMPLERS if not (retrieval_data and s == "oracle"))).split("-")))
+    if not set(o.samplers) <= set(SAMPLERS):
+        raise ValueError(f"quickstart: samplers must be some of {'-'.join(SAMPLERS)}, got {'-'.join(o.samplers)!r}")
+    if o.mined and (min(o.mined) < 0 or len(set(o.mined)) != len(o.mined)):
+        raise ValueError(f"quickstart: mined must be distinct counts >= 0, got {'-'.join(map(str, o.mined))}")
+    if o.seeds < 1:
+        raise ValueError(f"quickstart: seeds must be >= 1, got {o.seeds}")
+    if not set(o.sources) <= set(SOURCES) or not o.sources:
         raise ValueError(f"quickstart: sources must be {'-'.join(SOURCES)} or one of {list(SOURCES)}, got "
-                         f"{'-'.join(sources)!r}")
-    if not batches and not negatives and not mined:
+                         f"{'-'.join(o.sources)!r}")
+    if not o.batches and not o.negatives and not o.mined:
         raise ValueError("quickstart: nothing to run (parts 1, 2 and 3 need batches=, negatives= and mined=)")
+    return o
 
+
+def get_config(arg=None):
+    opts = arg_options(arg, "quickstart")
+    o = _options(opts)
     base = simclr_mnist1d.get_config()
     base.eval.at_init = False        # the sweep's baselines.json holds the untrained encoder
     base.checkpoint_every = 100      # a relaunch resumes an interrupted run from its last multiple of 100 steps
     base.log_every = 50
     base.optimizer.warmup_steps = 20
     base.optimizer.learning_rate = LEARNING_RATE
-    base.steps = steps
+    base.steps = o.steps
     base = apply_arg(base, ",".join(f"{k}={v}" for k, v in opts.items()))
-
-    grid, zipped, parts = {}, {}, []
-    analyses = []
-    description = (f"Defaults of the {platform} platform ({', '.join(f'{k}={v}' for k, v in DEFAULTS[platform].items())}"
+    description = (f"Defaults of the {o.platform} platform ("
+                   f"{', '.join(f'{k}={v}' for k, v in DEFAULTS[o.platform].items())}"
                    + (": chosen to keep the job under 10 minutes on 2 CPU cores; an accelerator runs 3 seeds and "
-                      "the larger grid" if platform == "cpu" else "") + f"), learning rate {base.optimizer.learning_rate:g}. "
+                      "the larger grid" if o.platform == "cpu" else "") + f"), learning rate {base.optimizer.learning_rate:g}. "
                    f"Downstream error = 1 - accuracy of a kNN classifier (k={base.eval.knn_k}) and a linear probe on "
                    f"frozen backbone features.")
-    if batches:
-        grid = {"loss.temperature": temperatures, "seed": tuple(range(seeds))}
-        if budget == "steps":
-            zipped = {"batch_size": batches}
-            what = f"{steps} steps per run"
-        else:  # the step count follows the batch size
-            zipped = {"batch_size": batches, "steps": tuple(max(1, round(epochs * NUM_TRAIN / b)) for b in batches)}
-            what = f"{epochs:g} epochs per run (steps = epochs * {NUM_TRAIN} / batch)"
-        for y in ("eval/knn_accuracy", "eval/linear_probe_accuracy"):
-            analyses.append(Analysis(x="batch_size", y=y, group="loss.temperature", complement=True,
-                                     where="negatives_from == 'batch'"))
-        description += (f" Part 1, SimCLR (NT-Xent) on MNIST-1D: batch size {list(batches)} x temperature "
-                        f"{list(temperatures)}, {what}, {seeds} seed(s) per point.")
-    if negatives:
-        full = 2 * neg_batch - 2
-        by_source = {"subsampled": [n for n in negatives if n <= full],
-                     "memory": [n for n in negatives if n > full],
-                     "queue": [n for n in negatives if n >= 2 * neg_batch]}  # a queue holds one step's 2B keys
-        bad = [n for n in by_source["memory"] if n - full < neg_batch] if "memory" in sources else []
-        if bad:
-            raise ValueError(f"quickstart: negatives {bad} lie between the full batch (2B - 2 = {full} at "
-                             f"neg_batch={neg_batch}) and {full + neg_batch}: a memory bank holds at least one batch "
-                             f"(B = {neg_batch} slots); use n <= {full} or n >= {full + neg_batch}")
-        fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full),
-                  "queue": ("moco.queue_size", lambda n: n)}
-        same = {"batch_size": neg_batch, "loss.temperature": neg_temperature, "steps": steps}
-        for source in sources:
-            values = by_source[source]
-            if not values:
-                continue
-            field, to_value = fields[source]
-            own = MOCO if source == "queue" else {"negatives.memory_from": steps // 3} if source == "memory" else {}
-            parts.append(Part(source, dict(same, **own), grid={"seed": tuple(range(seeds))},
-                              zip={field: tuple(to_value(n) for n in values)}))
-        if not parts:
-            raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, negatives))} belongs to the "
-                             f"sources {list(sources)} at neg_batch={neg_batch} (subsampled: n <= {full}; memory: "
-                             f"n >= {full + neg_batch}; queue: n >= {2 * neg_batch})")
-        analyses.append(Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from",
-                                 complement=True, where="negatives_from != 'batch'"))
-        description += (f" Part 2, negatives per anchor n at a fixed batch B = {neg_batch} (NT-Xent, tau = "
-                        f"{neg_temperature}, {steps} steps, {seeds} seed(s) per point): "
-                        + "; ".join(f"{s} n in {by_source[s]}" for s in sources if by_source[s])
-                        + f" (subsampled: n random in-batch negatives of the {full}; memory: the {full} in-batch "
-                          f"negatives plus a bank of n - {full} recent embeddings of the same encoder, counted from "
-                          f"step {steps // 3} (a warm-up while the encoder drifts fastest, as Wang et al. 2020); "
-                          f"queue: MoCo, "
-                          f"InfoNCE against a momentum (0.99) key encoder's keys, the queue of its last n keys the only "
-                          f"negatives, both views as queries). Every run subtracts the global batch mean from its "
-                          f"embeddings before the loss (model.centre=batch).")
-    if mined:
-        k_max = max(mined)
-        drawn = tuple(k for k in mined if k > 0)
-        if 0 in mined:  # k = 0 is the same run for every sampler (every drawn negative masked): run it once
-            parts.append(Part("in-batch", {**retrieval(retrieval_data, retrieval_steps, 0), "sampler.name": ""},
-                              grid={"seed": tuple(range(seeds))}))
-        for label in samplers if drawn else ():
-            parts.append(Part(label, {**retrieval(retrieval_data, retrieval_steps, k_max), **SAMPLERS[label]},
-                              grid={"seed": tuple(range(seeds))}, zip={"sampler.num_negatives": drawn}))
-        positive = "task == 'pairs' and sampler.num_negatives > 0"
-        analyses.append(Analysis(x="sampler.num_negatives", y="eval/mrr@10", group="tags.part", complement=True,
-                                 where=positive))
-        mining = [s for s in samplers if s in ("hard", "filtered", "simans")]
-        if mining:
-            analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
-                                     where=f"{positive} and tags.part in {tuple(mining)!r}"))
-        where = f"the BEIR folder {retrieval_data}" if retrieval_data else (
-            "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()) + ")")
-        description += (f" Part 3, k mined or drawn negatives per query in dense retrieval on {where}: the pairs task, "
-                        f"InfoNCE (tau 0.05) over the in-batch documents plus k in {list(mined)} negatives per query "
-                        f"from {', '.join(samplers)} (hard: hard_topk from an index re-encoded every 25 steps; "
-                        f"filtered: hard_topk without candidates scored above 0.95 of the positive; simans: SimANS; "
-                        f"oracle: hard_topk that never mines a known duplicate of the positive), a mean-pooled "
-                        f"128-d bag of tokens, B = 128, {retrieval_steps} steps at learning rate 3e-2, {seeds} seed(s) "
-                        f"per point, every k of a sampler one program (the first k of {k_max} mined or drawn); k = 0 "
-                        f"is in-batch only, the same run for every sampler, run once. Metrics of the test queries "
-                        f"against the whole corpus; the false-negative rate is the "
-                        f"share of the kept negatives from the positive's duplicate group.")
+    grid, zipped, parts, analyses = {}, {}, [], []
+    for build in (_part1, _part2, _part3):
+        g, z, p, a, text = build(o)
+        grid, zipped = grid or g, zipped or z
+        parts += p
+        analyses += a
+        description += text
     return Sweep(
         base=base,
         grid=grid,
@@ -266,3 +220,98 @@ def get_config(arg=None):
         analyses=tuple(analyses),
         description=description,
     )
+
+
+def _part1(o: _Options):
+    """Batch size x temperature: ``(grid, zip, parts, analyses, description)``."""
+    if not o.batches:
+        return {}, {}, [], [], ""
+    grid = {"loss.temperature": o.temperatures, "seed": tuple(range(o.seeds))}
+    if o.budget == "steps":
+        zipped = {"batch_size": o.batches}
+        what = f"{o.steps} steps per run"
+    else:  # the step count follows the batch size
+        zipped = {"batch_size": o.batches, "steps": tuple(max(1, round(o.epochs * NUM_TRAIN / b)) for b in o.batches)}
+        what = f"{o.epochs:g} epochs per run (steps = epochs * {NUM_TRAIN} / batch)"
+    analyses = [Analysis(x="batch_size", y=y, group="loss.temperature", complement=True,
+                         where="negatives_from == 'batch'") for y in ("eval/knn_accuracy", "eval/linear_probe_accuracy")]
+    return grid, zipped, [], analyses, (f" Part 1, SimCLR (NT-Xent) on MNIST-1D: batch size {list(o.batches)} x "
+                                        f"temperature {list(o.temperatures)}, {what}, {o.seeds} seed(s) per point.")
+
+
+def _part2(o: _Options):
+    """Negatives per anchor at a fixed batch, from each source: ``(grid, zip, parts, analyses, description)``."""
+    if not o.negatives:
+        return {}, {}, [], [], ""
+    b, full, steps = o.neg_batch, 2 * o.neg_batch - 2, o.steps
+    by_source = {"subsampled": [n for n in o.negatives if n <= full],
+                 "memory": [n for n in o.negatives if n > full],
+                 "queue": [n for n in o.negatives if n >= 2 * b]}  # a queue holds one step's 2B keys
+    bad = [n for n in by_source["memory"] if n - full < b] if "memory" in o.sources else []
+    if bad:
+        raise ValueError(f"quickstart: negatives {bad} lie between the full batch (2B - 2 = {full} at "
+                         f"neg_batch={b}) and {full + b}: a memory bank holds at least one batch "
+                         f"(B = {b} slots); use n <= {full} or n >= {full + b}")
+    fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full),
+              "queue": ("moco.queue_size", lambda n: n)}
+    same = {"batch_size": b, "loss.temperature": o.neg_temperature, "steps": steps}
+    parts = []
+    for source in o.sources:
+        if not by_source[source]:
+            continue
+        field, to_value = fields[source]
+        own = MOCO if source == "queue" else {"negatives.memory_from": steps // 3} if source == "memory" else {}
+        parts.append(Part(source, dict(same, **own), grid={"seed": tuple(range(o.seeds))},
+                          zip={field: tuple(to_value(n) for n in by_source[source])}))
+    if not parts:
+        raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, o.negatives))} belongs to the "
+                         f"sources {list(o.sources)} at neg_batch={b} (subsampled: n <= {full}; memory: "
+                         f"n >= {full + b}; queue: n >= {2 * b})")
+    analyses = [Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from", complement=True,
+                         where="negatives_from != 'batch'")]
+    text = (f" Part 2, negatives per anchor n at a fixed batch B = {b} (NT-Xent, tau = "
+            f"{o.neg_temperature}, {steps} steps, {o.seeds} seed(s) per point): "
+            + "; ".join(f"{s} n in {by_source[s]}" for s in o.sources if by_source[s])
+            + f" (subsampled: n random in-batch negatives of the {full}; memory: the {full} in-batch "
+              f"negatives plus a bank of n - {full} recent embeddings of the same encoder, counted from "
+              f"step {steps // 3} (a warm-up while the encoder drifts fastest, as Wang et al. 2020); "
+              f"queue: MoCo, "
+              f"InfoNCE against a momentum (0.99) key encoder's keys, the queue of its last n keys the only "
+              f"negatives, both views as queries). Every run subtracts the global batch mean from its "
+              f"embeddings before the loss (model.centre=batch).")
+    return {}, {}, parts, analyses, text
+
+
+def _part3(o: _Options):
+    """Mined or drawn negatives per query in dense retrieval: ``(grid, zip, parts, analyses, description)``."""
+    if not o.mined:
+        return {}, {}, [], [], ""
+    k_max, seeds = max(o.mined), {"seed": tuple(range(o.seeds))}
+    drawn = tuple(k for k in o.mined if k > 0)
+    parts = []
+    if 0 in o.mined:  # k = 0 is the same run for every sampler (every drawn negative masked): run it once
+        parts.append(Part("in-batch", {**retrieval(o.retrieval_data, o.retrieval_steps, 0), "sampler.name": ""},
+                          grid=seeds))
+    for label in o.samplers if drawn else ():
+        parts.append(Part(label, {**retrieval(o.retrieval_data, o.retrieval_steps, k_max), **SAMPLERS[label]},
+                          grid=seeds, zip={"sampler.num_negatives": drawn}))
+    positive = "task == 'pairs' and sampler.num_negatives > 0"
+    analyses = [Analysis(x="sampler.num_negatives", y="eval/mrr@10", group="tags.part", complement=True,
+                         where=positive, n_bootstrap=100)]
+    mining = [s for s in o.samplers if s in ("hard", "filtered", "simans")]
+    if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)
+        analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
+                                 where=f"{positive} and tags.part in {tuple(mining)!r}", n_bootstrap=0))
+    where = f"the BEIR folder {o.retrieval_data}" if o.retrieval_data else (
+        "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()) + ")")
+    text = (f" Part 3, k mined or drawn negatives per query in dense retrieval on {where}: the pairs task, "
+            f"InfoNCE (tau 0.05) over the in-batch documents plus k in {list(o.mined)} negatives per query "
+            f"from {', '.join(o.samplers)} (hard: hard_topk from an index re-encoded every 25 steps; "
+            f"filtered: hard_topk without candidates scored above 0.95 of the positive; simans: SimANS; "
+            f"oracle: hard_topk that never mines a known duplicate of the positive), a mean-pooled "
+            f"128-d bag of tokens, B = 128, {o.retrieval_steps} steps at learning rate 3e-2, {o.seeds} seed(s) "
+            f"per point, every k of a sampler one program (the first k of {k_max} mined or drawn); k = 0 "
+            f"is in-batch only, the same run for every sampler, run once. Metrics of the test queries "
+            f"against the whole corpus; the false-negative rate is the "
+            f"share of the kept negatives from the positive's duplicate group.")
+    return {}, {}, parts, analyses, text

@@ -16,7 +16,7 @@ kNN and linear-probe accuracy.
 from experiments.config_lib import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, table
-from experiments.sweep import Sweep
+from experiments.spec import Sweep
 
 
 def get_config(arg=None):

@@ -27,7 +27,7 @@ from experiments import cli
 from experiments import sweep as S
 from experiments.configs import debiased_stl10, simclr_cifar10, uniformity_cifar
 from experiments.reproduce import metric, table
-from experiments.sweep import Analysis, Sweep, get_field
+from experiments.spec import Analysis, Sweep, get_field
 from jaxneg import results, rundir
 
 TABLES = ("simclr_batch", "debiased_tau_plus", "uniformity_temperature")

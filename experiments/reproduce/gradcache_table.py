@@ -19,7 +19,7 @@ Ours: SimCLR on MNIST-1D, 400 parameter updates each:
 from experiments.config_lib import apply_arg
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, table
-from experiments.sweep import Sweep
+from experiments.spec import Sweep
 
 ARMS = ("large batch", "gradient cache", "accumulation", "small batch")
 

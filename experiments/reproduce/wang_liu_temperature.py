@@ -17,7 +17,7 @@ test embeddings with the class labels (``jaxneg.metrics.tolerance``), kNN accura
 from experiments.config_lib import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, spearman, table
-from experiments.sweep import Sweep
+from experiments.spec import Sweep
 
 
 def get_config(arg=None):

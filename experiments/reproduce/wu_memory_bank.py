@@ -24,7 +24,7 @@ cross-batch memory) is the main job's ``memory`` source, not this.
 from experiments.config_lib import apply_arg, arg_options, number, number_list
 from experiments.configs import quickstart, simclr_mnist1d
 from experiments.reproduce import command, metric, spearman, table
-from experiments.sweep import Analysis, Sweep
+from experiments.spec import Analysis, Sweep
 
 PAPER = {1: 42.5, 10: 63.4, 512: 78.4, 4096: 80.4}  # Table 1, kNN accuracy (%), NCE with m negatives
 BATCH = 128

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,21 @@ class StepInputs(NamedTuple):
     extra: dict          # arrays the loss and after_step read (ids, labels, log_q, masks, MoCo keys)
     shared: Any = None   # negative inputs shared by the whole batch, [K, ...] (the popularity sampler)
     fixed: Any = None    # negative embeddings that take no gradient (the MoCo queue)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberField:
+    """A config field whose value may differ between the members of one compiled program.
+
+    ``name``: its field in the member's hyperparameters (``experiments.train.HParams``, ``hp.<name>``),
+    which reach the step as traced arrays of ``dtype``; ``None``: a field the step never reads (it only
+    shapes output). Inside the step a task's config holds none of these values (``experiments.train.
+    step_config``): it reads ``hp``.
+    """
+
+    field: str
+    name: str | None = None
+    dtype: type = np.float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +114,14 @@ class Task:
                                                     the batch mean, which makes it redundant)
     ``vmap_on_cpu``                                 whether members train faster vmapped than one at
                                                     a time on CPU (``train.step_width``)
+    ``config``                                      the task's own config fields, ``{dotted name: default}``
+                                                    (``config_lib.base_config`` adds them; a dict default is
+                                                    a free keyword group; under another task they must
+                                                    keep their defaults)
+    ``members``                                     its :class:`MemberField` s (fields that may differ
+                                                    between the members of one program)
+    ``shape_key(config)``                           ``{name: value}``: what of its member fields fixes the
+                                                    program's shapes (e.g. whether a queue exists at all)
     ``diagnose(setup, state, extra, hp)``           inside ``shard_map``, after the gradient: scalars
                                                     of the step's embeddings (``extra["embeddings"]``,
                                                     the state before the update), logged with the
@@ -126,6 +149,9 @@ class Task:
     diagnose: Callable = lambda setup, state, extra, hp: {}
     output_bias: Callable = lambda config: True
     vmap_on_cpu: bool = False
+    config: Mapping = dataclasses.field(default_factory=dict)
+    members: tuple = ()
+    shape_key: Callable = lambda config: {}
 
 
 #: the tasks by ``config.task`` name; a task module registers its :class:`Task` here
@@ -135,6 +161,11 @@ TASKS = Registry("task")
 def register(task: Task) -> Task:
     """Register ``task`` under ``task.name`` (one line at the end of a task module)."""
     return TASKS.register(task.name)(task)
+
+
+def all_tasks() -> list[Task]:
+    """Every registered :class:`Task`, by name."""
+    return [TASKS.get(name) for name in TASKS.names()]
 
 
 def get(name: str) -> Task:
@@ -179,9 +210,9 @@ def embed(model, params, x, key=None):
 
 def _scale_kwargs(c, entry, lp, hp):
     """Temperature / SigLIP scale and bias (``entry.scale``): the member's ``hp``, or learned ``lp``."""
-    scale = models.logit_scale(lp, c.loss.max_logit_scale) if lp is not None else 1.0 / hp["temperature"]
+    scale = models.logit_scale(lp, c.loss.max_logit_scale) if lp is not None else 1.0 / hp.temperature
     if entry.scale == "logit_scale":
-        bias = lp["bias"] if lp is not None and "bias" in lp else hp["bias"]
+        bias = lp["bias"] if lp is not None and "bias" in lp else hp.bias
         return {"logit_scale": scale, "logit_bias": bias}
     if entry.scale == "temperature":
         return {"temperature": 1.0 / scale}
@@ -204,14 +235,14 @@ def make_objective(setup: Setup):
     ax = {"axis_name": AXIS, "gather": c.loss.gather} if entry.cross_device else {}
 
     def objective(reps, lp, extra, hp):
-        kw = {**static, **hp["loss_kwargs"], **_scale_kwargs(c, entry, lp, hp)}
+        kw = {**static, **hp.loss_kwargs, **_scale_kwargs(c, entry, lp, hp)}
         a, b, neg = reps
         if entry.inputs == "pair":
             if neg is not None:
                 kw["negatives"] = neg
                 if "negatives_mask" in extra:
                     kw["negatives_mask"] = extra["negatives_mask"]
-            if "mask" in extra:  # pairs dropped from the anchors' negatives (views._negatives)
+            if "mask" in extra:  # pairs dropped from the anchors' negatives (negatives.candidates)
                 kw["mask"] = extra["mask"]
             if c.loss.supervised and entry.labels:
                 kw["labels"] = extra["labels"]

@@ -29,19 +29,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import checks
 from experiments.tasks import common
 from experiments.tasks.common import (AXIS, METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch)
-from jaxneg import LOSSES, SAMPLERS, evaluation, samplers
+from jaxneg import LOSSES, SAMPLERS, evaluation, models, samplers
 from jaxneg._array import l2_normalize
 
 
+#: the sampler kinds the pairs task draws with (registry metadata ``train``), and the sampler arguments it
+#: sets itself from other fields (never in ``sampler.kwargs``)
+TRAINED_SAMPLERS = ("per_query", "shared", "mined")
+SAMPLER_RESERVED = ("key", "exclude", "positive_scores", "query", "corpus", "k", "scores", "counts", "shape",
+                    "num_items")
+
+
 def validate(config, loss) -> None:
-    """No MoCo (a key encoder is a views-task feature); with a sampler, a loss that takes extra negatives."""
-    if config.moco.enabled or config.moco.queue_size:
-        raise ValueError("config.moco needs task='views' (a key encoder for the second view)")
-    if config.negatives.subsample or config.negatives.memory or config.negatives.instance:
-        raise ValueError("config.negatives.subsample / memory / instance need task='views'")
+    """Its own fields: the document tower, the sampler (a trained kind, its keywords, its counts), and with
+    a sampler a loss that takes extra negatives."""
+    if config.model.doc_name:
+        checks.choice("model.doc_name", config.model.doc_name, sorted(models.BACKBONES))
+        checks.keyword_arguments("model.doc_kwargs", models.BACKBONES[config.model.doc_name], config.model.doc_kwargs,
+                                 ("parent", "name"))
+    _validate_sampler(config, loss)
     if config.sampler.name and not loss.extra_negatives:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
                          f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")
@@ -63,6 +73,32 @@ def validate(config, loss) -> None:
             raise ValueError("config.sampler.candidates must be >= config.sampler.max_negatives")
     elif s.name and s.num_negatives < 1:
         raise ValueError(f"config.sampler.num_negatives must be >= 1, got {s.num_negatives}")
+
+
+def _validate_sampler(config, loss) -> None:
+    trained = SAMPLERS.select(train=TRAINED_SAMPLERS)
+    if config.sampler.name:
+        SAMPLERS.info(config.sampler.name)  # unknown names list the valid ones
+    checks.choice("sampler.name", config.sampler.name, [""] + trained)
+    if loss.inputs == "sampled" and not config.sampler.name:
+        raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives: set config.sampler.name "
+                         f"(one of {', '.join(trained)})")
+    if not config.sampler.name:
+        return
+    checks.keyword_arguments("sampler.kwargs", SAMPLERS.info(config.sampler.name), config.sampler.kwargs,
+                             SAMPLER_RESERVED, optional_only=True)
+    checks.positive("sampler.num_negatives", config.sampler.num_negatives, 0)
+    checks.positive("sampler.max_negatives", config.sampler.max_negatives, 0)
+    checks.positive("sampler.refresh_every", config.sampler.refresh_every)
+    if SAMPLERS.info(config.sampler.name).train == "shared" and loss.inputs == "sampled" and "log_q" not in loss.keywords:
+        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws shared negatives; "  # bpr: [B, K] only
+                         f"{config.loss.name} needs per-query ones ({', '.join(SAMPLERS.select(train=('per_query', 'mined')))})")
+    if config.sampler.name == "simans" and config.sampler.candidates < max(config.sampler.num_negatives,
+                                                                           config.sampler.max_negatives):
+        raise ValueError("config.sampler.candidates must be >= config.sampler.num_negatives")
+    if config.gradcache_chunk and config.sampler.name == "popularity":
+        raise ValueError("config.gradcache_chunk needs per-example inputs; the popularity sampler's shared "
+                         "negatives are not split into chunks (use uniform / hard_topk / simans, or no gradcache)")
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -134,14 +170,14 @@ def refresh(setup: Setup, state, step: int):
 def depth(config) -> int:
     """The negatives drawn or mined per query, the arrays' shape: ``sampler.max_negatives``, else
     ``sampler.num_negatives``. Members of one program share it; each uses its first ``num_negatives``."""
-    return config.sampler.max_negatives or config.sampler.num_negatives
+    return int(config.sampler.max_negatives or config.sampler.num_negatives)
 
 
 def _sample(setup: Setup, key, state, batch, consts, hp):
     """Negatives for one member's step: ``(document inputs, extra loss arrays, diagnostics)``.
 
     ``depth(config)`` negatives are drawn or mined per query (the largest ``k`` of a program), and a
-    member keeps its first ``k = hp["num_negatives"]`` (traced, ``negatives_mask``): the hardest ``k``
+    member keeps its first ``k = hp.num_negatives`` (traced, ``negatives_mask``): the hardest ``k``
     of the mined, ``k`` of the uniform draws; ``k = 0`` is in-batch negatives only. Never the query's
     positive; with ``sampler.exclude_duplicates`` never a document of its group either (the oracle,
     which knows the planted duplicates). Diagnostic: ``false_negative_rate``, the share of the kept
@@ -180,7 +216,7 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
         # rows with fewer survivors than k (filters) fall back to uniform draws
         fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=exclude)
         neg = jnp.where(ok, neg, fallback)
-    used = jnp.broadcast_to(jnp.arange(k)[None, :] < hp["num_negatives"], (b, k))
+    used = jnp.broadcast_to(jnp.arange(k)[None, :] < hp.num_negatives, (b, k))
     if c.sampler.max_negatives:
         extra["negatives_mask"] = used
     groups = consts["groups"][neg] if neg.ndim == 2 else jnp.broadcast_to(consts["groups"][neg][None, :], (b, k))
@@ -270,9 +306,34 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
     return {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra["embeddings"])))}
 
 
+#: the pairs task's own config fields (``config_lib.base_config`` adds them), with their defaults
+CONFIG = {
+    "data.corpus_split": "corpus",   # the documents
+    "model.doc_name": "",            # a second tower for documents ("" = the query tower encodes them too)
+    "model.doc_kwargs": {},
+    "sampler.name": "",              # extra negatives: a name of jaxneg.SAMPLERS (uniform, popularity, hard_topk,
+                                     # simans); "" = in-batch documents only
+    "sampler.num_negatives": 0,      # per query (uniform, hard_topk, simans) or shared (popularity)
+    "sampler.max_negatives": 0,      # > 0: draw / mine this many per query and keep the first num_negatives
+                                     # (0 to max): members with different num_negatives share one program
+    "sampler.exclude_duplicates": False,  # never mine or draw a document of the positive's group (the oracle:
+                                          # it knows the planted duplicates)
+    "sampler.refresh_every": 100,    # hard_topk / simans: re-encode the corpus index every n steps
+    "sampler.candidates": 64,        # simans: sample among the top-n mined
+    "sampler.kwargs": {},            # the sampler's keyword arguments
+}
+MEMBERS = (common.MemberField("sampler.num_negatives", "num_negatives", np.int32),)  # of max_negatives: one program
+
+
+def shape_key(config) -> dict:
+    """The negatives' shape: ``depth``."""
+    return {"sampler.depth": config.sampler.max_negatives or config.sampler.num_negatives}
+
+
 TASK = common.register(common.Task(
     name="pairs", needs=lambda config: ("tokens", "doc_id", "group"), corpus_id="doc_id", validate=validate,
     host_batch=host_batch, example_inputs=example_inputs, consts=consts, init_state=init_state,
     make_encode=make_encode, make_objective=make_objective, inputs=inputs, after_step=after_step,
     evaluate=evaluate, refresh=refresh, raw_input=raw_input, diagnose=diagnose, vmap_on_cpu=True,
+    config=CONFIG, members=MEMBERS, shape_key=shape_key,
     refresh_every=lambda config: config.sampler.refresh_every if _mined_config(config) else 0))

@@ -24,7 +24,7 @@ its own first ``queue_size`` slots (``queue_push(size=...)``; the rest stay mask
 (stop-gradient; cross-batch memory, Wang et al. 2020), counted as negatives once full (and from
 step ``memory_from``). A bank (the memory or the MoCo queue) records each key's example and
 step: an anchor never meets its own earlier key, and the run reports the bank's fill and key age
-and the share of negatives of the anchor's class (:func:`_negatives`).
+and the share of negatives of the anchor's class (:func:`negatives.candidates`).
 
 References:
   Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, ICML 2020.
@@ -35,16 +35,15 @@ References:
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import checks
 from experiments.tasks import common
-from experiments.tasks.common import AXIS, Setup, embed, eval_key, first_rows, process_batch
-from jaxneg import LOSSES, data, evaluation, parallel, samplers
+from experiments.tasks import negatives, view_eval
+from experiments.tasks.common import AXIS, Setup, embed, process_batch
+from jaxneg import LOSSES, data, parallel, samplers
 from jaxneg._array import l2_normalize
 
 
@@ -75,12 +74,13 @@ def validate(config, loss) -> None:
             raise ValueError(f"config.moco.queue_size needs a loss that takes extra negatives; "
                              f"{config.loss.name!r} does not; valid: "
                              f"{', '.join(LOSSES.select(extra_negatives=True, inputs=('pair',)))}")
-    if config.sampler.name:
-        raise ValueError(f"config.sampler.name={config.sampler.name!r} draws documents: it needs task='pairs'")
+    if loss.inputs == "sampled":
+        raise ValueError(f"config.loss.name={config.loss.name!r} needs sampled negatives, which task='pairs' draws "
+                         f"(config.sampler)")
     checks.choice("model.centre", config.model.centre, CENTRES)
     if not 0.0 <= config.model.centre_momentum < 1.0:
         raise ValueError(f"config.model.centre_momentum must be in [0, 1), got {config.model.centre_momentum}")
-    _validate_negatives(config, loss)
+    negatives.validate(config, loss)
 
 
 #: ``config.model.centre``: what is subtracted from the embeddings before the loss normalises them
@@ -92,86 +92,10 @@ def _pushed(config) -> int:
     return config.batch_size * (2 if config.moco.symmetric else 1)
 
 
-#: the losses whose in-batch negatives ``config.negatives`` can subsample and extend with a memory bank,
-#: and the anchor rows (= in-batch columns) each sample gives them: ntxent's two views, infonce's query
-NEGATIVES_LOSSES = {"ntxent": 2, "infonce": 1, "additive_margin": 1}
-
-
-def in_batch_negatives(config) -> int:
-    """The in-batch negatives of each anchor: ``2B - 2`` (ntxent) or ``B - 1`` (query -> key)."""
-    v = NEGATIVES_LOSSES.get(config.loss.name, 1)
-    return v * config.batch_size - v
-
-
-def _validate_negatives(config, loss) -> None:
-    n, m = config.negatives.subsample, config.negatives.memory
-    checks.positive("negatives.subsample", n, 0)
-    checks.positive("negatives.memory", m, 0)
-    checks.positive("negatives.memory_from", config.negatives.memory_from, 0)
-    if config.negatives.instance:
-        if config.loss.name not in ("infonce", "additive_margin"):
-            raise ValueError(f"config.negatives.instance contrasts one view with its memory slot: it needs loss "
-                             f"infonce or additive_margin, got config.loss.name={config.loss.name!r}")
-        if m or config.moco.enabled:
-            raise ValueError("config.negatives.instance is a memory of its own: set negatives.memory=0 and "
-                             "moco.enabled=False")
-        if config.loss.kwargs.get("symmetric", False):
-            raise ValueError("config.negatives.instance: the memory slots are keys only; set "
-                             "config.loss.kwargs.symmetric=False")
-        if not 0.0 <= config.negatives.instance_momentum < 1.0:
-            raise ValueError(f"config.negatives.instance_momentum must be in [0, 1), got "
-                             f"{config.negatives.instance_momentum}")
-        if not config.negatives.proximal >= 0.0:
-            raise ValueError(f"config.negatives.proximal must be >= 0, got {config.negatives.proximal}")
-        return
-    if config.negatives.proximal:
-        raise ValueError("config.negatives.proximal needs config.negatives.instance=True")
-    if not (n or m):
-        return
-    if config.loss.name not in NEGATIVES_LOSSES:
-        raise ValueError(f"config.negatives needs one of the losses {sorted(NEGATIVES_LOSSES)}, got "
-                         f"config.loss.name={config.loss.name!r}")
-    if n > in_batch_negatives(config) + m:
-        raise ValueError(f"config.negatives.subsample={n} must be <= the {in_batch_negatives(config)} in-batch "
-                         f"negatives per anchor of batch_size={config.batch_size} with {config.loss.name}"
-                         + (f" plus the {m} of the memory bank" if m else ""))
-    if n and config.loss.kwargs.get("symmetric", False):
-        raise ValueError("config.negatives.subsample counts each anchor's negatives in one direction: it needs "
-                         "config.loss.kwargs.symmetric=False")
-    if m and config.moco.queue_size:
-        raise ValueError("config.negatives.memory and config.moco.queue_size are two memories; use one")
-    if m and m < config.batch_size:
-        raise ValueError(f"config.negatives.memory={m} must be 0 or >= config.batch_size={config.batch_size} "
-                         f"(each step pushes the batch's embeddings)")
-
-
-def _bank(config) -> str | None:
-    """The state key of the run's bank of stale negatives: ``memory`` (FIFO of the encoder's embeddings),
-    ``queue`` (MoCo's keys), ``instance`` (Wu et al.'s one slot per example) or None."""
-    if config.negatives.instance:
-        return "instance"
-    return "memory" if config.negatives.memory else "queue" if config.moco.enabled and config.moco.queue_size else None
-
-
-def _queue_only(config) -> bool:
-    """Whether the in-batch keys other than the positive are dropped (MoCo v1/v2, the instance memory)."""
-    return bool(config.negatives.instance or (config.moco.enabled and not config.moco.batch_negatives))
-
-
-def _keys_given(config) -> bool:
-    """Whether the second encoder input already holds the keys (MoCo's key encoder, the memory slots)."""
-    return bool(config.negatives.instance or (config.moco.enabled and not config.moco.symmetric))
-
-
-def _diagnosed(config) -> bool:
-    """Whether the step builds a negatives mask and reports its negatives (class overlap; the bank's fill and age)."""
-    return bool(config.negatives.subsample or _bank(config) or _queue_only(config))
-
-
 def needs(config) -> tuple:
     """The dataset fields it reads: ``x``, and ``label`` for a supervised loss or the negatives'
     diagnostics (labels are then only counted, never trained on)."""
-    return ("x", "label") if config.loss.supervised or _diagnosed(config) else ("x",)
+    return ("x", "label") if config.loss.supervised or negatives.diagnosed(config) else ("x",)
 
 
 def host_batch(setup: Setup, seed: int, step: int) -> dict:
@@ -194,19 +118,19 @@ def example_inputs(setup: Setup):
 
 def consts(setup: Setup) -> dict:
     """With a bank and labels: the training labels by example id (the bank's class diagnostic)."""
-    if _bank(setup.config) and "label" in setup.train.arrays:
+    if negatives.bank_of(setup.config) and "label" in setup.train.arrays:
         return {"labels": jnp.asarray(setup.train.arrays["label"], jnp.int32)}
     return {}
 
 
 def init_state(setup: Setup, params, key) -> dict:
-    """The running centre; the memory bank (empty: it counts as negatives once full, see :func:`_negatives`);
+    """The running centre; the memory bank (empty: it counts as negatives once full, see :func:`negatives.candidates`);
     MoCo's key encoder (a copy of the query tower) and queue (random unit keys); the instance memory."""
     c = setup.config
     out = {}
     if c.model.centre == "running":
         out["centre"] = _first_centre(setup, params)
-    bank = _bank(c)
+    bank = negatives.bank_of(c)
     if bank == "memory":
         out["memory"] = samplers.queue_init(c.negatives.memory, _dim(setup, params))._asdict()
     elif bank == "instance":
@@ -239,7 +163,7 @@ def make_encode(setup: Setup):
     """``encode(enc_params, (a, b, None), key) -> (z_a, z_b, None)``: both views through the query tower,
     except where ``b`` already holds the keys (MoCo's key encoder without ``symmetric``, the instance memory's
     slots)."""
-    keys_given = _keys_given(setup.config)
+    keys_given = negatives.keys_given(setup.config)
 
     def encode(enc, inputs, key):
         a, b, _ = inputs
@@ -289,7 +213,7 @@ def make_objective(setup: Setup):
     normalised anchors, v their slots before the update; Wu et al. 2018, Section 3.4)."""
     c = setup.config
     loss = common.make_objective(setup)
-    given = _keys_given(c)
+    given = negatives.keys_given(c)
 
     def objective(reps, lp, extra, hp):
         a, b, neg = reps
@@ -302,7 +226,7 @@ def make_objective(setup: Setup):
         value = loss((a, b, neg), lp, extra, hp)
         if c.negatives.instance:
             gap = jnp.sum(jnp.square(l2_normalize(a).astype(jnp.float32) - b.astype(jnp.float32)), -1)
-            value = value + hp["proximal"] * jax.lax.pmean(jnp.mean(gap), AXIS)
+            value = value + hp.proximal * jax.lax.pmean(jnp.mean(gap), AXIS)
         return value
 
     return objective
@@ -332,83 +256,10 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
             b = extra["keys"]
     if c.negatives.instance:
         b = jax.lax.stop_gradient(state["instance"]["keys"][batch["id"]])
-    if _diagnosed(c):
-        fixed, more = _negatives(c, k_key, state, batch, consts, hp)
+    if negatives.diagnosed(c):
+        fixed, more = negatives.candidates(c, k_key, state, batch, consts, hp)
         extra.update(more)
     return common.StepInputs((a, b, None), extra, None, fixed)
-
-
-def _negatives(c, key, state, batch, consts, hp):
-    """``(bank share, extra)``: the negatives of this device's anchors (inside ``shard_map``).
-
-    Candidates: every gathered in-batch column but the anchor itself and its positive (none with
-    :func:`_queue_only`: MoCo v1/v2 and the instance memory contrast the positive with the bank
-    alone, and the other in-batch columns are masked), and, with a bank (the memory, the MoCo
-    queue or the instance memory, replicated on every device), every filled slot but those
-    holding an earlier embedding of the anchor's own example (a stale copy of its positive; the
-    instance memory: its own slot, which is its positive). Each device passes a contiguous ``1/W``
-    share of the bank's slots, so the gathered columns hold each slot once. A memory bank counts
-    only once full. With
-    ``negatives.subsample = n`` all but ``n`` random candidates are dropped
-    (:func:`jaxneg.samplers.subsample`: a fresh subset per anchor and step, drawn from the
-    in-batch columns and the bank alike). The mask's columns follow the loss' gathered layout,
-    ``W`` blocks of (in-batch columns, bank share). Diagnostics (``extra["diagnostics"]``): the
-    fraction of the kept negatives of the anchor's class (labels only counted), and the bank's
-    fill fraction and mean key age in steps.
-    """
-    v = NEGATIVES_LOSSES.get(c.loss.name, 1)
-    w, d = jax.lax.axis_size(AXIS), jax.lax.axis_index(AXIS)
-    ids = batch["id"]
-    b = ids.shape[0]
-    rows = v * b
-    r = jnp.arange(rows)
-    own = d * rows + r                                  # the row's own column (infonce: its positive key)
-    pos = d * rows + (r + b) % rows if v == 2 else own  # its positive
-    col = jnp.arange(w * rows)
-    never = None  # in-batch columns that are neither candidates nor the positive
-    if _queue_only(c):
-        cand = jnp.zeros((rows, w, rows), bool)
-        never = (col[None, :] != pos[:, None]).reshape(rows, w, rows)
-    else:
-        cand = ((col[None, :] != own[:, None]) & (col[None, :] != pos[:, None])).reshape(rows, w, rows)
-    labels = batch.get("label")
-    col_lab = row_lab = None
-    if labels is not None:
-        row_lab = jnp.tile(labels, v)
-        col_lab = jnp.broadcast_to(parallel.gather_replicated(labels, AXIS).reshape(w, 1, b), (w, v, b)).reshape(w, rows)
-    extra, diag, fixed, mine = {}, {}, None, None
-    name = _bank(c)
-    if name is not None:
-        bank = samplers.Queue(**state[name])
-        size = hp["memory_size"] if name == "memory" else hp["queue_size"] if name == "queue" else bank.keys.shape[0]
-        valid = bank.mask & (bank.count >= size) & (batch["step"] >= hp["memory_from"]) if name == "memory" \
-            else bank.mask
-        s = bank.keys.shape[0]
-        per = -(-s // w)
-        pad = lambda x, value=0: jnp.pad(x, [(0, per * w - s)] + [(0, 0)] * (x.ndim - 1), constant_values=value)
-        fixed = jax.lax.dynamic_slice_in_dim(pad(bank.keys), d * per, per)
-        extra["negatives_mask"] = jax.lax.dynamic_slice_in_dim(pad(valid), d * per, per)
-        mine = pad(bank.excludes(jnp.tile(ids, v)).T).T.reshape(rows, w, per)
-        cand = jnp.concatenate([cand, (pad(valid).reshape(1, w, per) & ~mine)], axis=2)
-        stats = samplers.queue_stats(bank, batch["step"], size=size)
-        diag["bank_fill"], diag["bank_age"] = stats["fill"], stats["age"]
-        if labels is not None:
-            bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
-            col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)
-        mine = jnp.concatenate([jnp.zeros((rows, w, rows), bool), mine], axis=2).reshape(rows, -1)
-        if never is not None:
-            never = jnp.concatenate([never, jnp.zeros((rows, w, per), bool)], axis=2)
-    cand = cand.reshape(rows, -1)
-    keep = samplers.subsample(key, cand, hp["subsample"]) if c.negatives.subsample else cand
-    drop = cand & ~keep
-    extra["mask"] = drop if mine is None else drop | mine
-    if never is not None:
-        extra["mask"] = extra["mask"] | never.reshape(rows, -1)
-    if labels is not None:
-        same = (keep & (row_lab[:, None] == col_lab.reshape(1, -1))).sum()
-        diag["negatives_same_class"] = jax.lax.psum(same, AXIS) / jnp.maximum(jax.lax.psum(keep.sum(), AXIS), 1)
-    extra["diagnostics"] = diag
-    return fixed, extra
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
@@ -422,28 +273,28 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
     c = setup.config
     state = dict(state)
     gather = lambda x: parallel.gather_replicated(x, AXIS)  # noqa: E731  (device order = global batch order)
-    bank = _bank(c)
+    bank = negatives.bank_of(c)
     if bank in ("memory", "instance"):
         z = gather(jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False)))
         ids = gather(extra["ids"])
         if bank == "memory":
-            state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp["memory_size"],
+            state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp.memory_size,
                                                   ids=ids, step=extra["step"])._asdict()
         else:
             state["instance"] = samplers.instance_update(samplers.Queue(**state["instance"]), ids, z,
-                                                         momentum=hp["instance_momentum"], step=extra["step"])._asdict()
+                                                         momentum=hp.instance_momentum, step=extra["step"])._asdict()
     if c.moco.enabled:
         if bank == "queue":
             keys, ids = extra["keys"], extra["ids"]
             if c.moco.symmetric:
                 keys, ids = jnp.concatenate([extra["keys_2"], keys]), jnp.concatenate([ids, ids])
-            state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), gather(keys), size=hp["queue_size"],
+            state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), gather(keys), size=hp.queue_size,
                                                  ids=gather(ids), step=extra["step"])._asdict()
-        m = hp["moco_momentum"]
+        m = hp.moco_momentum
         state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
     if c.model.centre == "running":
         mean = jax.lax.pmean(jnp.mean(jax.lax.stop_gradient(extra["embeddings"]).astype(jnp.float32), 0), AXIS)
-        m = hp["centre_momentum"]
+        m = hp.centre_momentum
         state["centre"] = m * state["centre"] + (1.0 - m) * mean
     return state
 
@@ -461,7 +312,7 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
     z = jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False))
     mean = common.mean_direction(z)
     out = {"embedding_mean_norm": jnp.linalg.norm(mean)}
-    name = _bank(c)
+    name = negatives.bank_of(c)
     if name is not None:
         bank = samplers.Queue(**state[name])
         keys = jnp.where(bank.mask[:, None], l2_normalize(bank.keys.astype(jnp.float32)), 0.0)
@@ -471,107 +322,54 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
     return out
 
 
-def evaluate(setup: Setup, params) -> dict:
-    """kNN / linear-probe accuracy, tolerance and RankMe on frozen features, and view-pair metrics
-    (:func:`evaluate_members` of this one member)."""
-    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-    return evaluate_members(setup, stacked, [setup.config.seed])[0]
+#: the views task's own config fields (``config_lib.base_config`` adds them), with their defaults
+CONFIG = {
+    "data.view": "signal",           # a name of jaxneg.data.VIEWS
+    "data.view_kwargs": {},          # the view's keyword arguments
+    # what is subtracted from the embeddings before the loss normalises them: "batch" (the global batch's own
+    # mean, differentiated: exact under sharding and gradient caching), "running" (an EMA of the global batch
+    # means, a constant within a step) or "none" (BENCHMARKS.md: "Negatives beyond the batch")
+    "model.centre": "batch",
+    "model.centre_momentum": 0.9,    # running centre: c <- m c + (1 - m) mean(batch embeddings)
+    # MoCo (He et al. 2020): keys from a momentum (EMA) copy of the encoder, without gradient
+    "moco.enabled": False,
+    "moco.momentum": 0.99,           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
+    "moco.queue_size": 0,            # earlier batches' keys added as negatives to every anchor (FIFO)
+    "moco.symmetric": False,         # both views act as queries against the other view's keys (loss summed over
+                                     # the two directions; 2B keys pushed per step): the MoCo CIFAR demo, MoCo v3
+    "moco.batch_negatives": False,   # the batch's other keys are negatives too (MoCo v1/v2: queue only)
+    # the negatives each anchor sees (ntxent, infonce)
+    "negatives.subsample": 0,        # > 0: only this many random in-batch negatives per anchor (0: all)
+    "negatives.memory": 0,           # > 0: also a memory bank of the encoder's own recent embeddings of this size
+    "negatives.memory_from": 0,      # the step from which the (full) bank counts as negatives (a warm-up before)
+    "negatives.instance": False,     # Wu et al. 2018's instance memory: one slot per training example, updated in
+                                     # place; an anchor's own slot is its positive, negatives are `subsample` random
+                                     # slots (0: every other slot); needs loss infonce
+    "negatives.instance_momentum": 0.5,  # slot update v <- normalize(m v + (1 - m) f)
+    "negatives.proximal": 0.0,       # lambda of Wu et al.'s proximal term lambda * |f - v|^2 (instance memory)
+}
+MEMBERS = (
+    common.MemberField("moco.momentum", "moco_momentum"),
+    common.MemberField("moco.queue_size", "queue_size", np.int32),  # queues of any length > 0 share a program
+    common.MemberField("negatives.subsample", "subsample", np.int32),  # any n > 0 shares a program
+    common.MemberField("negatives.memory", "memory_size", np.int32),   # banks of any size > 0 share a program
+    common.MemberField("negatives.memory_from", "memory_from", np.int32),
+    common.MemberField("negatives.instance_momentum", "instance_momentum"),
+    common.MemberField("negatives.proximal", "proximal"),
+    common.MemberField("model.centre_momentum", "centre_momentum"),
+)
 
 
-def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
-    """:func:`evaluate` of ``M`` members at once: ``params`` stacked ``[M, ...]``, ``seeds [M]`` (each
-    member's evaluation key, :func:`~experiments.tasks.common.eval_key`), equal to evaluating each
-    member alone. Every stage is one compiled call vmapped over the members: the views, the encodings
-    (the only stage compiled per model), the metrics, and the classification (kNN and linear probe) of
-    the features, the last two shared by every encoder with the same feature shapes."""
-    c, ev = setup.config, setup.config.eval
-    test = first_rows(setup.test, ev.max_examples)
-    train = first_rows(setup.eval_train, ev.max_examples)
-    views = _views_fn(c.data.view, tuple(sorted(c.data.view_kwargs.to_dict().items())))
-    keys = jnp.stack([eval_key(setup, seed) for seed in seeds])
-    p = params["query"]
-    identity, v1, v2 = views(keys, jnp.asarray(test["x"]))
-    # the embeddings as the loss saw them: with a centre, minus the evaluated set's own mean (the global batch
-    # mean's counterpart; the running centre tracks that mean). The backbone features h are never centred.
-    centre = (lambda z: z - jnp.mean(z, 1, keepdims=True)) if c.model.centre != "none" else (lambda z: z)  # noqa: E731
-    h_te, z_te = _encode_members(setup.query_model, p, identity)
-    z_te = centre(z_te)
-    out = _metrics(keys, h_te, centre(_encode_members(setup.query_model, p, v1)[1]),
-                   centre(_encode_members(setup.query_model, p, v2)[1]), min(int(ev.num_candidates), len(test["x"])))
-    if "label" in train:
-        h_tr, _ = _encode_members(setup.query_model, p, views(keys, jnp.asarray(train["x"]), False)[0])
-        y_tr, y_te = jnp.asarray(train["label"]), jnp.asarray(test["label"])
-        out["tolerance"] = _tolerance(z_te, y_te)
-        out.update(evaluation.classification_hits_members(
-            h_tr.astype(jnp.float32), y_tr, h_te.astype(jnp.float32), y_te, k=int(ev.knn_k),
-            temperature=float(ev.knn_temperature), probe_steps=int(ev.probe_steps),
-            num_classes=int(setup.test.num_classes or max(train["label"].max(), test["label"].max()) + 1)))
-    out = jax.device_get(out)
-    n = len(test["x"])
-    return [{name: (int(v[i]) / n if name in HITS else float(v[i])) for name, v in out.items()}
-            for i in range(len(seeds))]
-
-
-HITS = ("knn_accuracy", "linear_probe_accuracy")
-
-
-@functools.lru_cache(maxsize=16)
-def _views_fn(view: str, kwargs_items: tuple):
-    """``views(keys [M], x [N, ...], random=True) -> (identity, v1, v2)``, each ``[M, N, ...]``: the identity
-    view and two random views of every row under each member's key (``random=False``: the identity only)."""
-    kwargs = dict(kwargs_items)
-    identity = jax.jit(jax.vmap(jax.vmap(data.identity_view, (None, 0)), (0, None)))
-    pair = jax.jit(jax.vmap(lambda k, x: data.two_views(k, x, view, **kwargs), (0, None)))
-
-    def views(keys, x, random=True):
-        return (identity(keys, x), *(pair(keys, x) if random else (None, None)))
-
-    return views
-
-
-def _encode_members(model, params, x, chunk=1024):
-    """``(features, embeddings)`` ``[M, N, ...]`` of each member's rows ``x [M, N, ...]``, in chunks."""
-    f = _vmapped_apply(model)
-    outs = [f(params, x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
-    return jnp.concatenate([o[0] for o in outs], 1), jnp.concatenate([o[1] for o in outs], 1)
-
-
-@functools.lru_cache(maxsize=16)
-def _vmapped_apply(model):
-    return jax.jit(jax.vmap(model.apply))
-
-
-@functools.partial(jax.jit, static_argnums=4)
-def _metrics(keys, h, z1, z2, candidates):
-    """RankMe of the features and the view-pair metrics, vmapped over members (shared by every encoder)."""
-    def one(key, h, z1, z2):
-        return {"rankme": evaluation.rankme(h), "alignment": evaluation.alignment(z1, z2),
-                "uniformity": evaluation.uniformity(z1),
-                "contrastive_accuracy": evaluation._contrastive_hits(key, z1, z2, candidates)}
-
-    return jax.vmap(one)(keys, h, z1, z2)
-
-
-_tolerance = jax.jit(jax.vmap(evaluation.tolerance, (0, None)))
-
-
-def raw_input(setup: Setup) -> dict:
-    """The evaluation's classification protocol on the raw inputs (the identity view, flattened)."""
-    ev = setup.config.eval
-    test = first_rows(setup.test, ev.max_examples)
-    train = first_rows(setup.eval_train, ev.max_examples)
-    if "label" not in train:
-        return {}
-    identity = jax.vmap(data.identity_view, (None, 0))
-    view = lambda x: np.asarray(identity(eval_key(setup), jnp.asarray(x)), np.float32)  # noqa: E731
-    return evaluation.classification(view(train["x"]), train["label"], view(test["x"]), test["label"],
-                                     k=ev.knn_k, temperature=ev.knn_temperature, probe_steps=ev.probe_steps,
-                                     num_classes=setup.test.num_classes)
+def shape_key(config) -> dict:
+    """Whether a queue, a subsample and a memory bank exist at all (their sizes are traced)."""
+    return {"moco.queue": bool(config.moco.queue_size), "negatives.subsampled": bool(config.negatives.subsample),
+            "negatives.bank": bool(config.negatives.memory)}
 
 
 TASK = common.register(common.Task(
     name="views", needs=needs, corpus_id=None, validate=validate, host_batch=host_batch,
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
-    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=evaluate, raw_input=raw_input,
-    evaluate_members=evaluate_members, diagnose=diagnose,
-    output_bias=lambda config: config.model.centre != "batch"))  # the batch centre removes any constant
+    make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=view_eval.evaluate, raw_input=view_eval.raw_input,
+    evaluate_members=view_eval.evaluate_members, diagnose=diagnose,
+    output_bias=lambda config: config.model.centre != "batch",  # the batch centre removes any constant
+    config=CONFIG, members=MEMBERS, shape_key=shape_key))

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import sweep
 from experiments import train as T
-from experiments.tasks import views
+from experiments.tasks import negatives, views
 from jaxneg import parallel, samplers
 from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves
 
@@ -62,13 +62,13 @@ def test_the_instance_memory_contrasts_each_anchor_with_its_own_slot_against_m_d
     state = {"instance": mem._asdict()}
     ids = np.array([3, 11, 0, 7])
     f = np.random.default_rng(0).standard_normal((b, d))
-    hp = {"subsample": jnp.int32(m), "memory_from": jnp.int32(0), "proximal": jnp.float32(lam),
-          "temperature": jnp.float32(t), "loss_kwargs": {}}
+    hp = T.make_hp(subsample=jnp.int32(m), memory_from=jnp.int32(0), proximal=jnp.float32(lam),
+                   temperature=jnp.float32(t))
     objective = views.make_objective(types.SimpleNamespace(config=c))
 
     def step(ids, f):
         batch = {"id": ids, "step": jnp.int32(0)}
-        fixed, extra = views._negatives(c, jax.random.key(5), state, batch, {}, hp)
+        fixed, extra = negatives.candidates(c, jax.random.key(5), state, batch, {}, hp)
         pos = jax.lax.stop_gradient(state["instance"]["keys"][ids])  # what views.inputs hands the encoder
         loss = objective((f, pos, fixed), None, dict(extra, ids=ids), hp)  # (the step's with_fixed)
         return loss, jax.lax.all_gather(extra["mask"], parallel.DATA, tiled=True)

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments import train as T
-from experiments.tasks import views
+from experiments.tasks import negatives, views
 from jaxneg import parallel, samplers
 from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves
 
@@ -16,16 +16,16 @@ TINY = dict(SMALL_SWEEP, steps=3, checkpoint_every=3, log_every=3, batch_size=8)
 
 
 def _one_step_negatives(c, bank, ids, labels, step, devices, key=0):
-    """``(bank shares of every device, mask of every row, diagnostics)`` of ``views._negatives`` on ``devices``."""
+    """``(bank shares of every device, mask of every row, diagnostics)`` of ``negatives.candidates`` on ``devices``."""
     mesh = parallel.data_mesh(devices=jax.devices()[:devices])
     state = {} if bank is None else {"memory" if c.negatives.memory else "queue": bank._asdict()}
-    hp = {"subsample": jnp.int32(c.negatives.subsample), "memory_size": jnp.int32(c.negatives.memory),
-          "queue_size": jnp.int32(c.moco.queue_size), "memory_from": jnp.int32(c.negatives.memory_from)}
+    hp = T.make_hp(subsample=jnp.int32(c.negatives.subsample), memory_size=jnp.int32(c.negatives.memory),
+                   queue_size=jnp.int32(c.moco.queue_size), memory_from=jnp.int32(c.negatives.memory_from))
     consts = {"labels": jnp.arange(100, dtype=jnp.int32) % 3}  # the class of example i is i % 3
 
     def f(ids, labels, key):
         k = jax.random.fold_in(jax.random.key(key), jax.lax.axis_index(parallel.DATA))
-        fixed, extra = views._negatives(c, k, state, {"id": ids, "label": labels, "step": jnp.int32(step)}, consts, hp)
+        fixed, extra = negatives.candidates(c, k, state, {"id": ids, "label": labels, "step": jnp.int32(step)}, consts, hp)
         return (fixed if fixed is not None else jnp.zeros((1, 1))), extra["mask"], extra["diagnostics"]
 
     g = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(parallel.DATA), P(parallel.DATA), P()),
@@ -137,7 +137,7 @@ def test_a_subsampled_member_equals_the_same_point_run_alone(tmp_path):
     ({"loss.name": "infonce", "moco.enabled": True, "moco.symmetric": True, "moco.queue_size": 8},
      r"must be 0 or >= 16 \(each step pushes the batch's keys, of both views"),
     ({"negatives.subsample": 3, "loss.name": "infonce", "loss.kwargs.symmetric": True}, "symmetric=False"),
-    ({"negatives.memory": 16, "task": "pairs"}, "need task='views'"),
+    ({"negatives.memory": 16, "task": "pairs"}, "belongs to task 'views'"),
 ])
 def test_negatives_configs_are_checked(over, match):
     with pytest.raises(ValueError, match=match):

@@ -119,7 +119,7 @@ def test_the_false_negative_rate_is_the_share_of_kept_negatives_from_the_positiv
     consts = pairs.consts(setup)
     b = pairs.host_batch(setup, 0, 0)
     batch = {k: jnp.asarray(v) for k, v in b.items()}
-    hp = {"num_negatives": jnp.int32(2)}
+    hp = T.make_hp(num_negatives=jnp.int32(2))
     mesh = parallel.data_mesh(devices=jax.devices()[:1])
 
     def f(batch):

@@ -243,7 +243,8 @@ def test_the_command_line_lists_the_quickstart_points(tmp_path):
     out = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
                           "experiments/configs/quickstart.py:batches=16-32-64-128-256,temperatures=0.1-0.2,seeds=2,"
                           "negatives=1-15-30-62-126,neg_batch=32,platform=accelerator,parts=1-2,sources=subsampled-memory",
-                          "--dry_run"], capture_output=True, text=True, cwd=os.path.dirname(S.__file__) + "/..")
+                          "--dry_run"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(S.__file__)))))
     assert out.returncode == 0, out.stderr
     part1 = [f"temperature={t},seed={s},batch_size={b}" for t in ("0.1", "0.2") for s in (0, 1)
              for b in (16, 32, 64, 128, 256)]

@@ -20,7 +20,7 @@ RETRIEVAL = {"num_docs": 512, "num_train_queries": 1024, "num_test_queries": 128
 @pytest.mark.parametrize("field,value,match", [
     ("loss.name", "infonc", "valid names: additive_margin, bpr"),
     ("loss.name", "margin_mse", "not valid here: it needs teacher inputs.*valid values: 'additive_margin'"),
-    ("sampler.name", "hardtopk", "valid names:"),
+    ("sampler.name", "hardtopk", "belongs to task .pairs."),
     ("data.name", "mnist_1d", "mnist1d, sklearn_digits, synthetic_retrieval"),
     ("data.view", "sigmal", "'image', 'signal'"),
     ("model.name", "cnn2d", "'bag_of_tokens', 'cnn1d'"),
