@@ -46,7 +46,8 @@ SCHEDULES = ("constant", "cosine")
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every field ``experiments.train`` reads, with its default (SimCLR on MNIST-1D)."""
+    """Every field of a run config, with its default (SimCLR on MNIST-1D): the loop's, then each registered task's
+    own (``Task.config``). (Longer than 60 lines: it is the schema, one line per field with its comment.)"""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.task = "views"             # views: two augmentations of x; pairs: (query, document) data

@@ -97,6 +97,9 @@ def run(sweep: Sweep, workdir: str, *, backend: str = "local", workers: int = 1,
 
 def _launch(sweep, points, workdir, *, backend, workers, cluster, slurm, progress, analyze_only, extend, vectorize,
             max_members, baselines, members_per_step) -> dict:
+    """:func:`run` once the sweep is validated and ``workdir`` locked: record the points, prepare the data, train
+    the unfinished programs on the backend, compute the baselines, write the analysis and the summary. (About 70
+    lines: the launch's phases in order, each timed into one account.)"""
     t_launch = time.perf_counter()
     runs_dir = os.path.join(workdir, rundir.RUNS)
     run_dir = lambda p: os.path.join(runs_dir, p.name)

@@ -105,6 +105,8 @@ def candidates(c, key, state, batch, consts, hp):
     ``W`` blocks of (in-batch columns, bank share). Diagnostics (``extra["diagnostics"]``): the
     fraction of the kept negatives of the anchor's class (labels only counted), and the bank's
     fill fraction and mean key age in steps.
+    (About 70 lines in one function: the mask's columns are built in the order the loss gathers them, and
+    pieces would have to pass that layout between them.)
     """
     v = NEGATIVES_LOSSES.get(c.loss.name, 1)
     w, d = jax.lax.axis_size(AXIS), jax.lax.axis_index(AXIS)
