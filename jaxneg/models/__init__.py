@@ -1,7 +1,7 @@
 """Flax encoders (MLP, 1-D CNN, small ResNet, bag of tokens, id embedding) and a projection head."""
 
 from jaxneg.models.encoders import (BACKBONES, CNN1D, MLP, BagOfTokens, Encoder, IdEmbedding, ProjectionHead,
-                                    ResNet, logit_params, logit_scale)
+                                    ResNet, logit_params, logit_scale, mean_embedding)
 
 
 def build(name: str, head: ProjectionHead | None = None, **kwargs) -> Encoder:
@@ -16,4 +16,4 @@ def build(name: str, head: ProjectionHead | None = None, **kwargs) -> Encoder:
 
 
 __all__ = ["BACKBONES", "CNN1D", "MLP", "BagOfTokens", "Encoder", "IdEmbedding", "ProjectionHead", "ResNet",
-           "build", "logit_params", "logit_scale"]
+           "build", "logit_params", "logit_scale", "mean_embedding"]

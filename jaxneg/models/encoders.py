@@ -22,7 +22,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from jaxneg._array import vary_like
 
 
 class MLP(nn.Module):
@@ -108,7 +111,7 @@ class ResNet(nn.Module):
 
 
 class BagOfTokens(nn.Module):
-    """Embed tokens (id 0 is padding), average the non-pad ones, then an :class:`MLP`."""
+    """Embed tokens (id 0 is padding), average the non-pad ones (:func:`mean_embedding`), then an :class:`MLP`."""
 
     vocab_size: int
     dim: int = 128
@@ -116,10 +119,63 @@ class BagOfTokens(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, *, train: bool = False):
-        e = nn.Embed(self.vocab_size, self.dim)(tokens)
-        m = (tokens > 0).astype(e.dtype)[..., None]
-        x = jnp.sum(e * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1.0)
+        x = mean_embedding(nn.Embed(self.vocab_size, self.dim).embedding, tokens)
         return MLP(self.features)(x, train=train)
+
+
+def mean_embedding(table, tokens):
+    """The mean of the non-pad tokens' rows of ``table``: ``out[n] = sum_t w[n, t] * table[tokens[n, t]]``,
+    ``w[n, t] = [tokens[n, t] > 0] / max(#{t: tokens[n, t] > 0}, 1)`` (id 0 is padding; an all-pad row is 0).
+
+    ``table [V, D]`` float, ``tokens [..., T]`` int -> ``[..., D]``. The values of
+    ``sum(take(table, tokens) * mask) / count`` (what ``nn.Embed`` then a masked mean computes), summed one
+    token position at a time: XLA's CPU gather of the ``[..., T, D]`` block and its scatter-add gradient
+    cost 9x more forward and 4x more forward + gradient, 6.5x for 8 vmapped models (part 3's step at
+    k = 15, ``benchmarks/bag_of_tokens.py``). The gradient adds ``w[n, t] * g[n]`` into row
+    ``tokens[n, t]``, one position per scan step; ids outside ``[0, V)`` read as NaN and get no gradient,
+    as ``jnp.take``'s. No gradient for ``tokens``. Inside ``shard_map`` the table takes the tokens'
+    varying axes first (``pcast``), so a replicated table's gradient is the sum of the devices', as
+    ``jnp.take``'s is.
+    """
+    if table.ndim != 2 or tokens.ndim < 1 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"mean_embedding: table must be [V, D] float and tokens [..., T] int, got table "
+                         f"{table.shape} and tokens {tokens.shape} {tokens.dtype}")
+    return _mean_embedding(vary_like(table, tokens), tokens)
+
+
+def _token_weights(tokens, dtype):
+    m = (tokens > 0).astype(dtype)
+    return m / jnp.maximum(jnp.sum(m, axis=-1, keepdims=True), 1.0)
+
+
+@jax.custom_vjp
+def _mean_embedding(table, tokens):
+    return _mean_embedding_fwd(table, tokens)[0]
+
+
+def _mean_embedding_fwd(table, tokens):
+    w = _token_weights(tokens, table.dtype)
+
+    def add(out, t):
+        return out + jnp.take(table, tokens[..., t], axis=0) * w[..., t, None], None
+
+    zero = vary_like(jnp.zeros(tokens.shape[:-1] + table.shape[1:], table.dtype), table, tokens)
+    out, _ = jax.lax.scan(add, zero, jnp.arange(tokens.shape[-1]), unroll=8)
+    return out, (tokens, w, table)
+
+
+def _mean_embedding_bwd(res, g):
+    tokens, w, table = res
+    tokens, w, g = tokens.reshape(-1, tokens.shape[-1]), w.reshape(-1, tokens.shape[-1]), g.reshape(-1, g.shape[-1])
+
+    def add(grad, t):
+        return grad.at[tokens[:, t]].add(g * w[:, t, None], mode="drop"), None
+
+    grad, _ = jax.lax.scan(add, vary_like(jnp.zeros_like(table), g), jnp.arange(tokens.shape[1]))
+    return grad, None
+
+
+_mean_embedding.defvjp(_mean_embedding_fwd, _mean_embedding_bwd)
 
 
 class IdEmbedding(nn.Module):
