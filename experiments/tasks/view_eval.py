@@ -34,8 +34,9 @@ def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
     p = params["query"]
     identity, v1, v2 = views(keys, jnp.asarray(test["x"]))
     # the embeddings as the loss saw them: with a centre, minus the evaluated set's own mean (the global batch
-    # mean's counterpart; the running centre tracks that mean). The backbone features h are never centred.
-    centre = (lambda z: z - jnp.mean(z, 1, keepdims=True)) if c.model.centre != "none" else (lambda z: z)  # noqa: E731
+    # mean's counterpart; the running centre tracks that mean), and with batch_norm divided by its standard
+    # deviation (one group: the set). The backbone features h are never centred.
+    centre = _centre_fn(c.model.centre)
     h_te, z_te = _encode_members(setup.query_model, p, identity)
     z_te = centre(z_te)
     out = _metrics(keys, h_te, centre(_encode_members(setup.query_model, p, v1)[1]),
@@ -55,6 +56,19 @@ def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
 
 
 HITS = ("knn_accuracy", "linear_probe_accuracy")
+#: BatchNorm's epsilon (``model.centre='batch_norm'``, :func:`experiments.tasks.views.centred`), PyTorch's and Flax's
+NORM_EPS = 1e-5
+
+
+def _centre_fn(mode: str):
+    """The evaluation's :func:`~experiments.tasks.views.centred` of ``z [members, n, d]``: its statistics are
+    the evaluated set's own."""
+    if mode == "none":
+        return lambda z: z
+    if mode == "batch_norm":
+        return lambda z: ((z - jnp.mean(z, 1, keepdims=True))
+                          * jax.lax.rsqrt(jnp.var(z, 1, keepdims=True) + NORM_EPS))
+    return lambda z: z - jnp.mean(z, 1, keepdims=True)
 
 
 @functools.lru_cache(maxsize=16)

@@ -80,11 +80,20 @@ def validate(config, loss) -> None:
     checks.choice("model.centre", config.model.centre, CENTRES)
     if not 0.0 <= config.model.centre_momentum < 1.0:
         raise ValueError(f"config.model.centre_momentum must be in [0, 1), got {config.model.centre_momentum}")
+    splits = config.model.norm_splits
+    if not isinstance(splits, int) or splits < 1 or config.batch_size % splits:
+        raise ValueError(f"config.model.norm_splits must be an integer >= 1 that divides batch_size="
+                         f"{config.batch_size}, got {splits!r}")
+    if splits > 1 and config.model.centre != "batch_norm":
+        raise ValueError(f"config.model.norm_splits={splits} needs model.centre='batch_norm' (the splits are its "
+                         f"statistics' groups), got model.centre={config.model.centre!r}")
     negatives.validate(config, loss)
 
 
 #: ``config.model.centre``: what is subtracted from the embeddings before the loss normalises them
-CENTRES = ("none", "batch", "running")
+#: (``batch_norm`` also divides by the batch's standard deviation)
+CENTRES = ("none", "batch", "running", "batch_norm")
+NORM_EPS = view_eval.NORM_EPS
 
 
 def _pushed(config) -> int:
@@ -175,7 +184,7 @@ def make_encode(setup: Setup):
     return encode
 
 
-def centred(config, z, state, *, trained: bool = True):
+def centred(config, z, state, *, trained: bool = True, groups=None):
     r"""``z - c``: the embeddings the loss sees (inside ``shard_map``), by ``config.model.centre``.
 
     * ``running``: ``c`` is the state's centre, an exponential moving average of the global batch
@@ -185,6 +194,16 @@ def centred(config, z, state, *, trained: bool = True):
     * ``batch``: ``c`` is the global batch's own mean of ``z`` (every device's rows), differentiated
       through when ``trained`` (the mean part of BatchNorm over the global batch); exact across
       devices and under gradient caching, which both see the whole batch's embeddings.
+    * ``batch_norm``: BatchNorm without affine parameters on the head's output (as MoCo v3's and SimCLR
+      v2's projectors end; Ioffe & Szegedy 2015): ``(z - mu_g) / sqrt(var_g + eps)`` per dimension, ``mu_g``
+      and ``var_g`` (biased) the mean and variance of the rows of ``z``'s group ``g``, differentiated when
+      ``trained``. With ``model.norm_splits = S`` the global batch is cut into ``S`` groups of consecutive
+      rows (``groups``: each row's group, default those), SplitBatchNorm's ``S`` virtual devices; MoCo's
+      keys get a random partition instead (:func:`inputs`), which equals shuffling the keys' inputs across
+      the splits before the key encoder and back after (MoCo's ShuffleBN), since every encoder layer before
+      this one is per-example. The statistics sum over every device's rows of a group (``psum``), so the
+      result does not depend on the device count; what the per-example guarantee loses is the same as the
+      batch centre's: each row depends on its group's statistics.
     * ``none``: ``c = 0``.
 
     Under the batch centre no output depends on a constant added to every embedding, so the projection
@@ -202,7 +221,32 @@ def centred(config, z, state, *, trained: bool = True):
     if mode == "batch":
         mean = jax.lax.pmean(jnp.mean(z.astype(jnp.float32), 0), AXIS)
         return z - (mean if trained else jax.lax.stop_gradient(mean)).astype(z.dtype)
+    if mode == "batch_norm":
+        splits = config.model.norm_splits
+        if groups is None:
+            groups = split_groups(z.shape[0], splits)
+        x = z.astype(jnp.float32)
+        count = jax.lax.psum(jax.ops.segment_sum(jnp.ones_like(x[:, :1]), groups, splits), AXIS)
+        group_mean = lambda v: (jax.lax.psum(jax.ops.segment_sum(v, groups, splits), AXIS) / count)[groups]  # noqa: E731
+        mean = group_mean(x)
+        var = group_mean(jnp.square(x - mean))
+        stats = (mean, var) if trained else jax.lax.stop_gradient((mean, var))
+        return ((x - stats[0]) * jax.lax.rsqrt(stats[1] + NORM_EPS)).astype(z.dtype)
     return z
+
+
+def split_groups(rows: int, splits: int, key=None):
+    """``[rows]`` int32 (inside ``shard_map``): the group of each of this device's rows when the global batch
+    (every device's ``rows``, in device order) is cut into ``splits`` groups of equal size: consecutive rows,
+    or with ``key`` (the same on every device) a uniformly random partition into such groups."""
+    devices = jax.lax.axis_size(AXIS)
+    total = rows * devices
+    if total % splits:
+        raise ValueError(f"model.norm_splits={splits} must divide the global batch of {total} rows")
+    position = jax.lax.axis_index(AXIS) * rows + jnp.arange(rows)
+    if key is not None:
+        position = jax.random.permutation(key, total)[position]
+    return (position // (total // splits)).astype(jnp.int32)
 
 
 def make_objective(setup: Setup):
@@ -245,13 +289,18 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
         extra["labels"] = batch["label"]
     fixed = None
     if c.moco.enabled:
-        def key_of(view, k):
-            z = embed(setup.query_model, state["key_params"], view, k)
-            return jax.lax.stop_gradient(centred(c, z, state, trained=False))
+        def key_of(view, which):
+            z = embed(setup.query_model, state["key_params"], view, jax.random.fold_in(k_key, which))
+            groups = None
+            if c.model.centre == "batch_norm" and c.model.norm_splits > 1:
+                # ShuffleBN: the keys' own random partition, the same on every device (no device index in its key)
+                shuffle = jax.random.fold_in(jax.random.key(hp.seed), batch["step"])
+                groups = split_groups(z.shape[0], c.model.norm_splits, jax.random.fold_in(shuffle, which))
+            return jax.lax.stop_gradient(centred(c, z, state, trained=False, groups=groups))
 
-        extra["keys"] = key_of(b, jax.random.fold_in(k_key, 1))
+        extra["keys"] = key_of(b, 1)
         if c.moco.symmetric:
-            extra["keys_2"] = key_of(a, jax.random.fold_in(k_key, 2))
+            extra["keys_2"] = key_of(a, 2)
         else:
             b = extra["keys"]
     if c.negatives.instance:
@@ -328,9 +377,12 @@ CONFIG = {
     "data.view_kwargs": {},          # the view's keyword arguments
     # what is subtracted from the embeddings before the loss normalises them: "batch" (the global batch's own
     # mean, differentiated: exact under sharding and gradient caching), "running" (an EMA of the global batch
-    # means, a constant within a step) or "none" (BENCHMARKS.md: "Negatives beyond the batch")
+    # means, a constant within a step), "batch_norm" (BatchNorm without affine on the head's output) or "none"
+    # (BENCHMARKS.md: "Negatives beyond the batch")
     "model.centre": "batch",
     "model.centre_momentum": 0.9,    # running centre: c <- m c + (1 - m) mean(batch embeddings)
+    "model.norm_splits": 1,          # batch_norm: statistics over this many groups of the global batch
+                                     # (SplitBatchNorm; MoCo's keys get a random partition: ShuffleBN)
     # MoCo (He et al. 2020): keys from a momentum (EMA) copy of the encoder, without gradient
     "moco.enabled": False,
     "moco.momentum": 0.99,           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
@@ -371,5 +423,5 @@ TASK = common.register(common.Task(
     example_inputs=example_inputs, consts=consts, init_state=init_state, make_encode=make_encode,
     make_objective=make_objective, inputs=inputs, after_step=after_step, evaluate=view_eval.evaluate, raw_input=view_eval.raw_input,
     evaluate_members=view_eval.evaluate_members, diagnose=diagnose,
-    output_bias=lambda config: config.model.centre != "batch",  # the batch centre removes any constant
+    output_bias=lambda config: config.model.centre not in ("batch", "batch_norm"),  # they remove any constant
     config=CONFIG, members=MEMBERS, shape_key=shape_key))

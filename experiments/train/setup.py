@@ -33,7 +33,7 @@ def evaluate_members(setups, params) -> list[dict]:
 #: the protocol but the few that only training reads (:data:`TRAINING_ONLY`); a field added to these groups
 #: joins the protocol without a list to update (a hand list here once missed five).
 PROTOCOL_GROUPS = ("task", "data", "model", "eval")
-TRAINING_ONLY = ("eval.at_init", "model.centre_momentum")
+TRAINING_ONLY = ("eval.at_init", "model.centre_momentum", "model.norm_splits")
 
 
 def protocol(config: ml_collections.ConfigDict) -> dict:

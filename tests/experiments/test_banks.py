@@ -89,11 +89,57 @@ def test_the_instance_memory_contrasts_each_anchor_with_its_own_slot_against_m_d
     assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
 
 
+@pytest.mark.parametrize("devices", [1, 2])
+def test_batch_norm_standardises_each_split_and_the_shuffled_partition_is_the_same_on_every_device(devices):
+    """``model.centre='batch_norm'``: ``(z - mu_g) / sqrt(var_g + eps)`` per group of rows (float64 NumPy), the
+    groups ``S`` consecutive blocks of the global batch, or (MoCo's keys) a random partition into such blocks
+    drawn from a key that has no device index; its gradient flows through the statistics. 1 and 2 devices."""
+    b, d, splits = 8, 3, 2
+    c = types.SimpleNamespace(model=types.SimpleNamespace(centre="batch_norm", norm_splits=splits))
+    z = np.random.default_rng(0).normal(size=(b, d)) * np.array([1.0, 3.0, 0.2]) + 5.0
+    w = np.random.default_rng(1).normal(size=(b, d))
+
+    def reference(groups):
+        out = np.empty_like(z)
+        for g in range(splits):
+            rows = groups == g
+            out[rows] = (z[rows] - z[rows].mean(0)) / np.sqrt(z[rows].var(0) + views.NORM_EPS)
+        return out
+
+    def run(key):
+        def f(z, w):
+            groups = views.split_groups(z.shape[0], splits, key)
+            # (this device's share of sum(w * BN(z)); the statistics' psum carries the other devices' back)
+            grad = jax.grad(lambda z: jnp.sum(views.centred(c, z, {}, groups=groups) * w))(z)
+            return (jax.lax.all_gather(groups, parallel.DATA, tiled=True), jax.lax.all_gather(
+                views.centred(c, z, {}, groups=groups, trained=False), parallel.DATA, tiled=True),
+                    jax.lax.all_gather(grad, parallel.DATA, tiled=True))
+        return _shard(f, devices, 2)(jnp.asarray(z, jnp.float32), jnp.asarray(w, jnp.float32))
+
+    for key in (None, jax.random.key(3)):
+        groups, out, grad = map(np.asarray, run(key))
+        assert np.bincount(groups, minlength=splits).tolist() == [b // splits] * splits
+        if key is None:
+            assert groups.tolist() == [0] * 4 + [1] * 4
+        else:  # one permutation of the global batch, whatever the device count
+            assert groups.tolist() == (np.asarray(jax.random.permutation(key, b)) // (b // splits)).tolist()
+        np.testing.assert_allclose(out, reference(groups), rtol=1e-4, atol=1e-5)
+        # the gradient of sum(w * BN(z)) through the statistics (the textbook BatchNorm backward)
+        want = np.empty_like(z)
+        for g in range(splits):
+            rows = groups == g
+            xhat, inv = reference(groups)[rows], 1 / np.sqrt(z[rows].var(0) + views.NORM_EPS)
+            want[rows] = inv * (w[rows] - w[rows].mean(0) - xhat * (w[rows] * xhat).mean(0))
+        np.testing.assert_allclose(grad, want, rtol=1e-3, atol=1e-4)
+
+
 CASES = {
     "memory_batch_centre": {"negatives.memory": 16},
     "moco_symmetric_running_centre": {"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 32,
                                       "moco.symmetric": True, "model.centre": "running"},
     "instance_memory": {"loss.name": "infonce", "negatives.instance": True, "negatives.proximal": 0.5},
+    "moco_shuffle_batch_norm": {"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 32,
+                                "model.centre": "batch_norm", "model.norm_splits": 2},
 }
 #: views without randomness: each device draws its views (and subsets) from its own key, so only deterministic
 #: views give the same batches on 1 and 2 devices

@@ -246,7 +246,8 @@ def test_the_baselines_protocol_holds_every_field_the_evaluation_reads():
         assert T.protocol(changed) != key, field
         assert get_field(changed, field) != get_field(c, field)
     for field, value in (("steps", 9), ("optimizer.learning_rate", 0.5), ("loss.temperature", 0.3), ("seed", 4),
-                         ("eval.at_init", False), ("model.centre_momentum", 0.5), ("negatives.memory", 64)):
+                         ("eval.at_init", False), ("model.centre_momentum", 0.5), ("negatives.memory", 64),
+                         ("model.norm_splits", 2)):
         changed = config("simclr_mnist1d")
         set_field(changed, field, value)
         assert T.protocol(changed) == key, field
