@@ -279,23 +279,43 @@ def apply_fn(model):
     return jax.jit(model.apply)
 
 
-def encode_all(model, params, x, chunk=1024):
-    """``(features, embeddings)`` of every row of ``x``, in chunks."""
-    f = apply_fn(model)
-    outs = [f(params, jnp.asarray(x[i:i + chunk])) for i in range(0, len(x), chunk)]
-    return jnp.concatenate([o[0] for o in outs]), jnp.concatenate([o[1] for o in outs])
+def encode_all(model, params, x, chunk=1024, *, members: bool = False):
+    """``(features, embeddings)`` of every row of ``x [N, ...]``, in chunks of ``chunk`` rows; with ``members``,
+    of ``M`` models at once: ``params`` stacked ``[M, ...]`` and ``x [M, N, ...]`` (each member's own rows),
+    outputs ``[M, N, ...]``."""
+    f, axis = (_vmapped_apply(model), 1) if members else (apply_fn(model), 0)
+    n = x.shape[axis]
+    outs = [f(params, jnp.asarray(x[(slice(None),) * axis + (slice(i, i + chunk),)])) for i in range(0, n, chunk)]
+    return jnp.concatenate([o[0] for o in outs], axis), jnp.concatenate([o[1] for o in outs], axis)
 
 
-#: the representation metrics, jitted once (they are several small ops each; run eagerly, their
-#: dispatch cost more than their arithmetic in every evaluation)
-METRICS = {name: jax.jit(getattr(evaluation, name)) for name in ("alignment", "uniformity", "tolerance", "rankme")}
+@functools.lru_cache(maxsize=16)
+def _vmapped_apply(model):
+    return jax.jit(jax.vmap(model.apply))
+
+
+#: RankMe, jitted once (several small ops; run eagerly, their dispatch cost more than their arithmetic)
+rankme = jax.jit(evaluation.rankme)
+
+
+def pair_metric_values(key, z1, z2, candidates: int) -> dict:
+    """The metrics of matched embedding pairs ``z1[i] <-> z2[i]`` every task reports, traced (scalars):
+    alignment, uniformity and the contrastive accuracy among ``candidates`` (``jax.vmap`` it over members;
+    jitted together, since run eagerly their dispatch cost more than their arithmetic)."""
+    if candidates < 2:
+        raise ValueError(f"the contrastive accuracy needs at least 2 candidates (eval.num_candidates, at most the "
+                         f"{z1.shape[-2]} evaluated pairs), got {candidates}")
+    return {"alignment": evaluation.alignment(z1, z2), "uniformity": evaluation.uniformity(z1),
+            "contrastive_accuracy": evaluation._contrastive_hits(key, z1, z2, candidates)}
+
+
+_pair_metric_values = jax.jit(pair_metric_values, static_argnums=3)
 
 
 def pair_metrics(setup: Setup, z1, z2, key) -> dict:
-    """Metrics of matched embedding pairs ``z1[i] <-> z2[i]`` every task reports."""
+    """:func:`pair_metric_values` of one run, as floats, among ``eval.num_candidates`` (at most ``N``)."""
     m = min(setup.config.eval.num_candidates, z1.shape[0])
-    return {"alignment": float(METRICS["alignment"](z1, z2)), "uniformity": float(METRICS["uniformity"](z1)),
-            "contrastive_accuracy": evaluation.contrastive_accuracy(key, z1, z2, num_candidates=m)}
+    return {name: float(v) for name, v in _pair_metric_values(key, z1, z2, m).items()}
 
 
 def mean_direction(z):

@@ -31,8 +31,8 @@ import numpy as np
 
 from experiments import checks
 from experiments.tasks import common
-from experiments.tasks.common import (AXIS, METRICS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
-                                      pair_metrics, process_batch)
+from experiments.tasks.common import (AXIS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
+                                      pair_metrics, process_batch, rankme)
 from jaxneg import LOSSES, SAMPLERS, evaluation, models, samplers
 from jaxneg._array import l2_normalize
 
@@ -278,7 +278,7 @@ def evaluate(setup: Setup, params) -> dict:
     z2 = zc[test["doc_id"]]  # the corpus is in doc_id order: row = id
     out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup),
                                             relevant=test.get("relevant")))
-    out["rankme"] = float(METRICS["rankme"](zc[: ev.max_examples]))
+    out["rankme"] = float(rankme(zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
 

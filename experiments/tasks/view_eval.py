@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tasks.common import Setup, eval_key, first_rows
+from experiments.tasks.common import Setup, encode_all, eval_key, first_rows, pair_metric_values
 from jaxneg import data, evaluation
 
 
@@ -37,12 +37,12 @@ def evaluate_members(setup: Setup, params, seeds) -> list[dict]:
     # mean's counterpart; the running centre tracks that mean), and with batch_norm divided by its standard
     # deviation (one group: the set). The backbone features h are never centred.
     centre = _centre_fn(c.model.centre)
-    h_te, z_te = _encode_members(setup.query_model, p, identity)
+    encode = lambda x: encode_all(setup.query_model, p, x, members=True)  # noqa: E731  ([M, N, ...] each)
+    h_te, z_te = encode(identity)
     z_te = centre(z_te)
-    out = _metrics(keys, h_te, centre(_encode_members(setup.query_model, p, v1)[1]),
-                   centre(_encode_members(setup.query_model, p, v2)[1]), min(int(ev.num_candidates), len(test["x"])))
+    out = _metrics(keys, h_te, centre(encode(v1)[1]), centre(encode(v2)[1]), min(int(ev.num_candidates), len(test["x"])))
     if "label" in train:
-        h_tr, _ = _encode_members(setup.query_model, p, views(keys, jnp.asarray(train["x"]), False)[0])
+        h_tr, _ = encode(views(keys, jnp.asarray(train["x"]), False)[0])
         y_tr, y_te = jnp.asarray(train["label"]), jnp.asarray(test["label"])
         out["tolerance"] = _tolerance(z_te, y_te)
         out.update(evaluation.classification_hits_members(
@@ -85,27 +85,12 @@ def _views_fn(view: str, kwargs_items: tuple):
     return views
 
 
-def _encode_members(model, params, x, chunk=1024):
-    """``(features, embeddings)`` ``[M, N, ...]`` of each member's rows ``x [M, N, ...]``, in chunks."""
-    f = _vmapped_apply(model)
-    outs = [f(params, x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
-    return jnp.concatenate([o[0] for o in outs], 1), jnp.concatenate([o[1] for o in outs], 1)
-
-
-@functools.lru_cache(maxsize=16)
-def _vmapped_apply(model):
-    return jax.jit(jax.vmap(model.apply))
-
-
 @functools.partial(jax.jit, static_argnums=4)
 def _metrics(keys, h, z1, z2, candidates):
-    """RankMe of the features and the view-pair metrics, vmapped over members (shared by every encoder)."""
-    def one(key, h, z1, z2):
-        return {"rankme": evaluation.rankme(h), "alignment": evaluation.alignment(z1, z2),
-                "uniformity": evaluation.uniformity(z1),
-                "contrastive_accuracy": evaluation._contrastive_hits(key, z1, z2, candidates)}
-
-    return jax.vmap(one)(keys, h, z1, z2)
+    """RankMe of the features and the view-pair metrics (:func:`~experiments.tasks.common.pair_metric_values`),
+    vmapped over members (shared by every encoder)."""
+    return jax.vmap(lambda key, h, z1, z2: {"rankme": evaluation.rankme(h), **pair_metric_values(key, z1, z2, candidates)})(
+        keys, h, z1, z2)
 
 
 _tolerance = jax.jit(jax.vmap(evaluation.tolerance, (0, None)))
