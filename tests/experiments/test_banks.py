@@ -133,13 +133,13 @@ def test_batch_norm_standardises_each_split_and_the_shuffled_partition_is_the_sa
         np.testing.assert_allclose(grad, want, rtol=1e-3, atol=1e-4)
 
 
+#: every bank and every centre once (the batch centre, the default, with the instance memory)
 CASES = {
-    "memory_batch_centre": {"negatives.memory": 16},
-    "moco_symmetric_running_centre": {"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 32,
-                                      "moco.symmetric": True, "model.centre": "running"},
-    "instance_memory": {"loss.name": "infonce", "negatives.instance": True, "negatives.proximal": 0.5},
-    "moco_shuffle_batch_norm": {"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 32,
-                                "model.centre": "batch_norm", "model.norm_splits": 2},
+    "memory_running_centre": {"negatives.memory": 16, "model.centre": "running"},
+    "moco_symmetric_shuffle_batch_norm": {"loss.name": "infonce", "moco.enabled": True, "moco.queue_size": 32,
+                                          "moco.symmetric": True, "model.centre": "batch_norm",
+                                          "model.norm_splits": 2},
+    "instance_memory_batch_centre": {"loss.name": "infonce", "negatives.instance": True, "negatives.proximal": 0.5},
 }
 #: views without randomness: each device draws its views (and subsets) from its own key, so only deterministic
 #: views give the same batches on 1 and 2 devices
