@@ -60,6 +60,25 @@ def metric(df, name, **where):
     return float(rows.value.mean())
 
 
+def mined_config(samplers, arg=None):
+    """The main job's part 3 (:mod:`experiments.configs.quickstart`, ``parts=3``) with ``samplers`` only;
+    ``arg``: any further quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``)."""
+    from experiments.configs import quickstart
+
+    return quickstart.get_config(",".join(filter(None, [f"parts=3,samplers={'-'.join(samplers)}", arg])))
+
+
+def mined_rows(df, points, samplers):
+    """Per ``k > 0`` of part 3's ``points``, in order: ``(k, in-batch MRR@10, {sampler: MRR@10},
+    {sampler: false-negative rate})``, each the mean over the seeds."""
+    ks = sorted({p.config.sampler.num_negatives for p in points if p.config.sampler.num_negatives})
+    base = metric(df, "eval/mrr@10", **{"tags.part": "in-batch"})
+    for k in ks:
+        at = lambda name, s: metric(df, name, **{"tags.part": s, "sampler.num_negatives": k})  # noqa: E731
+        yield k, base, {s: at("eval/mrr@10", s) for s in samplers}, {s: at("eval/false_negative_rate", s)
+                                                                      for s in samplers}
+
+
 def spearman(x, y) -> float:
     import numpy as np
 

@@ -15,29 +15,21 @@ synthetic corpus whose planted duplicates make the false-negative rate of every 
 ``arg``: any quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``).
 """
 
-from experiments.configs import quickstart
-from experiments.reproduce import command, metric, table
+from experiments.reproduce import command, mined_config, mined_rows, table
 
 SAMPLERS = ("hard", "filtered", "oracle")
 
 
 def get_config(arg=None):
-    return quickstart.get_config(",".join(filter(None, [f"parts=3,samplers={'-'.join(SAMPLERS)}", arg])))
+    return mined_config(SAMPLERS, arg)
 
 
 def main():
     import sys
 
     df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
-    ks = sorted({p.config.sampler.num_negatives for p in points if p.config.sampler.num_negatives})
-    base = metric(df, "eval/mrr@10", **{"tags.part": "in-batch"})
-    rows = []
-    for k in ks:
-        m = {s: metric(df, "eval/mrr@10", **{"tags.part": s, "sampler.num_negatives": k}) for s in SAMPLERS}
-        fn = {s: metric(df, "eval/false_negative_rate", **{"tags.part": s, "sampler.num_negatives": k})
-              for s in ("hard", "filtered")}
-        rows.append((k, base, m["hard"], m["filtered"], m["oracle"], fn["hard"], fn["filtered"],
-                     "yes" if m["filtered"] >= m["hard"] else "no"))
+    rows = [(k, base, m["hard"], m["filtered"], m["oracle"], fn["hard"], fn["filtered"],
+             "yes" if m["filtered"] >= m["hard"] else "no") for k, base, m, fn in mined_rows(df, points, SAMPLERS)]
     print(table(["k", "in-batch MRR@10", "raw hard", "denoised (filtered)", "oracle", "FN rate raw",
                  "FN rate denoised", "denoised >= raw (paper: yes)"], rows))
 

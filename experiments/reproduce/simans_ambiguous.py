@@ -14,29 +14,21 @@ mined negatives (the false-negative rate) is known.
 ``arg``: any quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``).
 """
 
-from experiments.configs import quickstart
-from experiments.reproduce import command, metric, table
+from experiments.reproduce import command, mined_config, mined_rows, table
 
 SAMPLERS = ("uniform", "hard", "simans")
 
 
 def get_config(arg=None):
-    return quickstart.get_config(",".join(filter(None, [f"parts=3,samplers={'-'.join(SAMPLERS)}", arg])))
+    return mined_config(SAMPLERS, arg)
 
 
 def main():
     import sys
 
     df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
-    ks = sorted({p.config.sampler.num_negatives for p in points if p.config.sampler.num_negatives})
-    base = metric(df, "eval/mrr@10", **{"tags.part": "in-batch"})
-    rows = []
-    for k in ks:
-        m = {s: metric(df, "eval/mrr@10", **{"tags.part": s, "sampler.num_negatives": k}) for s in SAMPLERS}
-        fn = {s: metric(df, "eval/false_negative_rate", **{"tags.part": s, "sampler.num_negatives": k})
-              for s in ("hard", "simans")}
-        rows.append((k, base, m["uniform"], m["hard"], m["simans"], fn["hard"], fn["simans"],
-                     "yes" if m["simans"] >= m["hard"] else "no"))
+    rows = [(k, base, m["uniform"], m["hard"], m["simans"], fn["hard"], fn["simans"],
+             "yes" if m["simans"] >= m["hard"] else "no") for k, base, m, fn in mined_rows(df, points, SAMPLERS)]
     print(table(["k", "in-batch MRR@10", "uniform", "hardest", "SimANS", "FN rate hardest", "FN rate SimANS",
                  "SimANS >= hardest (paper: yes)"], rows))
 

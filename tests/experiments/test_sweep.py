@@ -341,6 +341,7 @@ def test_results_on_a_directory_without_runs_fail_clearly(tmp_path):
     ("wang_liu_temperature", None, 5), ("debiased_small_batch", None, 8), ("gradcache_table", None, 4),
     ("full_scale", "table=simclr_batch", 6), ("full_scale", "table=debiased_tau_plus", 4),
     ("full_scale", "table=uniformity_temperature", 5), ("wu_memory_bank", None, 4),
+    ("rocketqa_denoised", "seeds=1", 13), ("simans_ambiguous", "mined=0-7,seeds=1", 4),
 ])
 def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     import importlib
@@ -354,6 +355,10 @@ def test_paper_table_sweeps_expand_and_validate(module, arg, count):
     if arg == "table=simclr_batch":  # Table B.1: lr = B / 256 with LARS, 100 epochs of 50,000 images
         assert [(p.config.batch_size, p.config.optimizer.learning_rate) for p in points][-1] == (8192, 32.0)
         assert all(p.config.steps == 100 * 50_000 // p.config.batch_size for p in points)
+    if module in ("rocketqa_denoised", "simans_ambiguous"):  # part 3 with the module's samplers, k = 0 once
+        parts = [p.config.tags.part for p in points]
+        assert parts[0] == "in-batch" and set(parts[1:]) == set(importlib.import_module(
+            f"experiments.reproduce.{module}").SAMPLERS)
     if module == "wu_memory_bank":  # m slots drawn from the instance memory of every example; the last takes them all
         assert [p.config.negatives.subsample for p in points] == [1, 10, 512, 4000 - 1]
         assert all(p.config.negatives.instance and p.config.loss.name == "infonce" for p in points)
