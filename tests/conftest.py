@@ -111,3 +111,24 @@ def finished_sweep(tmp_path_factory):
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return str(d), json.loads((d / "first_summary.json").read_text())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    """What failed, last: after pytest's own summaries (and its durations), the name of each failed
+    test and the last lines of its report (traceback, captured output), just above the closing line,
+    so the end of a CI log says what broke."""
+    result = yield
+    failed = [r for kind in ("failed", "error") for r in terminalreporter.stats.get(kind, [])
+              if getattr(r, "when", "call") in ("setup", "call", "teardown")]
+    if failed:
+        tr = terminalreporter
+        tr.write_sep("=", f"{len(failed)} failed: the end of each report")
+        for r in failed:
+            tr.write_sep("-", f"{r.nodeid} ({r.when})")
+            text = r.longreprtext
+            for title, content in r.sections:
+                text += f"\n--- {title} ---\n{content}"
+            tr.write_line("\n".join(text.rstrip().splitlines()[-40:]))
+        tr.write_sep("=", "failed: " + ", ".join(r.nodeid for r in failed))
+    return result

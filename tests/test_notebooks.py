@@ -1,6 +1,8 @@
 """The notebooks run end to end (on the session's small sweep) and are stored without outputs."""
 
+import os
 import pathlib
+import tempfile
 
 import nbformat
 import pytest
@@ -10,11 +12,17 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def execute(path):
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    # the kernel talks over unix sockets in a directory of its own: the default tcp transport picks five
+    # ports by binding port 0 and closing it, and any other process of the suite can take one before the
+    # kernel binds it (the kernel then dies at start)
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
+        NotebookClient(nb, km=km, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
 

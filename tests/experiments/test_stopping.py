@@ -1,12 +1,15 @@
 """Stop on SIGINT / SIGTERM within seconds (exit 130 / 143, checkpoints kept, no process left), and one
 launch per directory."""
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -112,31 +115,69 @@ def get_config(arg=None):
 """
 
 
+_PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are re-parented to this process, not to init
+
+
+@contextlib.contextmanager
+def _subreaper():
+    """While the block runs, this process adopts the orphans of its descendants, so it can wait for them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {ctypes.get_errno()}")
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _wait_for_group(pgid, limit=120.0):
+    """Wait (blocking, no polling) until every process of group ``pgid`` has exited and been reaped; the
+    names of those still running after ``limit`` seconds, which are then killed (a watchdog, not a
+    clock the test reads: on a quiet machine the group is gone within a second)."""
+    left = []
+
+    def running():
+        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(pgid)], capture_output=True, text=True).stdout
+        return [line for line in ps.splitlines() if line.split()[1:2] and not line.split()[1].startswith("Z")]
+
+    def watchdog():
+        left.extend(running())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    timer = threading.Timer(limit, watchdog)
+    timer.start()
+    try:
+        while True:
+            try:
+                os.waitid(os.P_PGID, pgid, os.WEXITED)
+            except ChildProcessError:  # no child of ours is left in the group ...
+                return left or running()  # ... nor any process that is not ours (a detached parent's child)
+    finally:
+        timer.cancel()
+
+
 def _launch(tmp_path, target, args):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(textwrap.dedent(_SITECUSTOMIZE))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), ROOT]), "JAXNEG_TEST_SIGNAL": target,
            "JAXNEG_TEST_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    ended = time.time()
+    with _subreaper():
+        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        ended = time.time()
+        # every process the command started exits by itself (multiprocessing's resource tracker, say, exits
+        # when the launcher's end of its pipe closes, just after the launcher): as their subreaper, this
+        # process waits for each of them, however loaded the machine is
+        left = _wait_for_group(proc.pid)
     signalled = float((tmp_path / "signalled").read_text())
-    # nothing of the command's process group is left running (a zombie has exited: it waits for a parent
-    # that no longer exists, and a container's init may never reap it). multiprocessing's resource tracker
-    # exits when the launcher's pipe closes, just after the launcher itself: give stragglers 5 s to be gone
-    for _ in range(50):
-        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-        left = [line for line in ps.splitlines() if line.split()[1:2] != [] and not line.split()[1].startswith("Z")]
-        if not left:
-            break
-        time.sleep(0.1)
-    assert not left, ps
+    assert not left, f"still running 120 s after the command exited: {left}"
     return proc.returncode, err, ended - signalled
 
 

@@ -15,9 +15,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for the coordinator, outside the kernel's ephemeral range.
+
+    A port taken with ``bind(("127.0.0.1", 0))`` and closed is free again for any process's next
+    ephemeral port (a gloo connection, a jupyter kernel, another test's client) before the
+    coordinator binds it. The kernel never hands out a port below the ephemeral range, so one
+    found free there stays free until the coordinator takes it.
+    """
+    low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if os.path.exists("/proc/sys/net/ipv4/ip_local_port_range") else 32768
+    start = 10000 + (os.getpid() * 7919) % max(1, low - 10000)  # spread concurrent sessions apart
+    for i in range(low - 10000):
+        port = 10000 + (start - 10000 + i) % (low - 10000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 10000..{low - 1}")
 
 
 @pytest.mark.slow
