@@ -218,13 +218,14 @@ def classification_hits_members(train_x, train_y, test_x, test_y, *, k: int, tem
     return jax.vmap(one)(train_x, test_x)
 
 
-def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None) -> dict:
-    r"""Ranking metrics of a dense retriever with binary relevance by group (or by ``relevant``).
+def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None,
+                      grades=None) -> dict:
+    r"""Ranking metrics of a dense retriever with relevance by group (or by ``relevant`` and ``grades``).
 
     The corpus is ranked by cosine similarity to each query (exact,
     :func:`jaxneg.samplers.hard_topk`) and scored by :func:`ranking_metrics`. Args: queries
     ``[Q, D]``, corpus ``[N, D]``, query_group ``[Q]``, corpus_group ``[N]`` ints, ``relevant``
-    as in :func:`ranking_metrics`.
+    and ``grades`` as in :func:`ranking_metrics`.
     """
     fn = "retrieval_metrics"
     queries = C.as_float_array(fn, "queries", queries, 2, "[Q, D]")
@@ -232,29 +233,35 @@ def retrieval_metrics(queries, corpus, query_group, corpus_group, *, ks=(1, 10, 
     qg = _labels(fn, "query_group", query_group, queries.shape[0])
     cg = _labels(fn, "corpus_group", corpus_group, corpus.shape[0])
     ks = _ks(fn, ks, corpus.shape[0])
-    return ranking_metrics(np.asarray(_nearest(queries, corpus, ks[-1])), qg, cg, ks=ks, relevant=relevant)
+    return ranking_metrics(np.asarray(_nearest(queries, corpus, ks[-1])), qg, cg, ks=ks, relevant=relevant,
+                           grades=grades)
 
 
 def _ks(fn, ks, n) -> list:
     return sorted({min(C.integer(fn, "ks", k, 1), n) for k in ks})
 
 
-def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None) -> dict:
-    r"""Ranking metrics of any retriever's ranked lists, with binary relevance by group.
+def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100), relevant=None, grades=None) -> dict:
+    r"""Ranking metrics of any retriever's ranked lists, as ``trec_eval`` scores them (BEIR's metrics).
 
-    Document ``d`` is relevant to query ``q`` when ``corpus_group[d] == query_group[q]``
-    (a group holds a target and its duplicates), or, with ``relevant [Q, R]`` (corpus rows,
-    padded with -1; a BEIR qrels file), when ``d`` is one of ``relevant[q]``. With ``R_q``
-    relevant documents and
-    ``rel_i`` the relevance at rank ``i`` of ``ranked[q]``:
+    Document ``d`` is relevant to query ``q`` with gain 1 when ``corpus_group[d] ==
+    query_group[q]`` (a group holds a target and its duplicates), or, with ``relevant [Q, R]``
+    (corpus rows, padded with -1; a BEIR qrels file), with gain ``grades[q, j]`` when ``d ==
+    relevant[q, j]`` (``grades [Q, R]``, the qrels' positive scores; default 1). Documents
+    not judged relevant (unjudged, or judged 0) have gain 0. With ``g_i`` the gain at rank ``i``
+    of ``ranked[q]``, ``R_q`` the number of relevant documents and ``g*_1 >= g*_2 >= ...``
+    their gains sorted:
 
-    * ``recall@k = sum_{i<=k} rel_i / R_q``; ``hit@k = [sum_{i<=k} rel_i > 0]``
-    * ``mrr@k = 1 / (first relevant rank)`` within the top ``k`` (0 if none)
-    * ``ndcg@k = sum_{i<=k} rel_i / log2(i+1)  /  sum_{i<=min(k,R_q)} 1 / log2(i+1)``
+    * ``recall@k = #{i <= k: g_i > 0} / R_q``; ``hit@k = [#{i <= k: g_i > 0} > 0]``
+    * ``mrr@k = 1 / (first rank with g_i > 0)`` within the top ``k`` (0 if none)
+    * ``ndcg@k = sum_{i<=k} g_i / log2(i+1)  /  sum_{i<=min(k,R_q)} g*_i / log2(i+1)``
+      (``trec_eval``'s ``ndcg_cut``: linear gains, the ideal from every judged document)
 
-    averaged over queries. Args: ranked ``[Q, K]`` corpus row indices, best first, ``K >=
-    max(ks)`` (``ks`` above the corpus size are clipped to it); query_group ``[Q]``,
-    corpus_group ``[N]`` ints. Shared by :func:`retrieval_metrics` (dense) and :func:`bm25`.
+    averaged over queries; equal to ``pytrec_eval``'s ``ndcg_cut_k``, ``recall_k`` and
+    ``recip_rank`` of the top-``k`` list (tested). Args: ranked ``[Q, K]`` corpus row indices,
+    best first, ``K >= max(ks)`` (``ks`` above the corpus size are clipped to it); query_group
+    ``[Q]``, corpus_group ``[N]`` ints. Shared by :func:`retrieval_metrics` (dense) and
+    :func:`bm25`'s lists.
     """
     fn = "ranking_metrics"
     ranked = np.asarray(ranked)
@@ -271,33 +278,56 @@ def ranking_metrics(ranked, query_group, corpus_group, *, ks=(1, 10, 100), relev
     if ranked.shape[1] < top:
         raise ValueError(f"{fn}: ranked has {ranked.shape[1]} columns, need max(ks)={top}")
     if relevant is None:
-        rel = (cg[ranked[:, :top]] == qg[:, None]).astype(np.float64)
+        if grades is not None:
+            raise ValueError(f"{fn}: grades [Q, R] go with relevant [Q, R]; got grades without relevant")
+        gain = (cg[ranked[:, :top]] == qg[:, None]).astype(np.float64)
         counts = np.bincount(cg, minlength=int(max(cg.max(), qg.max())) + 1)[qg].astype(np.float64)
+        ideal_gains = (np.arange(top)[None, :] < counts[:, None]).astype(np.float64)
     else:
         relevant = np.asarray(relevant)
         if relevant.ndim != 2 or relevant.shape[0] != ranked.shape[0] or relevant.dtype.kind not in "iu":
             raise ValueError(f"{fn}: relevant must be int corpus rows [Q={ranked.shape[0]}, R] (-1 pads), got "
                              f"{relevant.dtype} {list(relevant.shape)}")
         valid = relevant >= 0
-        rel = np.any((ranked[:, :top, None] == relevant[:, None, :]) & valid[:, None, :], -1).astype(np.float64)
+        if grades is None:
+            grades = valid.astype(np.float64)
+        grades = np.asarray(grades, np.float64)
+        if grades.shape != relevant.shape:
+            raise ValueError(f"{fn}: grades must have relevant's shape {list(relevant.shape)}, got {list(grades.shape)}")
+        if np.any(valid & ~(grades > 0)):
+            raise ValueError(f"{fn}: grades of relevant documents must be > 0 (judged-irrelevant documents are "
+                             f"simply left out of relevant)")
+        grades = np.where(valid, grades, 0.0)
+        match = (ranked[:, :top, None] == relevant[:, None, :]) & valid[:, None, :]
+        gain = np.where(match, grades[:, None, :], 0.0).max(-1)
         counts = valid.sum(1).astype(np.float64)
+        ideal_gains = -np.sort(-grades, axis=1)
+        if ideal_gains.shape[1] < top:
+            ideal_gains = np.pad(ideal_gains, ((0, 0), (0, top - ideal_gains.shape[1])))
+        ideal_gains = ideal_gains[:, :top]
     if np.any(counts == 0):
         raise ValueError(f"{fn}: {int(np.sum(counts == 0))} queries have no relevant document in the corpus")
+    rel = gain > 0
     disc = 1.0 / np.log2(np.arange(2, top + 2))
     first = np.where(rel.any(1), np.argmax(rel, 1) + 1, np.inf)
     out = {}
     for k in ks:
         out[f"mrr@{k}"] = float(np.mean(np.where(first <= k, 1.0 / first, 0.0)))
         hits = rel[:, :k].sum(1)
-        ideal = np.cumsum(disc)[np.minimum(k, counts).astype(int) - 1]
         out[f"recall@{k}"] = float(np.mean(hits / counts))
         out[f"hit@{k}"] = float(np.mean(hits > 0))
-        out[f"ndcg@{k}"] = float(np.mean((rel[:, :k] * disc[:k]).sum(1) / ideal))
+        ideal = (ideal_gains[:, :k] * disc[:k]).sum(1)
+        out[f"ndcg@{k}"] = float(np.mean((gain[:, :k] * disc[:k]).sum(1) / ideal))
     return out
 
 
-def bm25(query_tokens, doc_tokens, *, k: int, k1: float = 1.5, b: float = 0.75, pad: int | None = 0):
-    r"""The ``k`` best documents of each query by BM25 over token ids (the lexical baseline).
+#: the analyser :func:`bm25` applies to text (the field's standard, Lucene's English analyser as bm25s and
+#: Pyserini's BEIR baselines run it): lower-case, words of 2+ word characters, English stopwords, Snowball stemmer
+TEXT_ANALYSER = "lower-case, words of 2+ characters, English stopwords, Snowball (English) stemmer"
+
+
+def bm25(queries, docs, *, k: int, k1: float = 1.5, b: float = 0.75, pad: int | None = 0):
+    r"""The ``k`` best documents of each query by BM25: the lexical baseline of a retrieval run.
 
     Lucene's BM25 (Robertson & Zaragoza 2009; the ``bm25s`` package, Lù 2024), for query terms
     ``t`` (each occurrence counted), ``N`` documents, ``df_t`` of them containing ``t``, ``tf``
@@ -308,20 +338,26 @@ def bm25(query_tokens, doc_tokens, *, k: int, k1: float = 1.5, b: float = 0.75, 
 
     (Lucene drops the classic numerator factor ``k1 + 1``, a constant that changes no ranking.)
 
-    Args: query_tokens ``[Q, Lq]`` and doc_tokens ``[N, Ld]`` integer token ids, ``pad``
-    (default 0; ``None``: none) dropped; ``k <= N``. Returns ``(indices [Q, k], scores [Q, k])``,
-    best first. ``bm25s`` was chosen over ``rank_bm25`` by measurement: on the synthetic corpus
-    (4,096 documents, 1,024 queries) it indexes and retrieves in 0.22 s against 3.65 s, with the
-    same MRR@100 (0.933), and it is maintained (BENCHMARKS.md).
+    Args:
+      queries, docs: either text (sequences of ``str``: a BEIR query, a document's title + text),
+        analysed as the field does (:data:`TEXT_ANALYSER`; SciFact: nDCG@10 0.686, as bm25s
+        publishes), or integer token ids ``[Q, Lq]`` / ``[N, Ld]`` (a corpus with no text, such as
+        the synthetic one), ``pad`` (default 0; ``None``: none) dropped.
+      k: documents per query, ``<= N``. k1, b: Lucene's parameters (``k1 >= 0``, ``b in [0, 1]``).
+
+    Returns ``(indices [Q, k], scores [Q, k])``, best first. ``bm25s`` was chosen over ``rank_bm25``
+    by measurement: on the synthetic corpus (4,096 documents, 1,024 queries) it indexes and
+    retrieves in 0.22 s against 3.65 s, with the same MRR@100 (0.933), and it is maintained
+    (BENCHMARKS.md).
     """
     fn = "bm25"
-    q, d = np.asarray(query_tokens), np.asarray(doc_tokens)
-    for name, x in (("query_tokens", q), ("doc_tokens", d)):
-        if x.ndim != 2 or x.dtype.kind not in "iu":
-            raise ValueError(f"{fn}: {name} must be int token ids [n, L], got {x.dtype} {list(x.shape)}")
+    q, d = _bm25_input(fn, "queries", queries), _bm25_input(fn, "docs", docs)
+    if isinstance(q, list) != isinstance(d, list):
+        raise ValueError(f"{fn}: queries and docs must both be text or both be token ids")
+    n = len(d)
     k = C.integer(fn, "k", k, 1)
-    if k > d.shape[0]:
-        raise ValueError(f"{fn}: k={k} exceeds the {d.shape[0]} documents")
+    if k > n:
+        raise ValueError(f"{fn}: k={k} exceeds the {n} documents")
     C.scalar(fn, "k1", k1, low=0.0, low_inclusive=True)
     C.scalar(fn, "b", b, low=0.0, high=1.0, low_inclusive=True)
     import logging
@@ -329,11 +365,33 @@ def bm25(query_tokens, doc_tokens, *, k: int, k1: float = 1.5, b: float = 0.75, 
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    words = lambda rows: [[str(t) for t in row if pad is None or t != pad] for row in rows]  # noqa: E731
+    if isinstance(q, list):
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer("english")
+        words = lambda texts: bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=stemmer,  # noqa: E731
+                                             return_ids=False, show_progress=False)
+    else:
+        words = lambda rows: [[str(t) for t in row if pad is None or t != pad] for row in rows]  # noqa: E731
     index = bm25s.BM25(k1=float(k1), b=float(b), method="lucene")
     index.index(words(d), show_progress=False)
     indices, scores = index.retrieve(words(q), k=k, show_progress=False, n_threads=1)
     return np.asarray(indices, np.int64), np.asarray(scores, np.float32)
+
+
+def _bm25_input(fn, name, x):
+    """Text as a list of str, or token ids as an int array ``[n, L]``."""
+    if isinstance(x, (list, tuple)) and all(isinstance(t, str) for t in x) or \
+            isinstance(x, np.ndarray) and x.dtype.kind in "UO" and x.ndim == 1:
+        texts = [str(t) for t in x]
+        if not texts:
+            raise ValueError(f"{fn}: {name} is empty")
+        return texts
+    x = np.asarray(x)
+    if x.ndim != 2 or x.dtype.kind not in "iu" or not len(x):
+        raise ValueError(f"{fn}: {name} must be text (a sequence of str) or int token ids [n, L], got "
+                         f"{x.dtype} {list(x.shape)}")
+    return x
 
 
 @functools.partial(jax.jit, static_argnums=2)  # compiled once per shape and k, not per call

@@ -50,11 +50,16 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
   queue of ``n`` keys); ``sources``: ``subsampled-memory-queue`` (default) or a subset of them
   (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_temperature`` (0.1);
   ``platform``: ``cpu`` or ``accelerator``, whose defaults (:data:`DEFAULTS`) fill the options not
-  given (default: the platform JAX runs on). Any other ``field=value`` overrides the base config.
+  given (default: the platform JAX runs on). Part 3: ``parts`` (``1-2-3``), ``mined`` (the values of k),
+  ``samplers``, ``retrieval_steps``, ``retrieval_data`` (a BEIR folder; default the synthetic corpus) and
+  ``retrieval_metric``, the y of its fits, tables and figures: ``ndcg@10`` on a BEIR folder (BEIR's metric,
+  graded as trec_eval scores it), ``mrr@10`` on the synthetic corpus (``ndcg@k``, ``mrr@k``, ``recall@k``,
+  ``hit@k`` with k one of the run's ``eval.ks``). Any other ``field=value`` overrides the base config.
 
 See ``BENCHMARKS.md`` for its run time and results.
 """
 
+import re
 from typing import NamedTuple
 
 from experiments.config_lib import apply_arg, arg_options, number, number_list
@@ -106,7 +111,7 @@ def retrieval(data_dir: str = "", steps: int = 100, max_k: int = 15) -> dict:
             "loss.name": "infonce", "loss.temperature": 0.05, "loss.kwargs": {}, "batch_size": 128, "steps": steps,
             "sampler.max_negatives": max_k, "sampler.refresh_every": 25, "sampler.candidates": 64,
             "optimizer.learning_rate": 3e-2, "optimizer.warmup_steps": 10, "log_every": 25, "checkpoint_every": 50,
-            "eval.ks": (1, 10), "eval.max_examples": 1024}
+            "eval.ks": (1, 10, 100) if data_dir else (1, 10), "eval.max_examples": 1024}
 
 
 def _platform() -> str:
@@ -142,6 +147,7 @@ class _Options(NamedTuple):
     retrieval_data: str
     retrieval_steps: int
     samplers: tuple
+    retrieval_metric: str
 
 
 def _options(opts: dict) -> _Options:
@@ -169,7 +175,13 @@ def _options(opts: dict) -> _Options:
         number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart"),
         _list(opts, "mined", int) if "3" in selected else _drop(opts, "mined"), retrieval_data,
         number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
-        tuple(opts.pop("samplers", "-".join(s for s in SAMPLERS if not (retrieval_data and s == "oracle"))).split("-")))
+        tuple(opts.pop("samplers", "-".join(s for s in SAMPLERS if not (retrieval_data and s == "oracle"))).split("-")),
+        opts.pop("retrieval_metric", "ndcg@10" if retrieval_data else "mrr@10"))
+    ks = retrieval(o.retrieval_data)["eval.ks"]
+    if not re.fullmatch(r"(ndcg|mrr|recall|hit)@\d+", o.retrieval_metric) or \
+            int(o.retrieval_metric.split("@")[1]) not in ks:
+        raise ValueError(f"quickstart: retrieval_metric must be ndcg@k, mrr@k, recall@k or hit@k with k in "
+                         f"{'-'.join(map(str, ks))}, got {o.retrieval_metric!r}")
     if not set(o.samplers) <= set(SAMPLERS):
         raise ValueError(f"quickstart: samplers must be some of {'-'.join(SAMPLERS)}, got {'-'.join(o.samplers)!r}")
     if o.mined and (min(o.mined) < 0 or len(set(o.mined)) != len(o.mined)):
@@ -296,7 +308,7 @@ def _part3(o: _Options):
         parts.append(Part(label, {**retrieval(o.retrieval_data, o.retrieval_steps, k_max), **SAMPLERS[label]},
                           grid=seeds, zip={"sampler.num_negatives": drawn}))
     positive = "task == 'pairs' and sampler.num_negatives > 0"
-    analyses = [Analysis(x="sampler.num_negatives", y="eval/mrr@10", group="tags.part", complement=True,
+    analyses = [Analysis(x="sampler.num_negatives", y=f"eval/{o.retrieval_metric}", group="tags.part", complement=True,
                          where=positive, n_bootstrap=100)]
     mining = [s for s in o.samplers if s in ("hard", "filtered", "simans")]
     if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)

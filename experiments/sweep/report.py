@@ -112,6 +112,8 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                                               for name, b in floors.items()
                                               for label, key in (("raw input", "raw_input"),
                                                                  ("untrained encoder", "untrained_encoder"))]), ""]
+        preamble += [f"Raw input of {name}: {note}." for name, b in floors.items()
+                     for note in b.get("raw_input_notes", {}).values()] + [""]
     table_cols = swept + shown + ["collapsed"]
     if len(floors) == 1:  # flag the runs that did not beat the untrained encoder
         untrained = next(iter(floors.values()))["untrained_encoder"]

@@ -105,7 +105,8 @@ class Task:
     ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
     ``refresh_every(config)``                       index) and their period in steps (0: never)
     ``raw_input(setup)``                            the evaluation's metrics of the raw inputs (the
-                                                    baseline a run must beat; {}: none)
+                                                    baseline a run must beat; {}: none), and str
+                                                    notes for the report (``method``: what it is)
     ``evaluate_members(setup, params, seeds)``      :meth:`evaluate` of members stacked ``[M, ...]``
                                                     (seeds ``[M]``) in one vmapped call, a list of
                                                     dicts (None: one member at a time)

@@ -277,7 +277,7 @@ def evaluate(setup: Setup, params) -> dict:
     _, z1 = encode_all(setup.query_model, params["query"], test["tokens"])
     z2 = zc[test["doc_id"]]  # the corpus is in doc_id order: row = id
     out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup),
-                                            relevant=test.get("relevant")))
+                                            relevant=test.get("relevant"), grades=test.get("grades")))
     out["rankme"] = float(rankme(zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
@@ -288,17 +288,38 @@ def _ks(setup: Setup) -> tuple:
 
 
 def raw_input(setup: Setup) -> dict:
-    """The lexical baseline of the evaluation: BM25 (:func:`jaxneg.evaluation.bm25`) of the test
-    queries' tokens against the corpus documents' tokens, with the run's retrieval metrics
-    (``recall@k``, ``hit@k``, ``mrr@K``, ``ndcg@k``). A dense run that does not beat it has not
-    learned more than word overlap."""
-    test = first_rows(setup.test, setup.config.eval.max_examples)
+    """The lexical baseline of the evaluation: BM25 (:func:`jaxneg.evaluation.bm25`, Lucene, ``eval.bm25_k1``,
+    ``eval.bm25_b``) of the test queries against the corpus, with the run's retrieval metrics (``recall@k``,
+    ``hit@k``, ``mrr@k``, ``ndcg@k``). On a BEIR folder it reads the raw text (title + text, full length) with
+    the field's analyser (English stopwords, Snowball stemmer), as the field's BM25 baselines are computed;
+    on a corpus with no text (the synthetic one), the token ids. A dense run that does not beat it has not
+    learned more than word overlap. ``method`` (a note for the report) says which, and for a BEIR folder
+    the share of documents and queries the dense encoder sees cut (``data.config.doc_len`` / ``query_len``)."""
+    c = setup.config
+    test = first_rows(setup.test, c.eval.max_examples)
     corpus = setup.corpus.arrays
-    if "tokens" not in corpus:
-        return {}
     ks = _ks(setup)
-    ranked, _ = evaluation.bm25(test["tokens"], corpus["tokens"], k=max(ks))
-    return evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks, relevant=test.get("relevant"))
+    k1, b = c.eval.bm25_k1, c.eval.bm25_b
+    if c.data.name == "beir":
+        from jaxneg.data import beir
+
+        queries = beir.texts(c.data.data_dir, "queries")
+        ranked, _ = evaluation.bm25([queries[i] for i in test["query"]], beir.texts(c.data.data_dir, "corpus"),
+                                    k=max(ks), k1=k1, b=b)
+        tok = {**beir.DEFAULTS, **c.data.config.to_dict()}
+        cut = lambda x, n: f"{np.mean(x > n):.1%}"  # noqa: E731
+        method = (f"BM25 (bm25s, Lucene, k1 {k1}, b {b}) on the raw text (title + text, full length; "
+                  f"{evaluation.TEXT_ANALYSER}). The dense encoder reads hashed words cut to doc_len "
+                  f"{tok['doc_len']} ({cut(corpus['length'], tok['doc_len'])} of the documents cut) and query_len "
+                  f"{tok['query_len']} ({cut(test['length'], tok['query_len'])} of the test queries cut)")
+    elif "tokens" in corpus:
+        ranked, _ = evaluation.bm25(test["tokens"], corpus["tokens"], k=max(ks), k1=k1, b=b)
+        method = (f"BM25 (bm25s, Lucene, k1 {k1}, b {b}) on the token ids the encoder reads (the corpus has no "
+                  f"text: no stopwords, no stemming)")
+    else:
+        return {}
+    return {**evaluation.ranking_metrics(ranked, test["group"], corpus["group"], ks=ks, relevant=test.get("relevant"),
+                                         grades=test.get("grades")), "method": method}
 
 
 def diagnose(setup: Setup, state, extra, hp) -> dict:
@@ -321,6 +342,8 @@ CONFIG = {
     "sampler.refresh_every": 100,    # hard_topk / simans: re-encode the corpus index every n steps
     "sampler.candidates": 64,        # simans: sample among the top-n mined
     "sampler.kwargs": {},            # the sampler's keyword arguments
+    "eval.bm25_k1": 1.5,             # the lexical baseline's BM25 parameters (Lucene's defaults)
+    "eval.bm25_b": 0.75,
 }
 MEMBERS = (common.MemberField("sampler.num_negatives", "num_negatives", np.int32),)  # of max_negatives: one program
 

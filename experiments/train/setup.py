@@ -57,7 +57,9 @@ def baselines(config: ml_collections.ConfigDict, seeds=None) -> dict:
     setup = build(config)  # (validates first)
     seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
     task = tasks.get(config.task)
-    raw = {f"eval/{k}": float(v) for k, v in task.raw_input(setup).items()}
+    raw = task.raw_input(setup)
+    notes = {k: v for k, v in raw.items() if isinstance(v, str)}  # e.g. "method": what the raw input is
+    raw = {f"eval/{k}": float(v) for k, v in raw.items() if k not in notes}
     per_seed = {}
     for seed in seeds:
         c = config.copy_and_resolve_references()
@@ -67,8 +69,8 @@ def baselines(config: ml_collections.ConfigDict, seeds=None) -> dict:
                           if isinstance(v, (int, float))}
     keys = sorted(set.intersection(*(set(v) for v in per_seed.values())))
     mean = {k: float(np.mean([per_seed[s][k] for s in seeds])) for k in keys}
-    return {"raw_input": raw, "untrained_encoder": mean, "untrained_encoder_seeds": {str(s): v for s, v in per_seed.items()},
-            "protocol": protocol(config)}
+    return {"raw_input": raw, "raw_input_notes": notes, "untrained_encoder": mean,
+            "untrained_encoder_seeds": {str(s): v for s, v in per_seed.items()}, "protocol": protocol(config)}
 
 
 # ----------------------------------------------------------------------------- setup

@@ -112,7 +112,7 @@ def test_bm25_scores_a_tiny_corpus_as_computed_by_hand():
     assert m["recall@1"] == 1.0 and m["mrr@4"] == 1.0
     with pytest.raises(ValueError, match="k=5 exceeds the 4 documents"):
         evaluation.bm25(queries, docs, k=5)
-    with pytest.raises(ValueError, match=r"doc_tokens must be int token ids \[n, L\]"):
+    with pytest.raises(ValueError, match=r"docs must be text \(a sequence of str\) or int token ids \[n, L\]"):
         evaluation.bm25(queries, docs.astype(float), k=2)
     with pytest.raises(ValueError, match="ranked has 1 columns, need max"):
         evaluation.ranking_metrics(idx[:, :1], np.array([1, 3, 1]), np.arange(4), ks=(1, 4))
