@@ -22,6 +22,25 @@ def test_ci_runs_the_readme_test_command_exactly():
     assert command in ci_lines
 
 
+def test_a_failing_suite_ends_with_the_names_and_the_end_of_each_failure(tmp_path):
+    """tests/conftest.py's summary: CI's last lines name the failed tests and show the end of their output."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_x.py").write_text("def test_fine():\n    pass\n\n"
+                                        "def test_broken():\n    print('what it printed')\n    assert 1 == 2, 'the reason'\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-c",
+                          os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_x.py")],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    tail = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"=+ 1 failed, 1 passed in .* =+", tail[-1]), tail[-3:]
+    assert re.fullmatch(r"=+ failed: test_x.py::test_broken =+", tail[-2]), tail[-3:]
+    end = "\n".join(tail[-12:])
+    assert "AssertionError: the reason" in end and "what it printed" in end
+
+
 def test_readme_table_lists_every_registered_loss_and_its_streaming_flag():
     readme = (ROOT / "README.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no)[^|]*\|[^|]*\|$", readme, re.M))

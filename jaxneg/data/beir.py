@@ -19,9 +19,11 @@ title before the text, cut to ``doc_len`` / ``query_len``. :func:`texts` gives t
 + text; the queries) for the lexical baseline, which analyses text as the field does
 (:func:`jaxneg.evaluation.bm25`).
 
-**Cache.** A split is tokenised once: its arrays are stored (``.npz``) under :func:`cache_dir`,
-keyed by the content of the files it reads and the tokenizer's settings, and a later load reads
-them without parsing or tokenising anything (BENCHMARKS.md: a 1 M-document folder).
+**Cache.** A split is tokenised once: its arrays are stored (one ``.npy`` per field) under
+:func:`cache_dir`, keyed by the content of the files it reads and the tokenizer's settings, and a
+later load memory-maps them (read-only) without parsing or tokenising anything (BENCHMARKS.md: a
+1 M-document folder). ``doc_len`` fixes the corpus array at ``N × doc_len`` int32: MS MARCO's 8.8 M
+passages (~56 words) want ``doc_len`` 128, not the default 512 (18 GB).
 
 **Getting data.** :func:`download` fetches and unpacks one of BEIR's published zips (a user with a
 network; nothing here downloads by default).
@@ -189,23 +191,25 @@ def load(folder: str, split: str, *, vocab_size: int = DEFAULTS["vocab_size"], d
     for p in paths:
         if not os.path.exists(p):
             raise ValueError(f"beir: {p} is missing")
-    entry = os.path.join(cache_dir(), _digest(paths, settings), f"{split}.npz")
-    if os.path.exists(entry):
-        try:
-            with np.load(entry) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile):  # a damaged entry: built again below
-            pass
+    entry = os.path.join(cache_dir(), _digest(paths, settings), split)
+    if os.path.isdir(entry):
+        try:  # memory-mapped: a corpus larger than memory is paged in as it is read
+            return {f[:-4]: np.load(os.path.join(entry, f), mmap_mode="r") for f in sorted(os.listdir(entry))
+                    if f.endswith(".npy")}
+        except (OSError, ValueError):  # a damaged entry: built again below
+            shutil.rmtree(entry, ignore_errors=True)
     arrays = _build(folder, split, settings)
     os.makedirs(os.path.dirname(entry), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(entry), suffix=".tmp")
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".{split}-")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, entry)  # whole or not at all, whoever writes it
+        for k, v in arrays.items():
+            np.save(os.path.join(tmp, f"{k}.npy"), v)
+        os.rename(tmp, entry)  # whole or not at all; a concurrent writer's entry wins
+    except OSError:
+        if not os.path.isdir(entry):
+            raise
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
     return arrays
 
 
@@ -214,17 +218,17 @@ def _build(folder: str, split: str, settings: dict) -> dict:
     vocab_size, doc_len, query_len = settings["vocab_size"], settings["doc_len"], settings["query_len"]
     corpus_path = os.path.join(folder, "corpus.jsonl")
     if split == "corpus":
-        tokens, lengths, seen = [], [], set()
-        for n, row in _lines(corpus_path, ("_id", "text")):
+        with open(corpus_path, "rb") as f:  # the rows' count first, so the tokens are written in place
+            rows = sum(1 for line in f if line.strip())
+        tokens, lengths, seen = np.zeros((rows, doc_len), np.int32), np.zeros(rows, np.int32), set()
+        for i, (n, row) in enumerate(_lines(corpus_path, ("_id", "text"))):
             key = str(row["_id"])
             if key in seen:
                 raise ValueError(f"{corpus_path}:{n}: repeated _id {key!r}")
             seen.add(key)
-            ids, words = _tokenize(_doc_text(row), doc_len, vocab_size)
-            tokens.append(ids)
-            lengths.append(words)
-        ids = np.arange(len(tokens), dtype=np.int64)
-        return {"doc_id": ids, "tokens": np.stack(tokens), "group": ids.copy(), "length": np.asarray(lengths, np.int32)}
+            tokens[i], lengths[i] = _tokenize(_doc_text(row), doc_len, vocab_size)
+        ids = np.arange(rows, dtype=np.int64)
+        return {"doc_id": ids, "tokens": tokens, "group": ids.copy(), "length": lengths}
     path = _qrels_path(folder, split)
     docs = _ids(corpus_path)
     queries_path = os.path.join(folder, "queries.jsonl")
