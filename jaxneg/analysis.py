@@ -633,7 +633,8 @@ def plot_name(a: Analysis) -> str:
 
 def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, preamble: Sequence[str] = (),
                  per_group_figures: bool = False, strict: bool = False, say: Callable[[str], None] | None = None,
-                 baselines: Mapping[str, Mapping[str, float]] | None = None, time_account: Mapping[str, float] | None = None,
+                 baselines: Mapping[str, Mapping[str, float]] | Callable | None = None,
+                 time_account: Mapping[str, float] | None = None,
                  timings: dict | None = None) -> str:
     """Fit every analysis on the tidy table ``df``; write ``out/fits.json``, the figures and ``out/report.md``.
 
@@ -645,7 +646,8 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
     ``ValueError`` instead. ``say``: a progress callback. ``baselines`` (``{label: {metric: value}}``,
     e.g. the raw input's and the untrained encoder's, :mod:`experiments.sweep`'s ``baselines.json``) are
     drawn in every figure of a metric they have and stated in its section, with how far each group's best
-    point lies above them (:func:`baseline_report`). The report ends with a ``## Time`` section: the
+    point lies above them (:func:`baseline_report`); a callable ``baselines(analysis)`` gives each analysis
+    its own (a sweep of several evaluation protocols: each analysis is read against the protocol of its runs). The report ends with a ``## Time`` section: the
     seconds of each fit (also put in ``timings``, by heading) and, given ``time_account`` (``{phase:
     seconds}`` of the training), that account. Returns the report's path.
     """
@@ -660,7 +662,8 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
         head = f"### {a.heading()}\n\n"
         t_fit = time.perf_counter()
-        floor = ((baselines or {}).get(FLOOR) or {}).get(a.y) if a.complement else None
+        own = (baselines(a) if callable(baselines) else baselines) or {}
+        floor = (own.get(FLOOR) or {}).get(a.y) if a.complement else None
         try:
             fits = a.fit(df, floor=floor)
         except ValueError as e:
@@ -668,7 +671,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 raise
             sections.append(head + f"not fitted: {e}\n")
             continue
-        floors = {k: float(v[a.y]) for k, v in (baselines or {}).items() if a.y in v}
+        floors = {k: float(v[a.y]) for k, v in own.items() if a.y in v}
         title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
         figures = []
         for part in ([[gf] for gf in fits] if per_group_figures else [fits]):

@@ -115,21 +115,44 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
         preamble += [f"Raw input of {name}: {note}." for name, b in floors.items()
                      for note in b.get("raw_input_notes", {}).values()] + [""]
     table_cols = swept + shown + ["collapsed"]
-    if len(floors) == 1:  # flag the runs that did not beat the untrained encoder
-        untrained = next(iter(floors.values()))["untrained_encoder"]
-        below = [m for m in shown if m in untrained]
-        wide["below untrained encoder"] = [", ".join(m.split("/")[-1] for m in below if row[m] < untrained[m]) or "-"
-                                           for _, row in wide.iterrows()]
+    protocol_of = run_protocols(runs_dir, list(table.run), floors)
+    if floors:  # flag the runs that did not beat the untrained encoder of their own protocol
+        def below(row):
+            untrained = floors.get(protocol_of.get(row["run"]), {}).get("untrained_encoder", {})
+            return ", ".join(m.split("/")[-1] for m in shown
+                             if m in untrained and np.isfinite(row[m]) and row[m] < untrained[m]) or "-"
+        wide["below untrained encoder"] = [below(row) for _, row in wide.iterrows()]
         table_cols.append("below untrained encoder")
     preamble += ["## Runs", "", _markdown(wide[table_cols]), ""]
-    per_label = {}
-    if len(floors) == 1:
-        b = next(iter(floors.values()))
-        per_label = {"raw input": b["raw_input"], "untrained encoder": b["untrained_encoder"]}
+
+    def baselines_of(a) -> dict:
+        """The baselines of the protocol every run of analysis ``a`` shares ({} if its runs span several)."""
+        names = {protocol_of.get(r) for r in results.where(df, a.where).run.unique()}
+        if len(names) != 1 or None in names:
+            return {}
+        b = floors[names.pop()]
+        return {"raw input": b["raw_input"], "untrained encoder": b["untrained_encoder"]}
+
     programs = program_accounts(runs_dir, list(table.run))
     return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
-                                 preamble=preamble, say=_say if verbose else None, baselines=per_label,
+                                 preamble=preamble, say=_say if verbose else None, baselines=baselines_of,
                                  time_account=_phase_sums(programs) if programs else None, timings=timings)
+
+
+def run_protocols(runs_dir: str, names, floors: dict) -> dict:
+    """``{run: name of its protocol in baselines.json}``: the entry whose ``protocol`` equals the one of the
+    run's ``config.json`` (:func:`experiments.train.protocol_of_json`); runs of no recorded protocol are left
+    out."""
+    canon = lambda p: json.dumps(json.loads(json.dumps(p, default=str)), sort_keys=True)  # noqa: E731
+    by_protocol = {canon(b["protocol"]): name for name, b in floors.items() if "protocol" in b}
+    out = {}
+    for name in names:
+        path = os.path.join(runs_dir, name, rundir.CONFIG)
+        if os.path.exists(path):
+            key = canon(train.protocol_of_json(rundir.read_json(path)))
+            if key in by_protocol:
+                out[name] = by_protocol[key]
+    return out
 
 
 MEAN_NORM = "eval/embedding_mean_norm"

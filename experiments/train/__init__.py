@@ -62,10 +62,10 @@ from experiments.train.members import (_member, _padded_shapes, _stack,  # noqa:
                                        traced_loss_kwargs)
 from experiments.train.outputs import Clock, check_workdir, read_result, write_result
 from experiments.train.setup import (PROTOCOL_GROUPS, TRAINING_ONLY, baselines, build, evaluate, evaluate_members,
-                                     protocol)
+                                     protocol, protocol_of_json)
 from experiments.train.step import make_optimizer, make_step
 
-__all__ = ["train", "train_group", "baselines", "protocol", "group_key", "MEMBER_FIELDS", "MEMBERS", "MemberField",
+__all__ = ["train", "train_group", "baselines", "protocol", "protocol_of_json", "group_key", "MEMBER_FIELDS", "MEMBERS", "MemberField",
            "HParams", "hparams", "hparams_type", "make_hp", "members", "step_config", "build", "init_params", "evaluate", "evaluate_members", "make_optimizer",
            "make_step", "Setup", "NonFiniteLoss", "enable_compilation_cache", "step_width", "Clock", "check_workdir",
            "read_result", "write_result", "traced_loss_kwargs", "PROTOCOL_GROUPS", "TRAINING_ONLY"]

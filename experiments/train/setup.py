@@ -39,7 +39,12 @@ TRAINING_ONLY = ("eval.at_init", "model.centre_momentum", "model.norm_splits")
 def protocol(config: ml_collections.ConfigDict) -> dict:
     """The fields of ``config`` that fix what its evaluation and its raw-input view measure: every field of
     :data:`PROTOCOL_GROUPS` but :data:`TRAINING_ONLY`. Runs with equal protocols share their baselines."""
-    flat = rundir.flat(config_json(config))
+    return protocol_of_json(config_json(config))
+
+
+def protocol_of_json(config: dict) -> dict:
+    """:func:`protocol` of a config as plain JSON data (a run's ``config.json``)."""
+    flat = rundir.flat(config)
     inside = lambda f, groups: any(f == g or f.startswith(g + ".") for g in groups)  # noqa: E731
     return {f: v for f, v in flat.items() if inside(f, PROTOCOL_GROUPS) and not inside(f, TRAINING_ONLY)}
 

@@ -526,3 +526,40 @@ def test_workers_on_one_accelerator_share_its_memory(monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # no preallocation: nothing to share
     S.share_device_memory(2)
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+
+
+def test_each_analysis_and_each_run_is_read_against_its_own_protocols_baselines(finished_sweep, tmp_path):
+    """A sweep of two evaluation protocols (as README command 1's MNIST-1D and retrieval parts): every run is
+    flagged against its own protocol's untrained encoder, and each analysis whose runs share a protocol draws
+    and states that protocol's baselines; one that spans both states none."""
+    from experiments.sweep import report
+
+    src, _ = finished_sweep
+    d = tmp_path / "copy"
+    shutil.copytree(src, d)
+    floors = json.load(open(d / "baselines.json"))
+    (a_name, a), = floors.items()
+    b_runs = [r for r in os.listdir(d / "runs") if r.startswith("temperature=0.5")]
+    for r in b_runs:  # these runs now belong to another protocol: another dataset size
+        cfg = json.load(open(d / "runs" / r / "config.json"))
+        cfg["data"]["config"]["num_samples"] = 601
+        (d / "runs" / r / "config.json").write_text(json.dumps(cfg))
+    protocol_b = {**a["protocol"], "data.config.num_samples": 601}
+    knn = "eval/knn_accuracy"
+    floors = {a_name: {**a, "untrained_encoder": {knn: 0.0}, "raw_input": {knn: 0.01}},
+              "mnist1d#2": {**a, "protocol": protocol_b, "untrained_encoder": {knn: 0.99}, "raw_input": {knn: 0.98}}}
+    (d / "baselines.json").write_text(json.dumps(floors))
+    assert report.run_protocols(str(d / "runs"), sorted(os.listdir(d / "runs")), floors) == {
+        r: ("mnist1d#2" if r in b_runs else a_name) for r in os.listdir(d / "runs")}
+    only_b = S.Analysis(x="batch_size", y=knn, complement=True, n_bootstrap=4, keep_below_floor=True,
+                        where="loss.temperature == 0.5")
+    both = S.Analysis(x="batch_size", y=knn, group="loss.temperature", complement=True, n_bootstrap=4,
+                      keep_below_floor=True)
+    text = open(report.analyze(small_sweep(analyses=(only_b, both)), str(d))).read()
+    runs = text.split("## Runs", 1)[1].split("## Fits", 1)[0]
+    for line in runs.splitlines()[2:]:
+        if line.startswith("|"):
+            assert line.rstrip(" |").endswith("knn_accuracy") == ("| 0.5 |" in line), line  # flagged: protocol B only
+    first, second = text.split("## Fits", 1)[1].split("\n### ")[1:3]
+    assert "Baselines of the same protocol: raw input 0.98, untrained encoder 0.99" in first  # protocol B's
+    assert "Baselines of the same protocol" not in second
