@@ -225,9 +225,12 @@ def get_config(arg=None):
         grid=grid,
         zip=zipped,
         parts=tuple(parts),
-        columns={"negatives_per_anchor": "negatives.subsample or (moco.queue_size if moco.enabled else "
+        # (pairs: the B - 1 other in-batch documents plus the k drawn or mined per query)
+        columns={"negatives_per_anchor": "batch_size - 1 + sampler.num_negatives if task == 'pairs' else "
+                                         "negatives.subsample or (moco.queue_size if moco.enabled else "
                                          "2 * batch_size - 2 + negatives.memory)",
-                 "negatives_from": "'subsampled' if negatives.subsample else 'memory' if negatives.memory else "
+                 "negatives_from": "(tags.part or sampler.name or 'batch') if task == 'pairs' else 'subsampled' if "
+                                   "negatives.subsample else 'memory' if negatives.memory else "
                                    "'queue' if moco.enabled else 'batch'"},
         analyses=tuple(analyses),
         description=description,

@@ -280,6 +280,10 @@ def test_the_quickstart_defaults_and_arguments():
     assert sorted(len(g) for g in S.plan(part3)) == [2] + [8] * 5  # (k = 0, in-batch only, runs once)
     assert {p.config.tags.part for p in part3} == {"in-batch", *quickstart.SAMPLERS}
     assert sorted({p.config.sampler.num_negatives for p in part3}) == [0, 1, 3, 7, 15]
+    for p in part3:  # the B - 1 other in-batch documents plus k drawn or mined, from the part's sampler
+        row = S.columns_row(cpu, p.config)
+        assert row["negatives_per_anchor"] == p.config.batch_size - 1 + p.config.sampler.num_negatives
+        assert row["negatives_from"] == p.config.tags.part
     assert all(p.config.sampler.max_negatives == 15 for p in part3 if p.config.tags.part != "in-batch")
     # parts= and batches= / negatives= / mined= select parts, sources= picks the sources
     only2 = quickstart.get_config("platform=cpu,parts=2,seeds=2")
@@ -292,12 +296,16 @@ def test_the_quickstart_defaults_and_arguments():
     only3 = quickstart.get_config("platform=cpu,parts=3,samplers=hard-oracle,mined=0-7")
     assert [p.label for p in only3.parts] == ["in-batch", "hard", "oracle"]
     assert [a.y for a in only3.analyses] == ["eval/mrr@10", "eval/false_negative_rate"]
+    beir = quickstart.get_config("platform=cpu,parts=3,mined=0-7,retrieval_data=/data/scifact")
+    assert beir.analyses[0].y == "eval/ndcg@10" and all(p.overrides["eval.ks"] == (1, 10, 100) for p in beir.parts)
+    assert quickstart.get_config("platform=cpu,parts=3,retrieval_metric=recall@10").analyses[0].y == "eval/recall@10"
     sub = quickstart.get_config("platform=cpu,parts=2,sources=subsampled,negatives=1-3-15-63-255-1023,neg_batch=256")
     assert [p.label for p in sub.parts] == ["subsampled"] and sub.parts[0].zip == {"negatives.subsample": (1, 3, 15, 63, 255)}
     for arg, match in (("negatives=1-300", "between the full batch"), ("sources=fifo", "sources must be"),
                        ("batches=,negatives=,mined=", "nothing to run"), ("sources=memory,negatives=1-3", "no value of"),
                        ("parts=4", "parts must be some of"), ("samplers=hardest", "samplers must be some of"),
-                       ("mined=3-3", "distinct counts")):
+                       ("mined=3-3", "distinct counts"), ("parts=3,retrieval_metric=ndcg@100", "k in 1-10"),
+                       ("parts=3,retrieval_metric=map@10", "retrieval_metric must be")):
         with pytest.raises(ValueError, match=match):
             quickstart.get_config("platform=cpu," + arg)
 
