@@ -249,7 +249,7 @@ def _part1(o: _Options):
         zipped = {"batch_size": o.batches, "steps": tuple(max(1, round(o.epochs * NUM_TRAIN / b)) for b in o.batches)}
         what = f"{o.epochs:g} epochs per run (steps = epochs * {NUM_TRAIN} / batch)"
     analyses = [Analysis(x="batch_size", y=y, group="loss.temperature", complement=True,
-                         where="negatives_from == 'batch'") for y in ("eval/knn_accuracy", "eval/linear_probe_accuracy")]
+                         where="task == 'views' and negatives_from == 'batch'") for y in ("eval/knn_accuracy", "eval/linear_probe_accuracy")]
     return grid, zipped, [], analyses, (f" Part 1, SimCLR (NT-Xent) on MNIST-1D: batch size {list(o.batches)} x "
                                         f"temperature {list(o.temperatures)}, {what}, {o.seeds} seed(s) per point.")
 
@@ -283,7 +283,7 @@ def _part2(o: _Options):
                          f"sources {list(o.sources)} at neg_batch={b} (subsampled: n <= {full}; memory: "
                          f"n >= {full + b}; queue: n >= {2 * b})")
     analyses = [Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from", complement=True,
-                         where="negatives_from != 'batch'")]
+                         where="task == 'views' and negatives_from != 'batch'")]
     text = (f" Part 2, negatives per anchor n at a fixed batch B = {b} (NT-Xent, tau = "
             f"{o.neg_temperature}, {steps} steps, {o.seeds} seed(s) per point): "
             + "; ".join(f"{s} n in {by_source[s]}" for s in o.sources if by_source[s])

@@ -571,3 +571,31 @@ def test_each_analysis_and_each_run_is_read_against_its_own_protocols_baselines(
     first, second = text.split("## Fits", 1)[1].split("\n### ")[1:3]
     assert "Baselines of the same protocol: raw input 0.98, untrained encoder 0.99" in first  # protocol B's
     assert "Baselines of the same protocol" not in second
+
+
+def test_each_analysis_of_the_main_job_reads_runs_of_one_protocol():
+    """README command 1 spans two evaluation protocols (MNIST-1D, the retrieval corpus): each analysis must
+    select runs of one, or the report can draw no baseline for it and flag none of its runs."""
+    import pandas as pd
+
+    from experiments.configs import quickstart
+
+    for arg in ("platform=cpu", "platform=accelerator"):
+        spec = quickstart.get_config(arg)
+        rows = []
+        for p in S.expand(spec):
+            flat = results_flat(p.config)
+            rows.append({**flat, **S.columns_row(spec, p.config), "run": p.name,
+                         "protocol": json.dumps(T.protocol(p.config), sort_keys=True, default=str)})
+        table = pd.DataFrame(rows)
+        assert table.protocol.nunique() == 2
+        for a in spec.analyses:
+            chosen = results.where(table, a.where)
+            assert len(chosen) and chosen.protocol.nunique() == 1, (arg, a.heading())
+
+
+def results_flat(config):
+    from experiments import config_lib
+    from jaxneg import rundir
+
+    return rundir.flat(config_lib.config_json(config))
