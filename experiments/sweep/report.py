@@ -123,7 +123,7 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                              if m in untrained and np.isfinite(row[m]) and row[m] < untrained[m]) or "-"
         wide["below untrained encoder"] = [below(row) for _, row in wide.iterrows()]
         table_cols.append("below untrained encoder")
-    preamble += ["## Runs", "", _markdown(wide[table_cols]), ""]
+    preamble += ["## Runs", ""] + _runs_tables(wide, table_cols, swept, protocol_of)
 
     def baselines_of(a) -> dict:
         """The baselines of the protocol every run of analysis ``a`` shares ({} if its runs span several)."""
@@ -137,6 +137,22 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
                                  preamble=preamble, say=_say if verbose else None, baselines=baselines_of,
                                  time_account=_phase_sums(programs) if programs else None, timings=timings)
+
+
+def _runs_tables(wide, cols, swept, protocol_of) -> list:
+    """The runs table's lines: one table, or with runs of several protocols one per protocol, each with only
+    the swept fields that vary among its runs and the metrics they have (a sweep of MNIST-1D and retrieval
+    runs would otherwise be one table of every field of both)."""
+    names = [protocol_of.get(r, "other") for r in wide.run]
+    if len(set(names)) < 2:
+        return [_markdown(wide[cols]), ""]
+    out = []
+    for name in dict.fromkeys(names):
+        part = wide[[n == name for n in names]]
+        keep = [c for c in cols if (c not in swept or part[c].astype(str).nunique() > 1)
+                and not (part[c].dtype.kind == "f" and part[c].isna().all())]
+        out += [f"### {name} ({len(part)} runs)", "", _markdown(part[keep]), ""]
+    return out
 
 
 def run_protocols(runs_dir: str, names, floors: dict) -> dict:

@@ -565,9 +565,10 @@ def test_each_analysis_and_each_run_is_read_against_its_own_protocols_baselines(
                       keep_below_floor=True)
     text = open(report.analyze(small_sweep(analyses=(only_b, both)), str(d))).read()
     runs = text.split("## Runs", 1)[1].split("## Fits", 1)[0]
-    for line in runs.splitlines()[2:]:
-        if line.startswith("|"):
-            assert line.rstrip(" |").endswith("knn_accuracy") == ("| 0.5 |" in line), line  # flagged: protocol B only
+    assert f"### {a_name} (3 runs)" in runs and "### mnist1d#2 (3 runs)" in runs  # one table per protocol
+    for name, flagged in ((a_name, False), ("mnist1d#2", True)):  # flagged against its own untrained encoder
+        rows = [l for l in runs.split(f"### {name} (")[1].split("###")[0].splitlines()[4:] if l.startswith("|")]
+        assert len(rows) == 3 and all(l.rstrip(" |").endswith("knn_accuracy") == flagged for l in rows), rows
     first, second = text.split("## Fits", 1)[1].split("\n### ")[1:3]
     assert "Baselines of the same protocol: raw input 0.98, untrained encoder 0.99" in first  # protocol B's
     assert "Baselines of the same protocol" not in second
