@@ -43,6 +43,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import warnings
 import zipfile
 import zlib
 
@@ -199,17 +200,20 @@ def load(folder: str, split: str, *, vocab_size: int = DEFAULTS["vocab_size"], d
         except (OSError, ValueError):  # a damaged entry: built again below
             shutil.rmtree(entry, ignore_errors=True)
     arrays = _build(folder, split, settings)
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".{split}-")
+    tmp = None
     try:
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".{split}-")
         for k, v in arrays.items():
             np.save(os.path.join(tmp, f"{k}.npy"), v)
         os.rename(tmp, entry)  # whole or not at all; a concurrent writer's entry wins
-    except OSError:
-        if not os.path.isdir(entry):
-            raise
+    except OSError as e:
+        if not os.path.isdir(entry):  # a read-only or full cache: the arrays are still good
+            warnings.warn(f"beir: could not cache {split} of {folder} in {cache_dir()} ({e}); it will be "
+                          f"tokenised again next time (set JAXNEG_DATA_DIR to a writable folder)", stacklevel=2)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return arrays
 
 

@@ -124,6 +124,11 @@ def test_a_split_is_tokenised_once_and_its_cache_follows_the_content_and_the_set
     assert calls == ["test", "test"]
     np.testing.assert_array_equal(changed["relevant"], [[0]])
     np.testing.assert_array_equal(changed["grades"], [[3]])
+    (tmp_path / "blocked").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("JAXNEG_DATA_DIR", str(tmp_path / "blocked"))
+    with pytest.warns(UserWarning, match="could not cache test"):  # an unwritable cache: loaded all the same
+        uncached = beir.load(folder, "test", doc_len=6)
+    np.testing.assert_array_equal(uncached["grades"], [[3]])
 
 
 def test_bm25_on_text_uses_the_standard_analyser():
