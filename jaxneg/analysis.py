@@ -64,6 +64,8 @@ class Analysis:
     holdout: bool = True
     loss: str = "mse_log"
     keep_below_floor: bool = False
+    control: str = ""        # an expression selecting the control runs (e.g. k = 0): paired differences from them
+    pair_by: str = "seed"    # the column that pairs a run with its control (arms that share a seed)
 
     @property
     def label(self) -> str:
@@ -556,6 +558,43 @@ def points_report(fits: Sequence[GroupFit], *, x, group: str | None, complement:
     return "\n".join(lines)
 
 
+def paired_report(df, a: "Analysis") -> str:
+    """Each arm against its control, run by run: for every group and ``x``, the differences ``y(run) -
+    y(control)`` between each run and the control run that shares its ``a.pair_by`` value (the same seed: the
+    same initialisation and data order), their mean ± sd, and how many agree in sign with the mean. Arms
+    compared by their paired differences, not by overlapping means; ``*`` marks a difference a paired
+    t-test rejects (two-sided, 95 %: ``|mean| > t_{0.975, n-1} sd / sqrt(n)``; with 2 seeds that needs
+    ``|mean| > 9 sd``). "" without ``a.control``."""
+    if not a.control or not isinstance(a.x, str):
+        return ""
+    from scipy import stats
+
+    rows = df[df.metric == a.y]
+    arms, controls = results.where(rows, a.where), results.where(rows, a.control)
+    if not len(arms) or not len(controls) or a.pair_by not in rows:
+        return f"Paired differences: no runs of the control (`{a.control}`) or of the arms to pair."
+    ref = controls.groupby(a.pair_by).value.agg(["mean", "size"])
+    if (ref["size"] > 1).any():
+        return f"Paired differences: the control (`{a.control}`) has several runs per {a.pair_by}; nothing paired."
+    ref = ref["mean"]
+    cells, groups, xs = {}, [], sorted(arms[a.x].unique())
+    for g, part in (arms.groupby(a.group, dropna=False) if a.group else [(None, arms)]):
+        groups.append(g)
+        for v, at in part.groupby(a.x):
+            d = np.array([r.value - ref[r[a.pair_by]] for _, r in at.iterrows() if r[a.pair_by] in ref.index])
+            if len(d):
+                sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+                agree = int(np.sum(np.sign(d) == np.sign(d.mean())))
+                clear = len(d) > 1 and (sd == 0 and d.mean() != 0 or sd > 0 and abs(d.mean()) > stats.t.ppf(
+                    0.975, len(d) - 1) * sd / np.sqrt(len(d)))  # a paired t-test, two-sided, 95 %
+                cells[(g, v)] = f"{d.mean():+.4g} ± {sd:.2g} ({agree}/{len(d)}){' *' if clear else ''}"
+    head = [a.xname] + [plain(g) if g is not None else "all" for g in groups]
+    table = markdown_table(head, [[f"{v:g}"] + [cells.get((g, v), "-") for g in groups] for v in xs])
+    return (f"Paired differences from the control (`{a.control}`, the run with the same {a.pair_by}), in "
+            f"{a.y}'s units: mean ± sd over the pairs (pairs agreeing in sign / pairs); * where a paired t-test "
+            f"(two-sided, 95 %) rejects no difference:\n\n" + table)
+
+
 def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bootstrap: int) -> str:
     """A markdown section for the fits: every parameter with its interval, points, holdout ARE, warnings.
 
@@ -669,7 +708,8 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
         except ValueError as e:
             if strict:
                 raise
-            sections.append(head + f"not fitted: {e}\n")
+            paired = paired_report(df, a)
+            sections.append(head + f"not fitted: {e}\n" + (f"\n{paired}\n" if paired else ""))
             continue
         floors = {k: float(v[a.y]) for k, v in own.items() if a.y in v}
         title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
@@ -693,6 +733,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
         sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
                         + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
+                        + (f"\n\n{paired}" if (paired := paired_report(df, a)) else "")
                         + "\n\n" + "\n".join(figures) + "\n")
         timings[a.heading()] = time.perf_counter() - t_fit
     rundir.write_json(os.path.join(out, FITS), fits_json)
@@ -774,6 +815,7 @@ def main(argv=None) -> int:
 
 
 __all__ = ["Analysis", "GroupFit", "file_stem", "fit_groups", "fit_report", "law_text", "main", "markdown_table",
+           "paired_report",
            "plain", "plot_fits", "plot_name", "write_report"]
 
 

@@ -340,3 +340,26 @@ def test_the_saturation_test_and_the_residuals_and_the_floor():
         [kept], {}, x="x", group=None, complement=True)
     a = analysis.Analysis(x="x", y="eval/acc", complement=True, n_bootstrap=0, keep_below_floor=True)
     assert len(a.fit(rising, floor=0.5)[0].x) == len(rising)
+
+
+def test_arms_are_read_by_their_paired_differences_from_the_control():
+    """Two arms and a control, three seeds: the seed effect (shared by every arm of a seed) cancels in the
+    paired differences, which a comparison of means would drown; the t-test marks only the clear one."""
+    import pandas as pd
+
+    from jaxneg import analysis
+
+    seed_effect = {0: 0.0, 1: 0.2, 2: -0.15}
+    rows = [{"run": f"c{s}", "seed": s, "k": 0, "arm": "control", "metric": "eval/acc", "value": 0.5 + e}
+            for s, e in seed_effect.items()]
+    for s, e in seed_effect.items():
+        rows.append({"run": f"a{s}", "seed": s, "k": 4, "arm": "a", "metric": "eval/acc",
+                     "value": 0.5 + e + 0.03 + 0.001 * s})           # +0.030, +0.031, +0.032: clear
+        rows.append({"run": f"b{s}", "seed": s, "k": 4, "arm": "b", "metric": "eval/acc",
+                     "value": 0.5 + e + (0.02, -0.01, 0.005)[s]})     # signs disagree: not clear
+    a = analysis.Analysis(x="k", y="eval/acc", group="arm", where="k > 0", control="k == 0")
+    text = analysis.paired_report(pd.DataFrame(rows), a)
+    assert "| 4 | +0.031 ± 0.001 (3/3) * | +0.005 ± 0.015 (2/3) |" in text, text
+    assert analysis.paired_report(pd.DataFrame(rows), analysis.Analysis(x="k", y="eval/acc")) == ""
+    two = pd.DataFrame(rows + [{**rows[0], "run": "c0bis"}])  # two controls of seed 0: no pairing
+    assert "several runs per seed" in analysis.paired_report(two, a)

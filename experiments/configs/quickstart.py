@@ -282,8 +282,10 @@ def _part2(o: _Options):
         raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, o.negatives))} belongs to the "
                          f"sources {list(o.sources)} at neg_batch={b} (subsampled: n <= {full}; memory: "
                          f"n >= {full + b}; queue: n >= {2 * b})")
+    control = (f"task == 'views' and negatives_from == 'subsampled' and negatives_per_anchor == {full}"
+               if full in by_source.get("subsampled", ()) else "")  # the full batch: every arm's control
     analyses = [Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from", complement=True,
-                         where="task == 'views' and negatives_from != 'batch'")]
+                         where="task == 'views' and negatives_from != 'batch'", control=control)]
     text = (f" Part 2, negatives per anchor n at a fixed batch B = {b} (NT-Xent, tau = "
             f"{o.neg_temperature}, {steps} steps, {o.seeds} seed(s) per point): "
             + "; ".join(f"{s} n in {by_source[s]}" for s in o.sources if by_source[s])
@@ -312,7 +314,8 @@ def _part3(o: _Options):
                           grid=seeds, zip={"sampler.num_negatives": drawn}))
     positive = "task == 'pairs' and sampler.num_negatives > 0"
     analyses = [Analysis(x="sampler.num_negatives", y=f"eval/{o.retrieval_metric}", group="tags.part", complement=True,
-                         where=positive, n_bootstrap=100)]
+                         where=positive, n_bootstrap=100,
+                         control="task == 'pairs' and sampler.num_negatives == 0" if 0 in o.mined else "")]
     mining = [s for s in o.samplers if s in ("hard", "filtered", "simans")]
     if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)
         analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
