@@ -13,7 +13,7 @@ import pytest
 
 from experiments import sweep as S
 from experiments import train as T
-from jaxneg import analysis, results
+from jaxneg import analysis, results, scaling
 from tests.experiments.helpers import SMALL_SWEEP, config, small_sweep
 
 def test_expand_takes_the_grid_product_and_zips_fields_together():
@@ -392,14 +392,14 @@ def test_the_report_gives_every_parameter_an_interval_and_says_what_the_data_can
 def test_intervals_contain_the_estimate_and_bands_stay_in_range(monkeypatch):
     rows = [{"run": str(b), "metric": "eval/acc", "value": 1 - (0.1 + 2.0 * b ** -0.5), "step": 1, "batch_size": b}
             for b in (8, 16, 32, 64, 128)]
-    real = analysis.scaling.Fit.bootstrap
+    real = scaling.Fit.bootstrap
 
     def off_by_a_bit(self, n, key, level=0.95):  # refits that pile up just below the estimate of E
         out = real(self, n, key, level=level)
         out["E"] = (self.params["E"] * 0.5, self.params["E"] * 0.9)
         return out
 
-    monkeypatch.setattr(analysis.scaling.Fit, "bootstrap", off_by_a_bit)
+    monkeypatch.setattr(scaling.Fit, "bootstrap", off_by_a_bit)
     (gf,) = analysis.fit_groups(pd.DataFrame(rows), x="batch_size", y="eval/acc", complement=True, n_bootstrap=8)
     assert gf.widened == ("E",) and gf.interval["E"][1] == gf.fit.params["E"]
     assert any("did not contain the estimate" in w for w in gf.warnings())

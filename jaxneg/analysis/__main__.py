@@ -1,0 +1,5 @@
+import sys
+
+from jaxneg.analysis.cli import main
+
+sys.exit(main())

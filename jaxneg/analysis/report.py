@@ -1,0 +1,262 @@
+"""The Markdown report of the fits: each section's parameters, baselines, points and paired differences
+(:func:`fit_report`, :func:`baseline_report`, :func:`points_report`, :func:`paired_report`), and
+:func:`write_report`, which fits every analysis and writes ``fits.json``, the figures and ``report.md``."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from jaxneg import rundir, scaling
+from jaxneg.analysis.figures import file_stem, plot_fits, plot_name
+from jaxneg.analysis.fits import (FLOOR, RESIDUAL_FACTOR, SATURATION_LEVEL, Analysis, GroupFit, paired_differences,
+                                  plain)
+
+FITS, REPORT = rundir.FITS, rundir.REPORT
+
+def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *, x, group: str | None,
+                    complement: bool) -> str:
+    """Markdown lines that read each group's fit against the ``baselines`` (``{label: metric value}``):
+    the best point (lowest mean target over seeds) and by how much it beats each baseline, and where
+    the curve saturates (:meth:`GroupFit.saturation`), and the runs left out below the floor. An error
+    curve (``complement``) is reported in
+    the metric's own units (accuracy = 1 - error)."""
+    x = x if isinstance(x, str) else ", ".join(x)
+    to_metric = (lambda e: 1.0 - e) if complement else (lambda e: e)
+    lines = []
+    if baselines:
+        lines.append("Baselines of the same protocol: " + ", ".join(f"{k} {v:.4g}" for k, v in baselines.items())
+                     + (" (a point below the untrained encoder learned nothing)." if any("untrained" in k for k in baselines)
+                        else "."))
+    for gf in fits:
+        name = "" if gf.group is None else f"{group or 'group'}={plain(gf.group)}: "
+        bx, by = gf.best()
+        m = to_metric(by)
+        bx = np.asarray(bx).tolist()
+        bx = int(bx) if isinstance(bx, float) and bx.is_integer() else bx
+        text = f"- {name}best point {x}={bx} with {m:.4g}"
+        if baselines:
+            text += " (" + ", ".join(f"{m - v:+.4g} over the {k}" if m >= v else f"{v - m:.4g} below the {k}"
+                                     for k, v in baselines.items()) + ")"
+        saturation = gf.saturation()
+        if saturation is not None:
+            xs, xmax = saturation
+            text += (f"; not saturated: every smaller {x} is beaten by a larger one (one-sided Welch test at "
+                     f"{SATURATION_LEVEL:g})" if xs == xmax else
+                     f"; saturates from {x}={xs:g} (no larger {x} is better there at the {SATURATION_LEVEL:g} level "
+                     f"of a one-sided Welch test over the seeds)")
+        if gf.left_out:
+            text += ("; left out of the fit, below the untrained encoder: "
+                     + ", ".join(f"{run} ({v:.4g})" for run, _, v in gf.left_out))
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def points_report(fits: Sequence[GroupFit], *, x, group: str | None, complement: bool) -> str:
+    """The measured points themselves, in the metric's units: a table of each group's mean ± sd over
+    seeds at every ``x`` (rows) and, with several groups, their ranking at the largest ``x`` they share,
+    with whether the gap to the next is larger than the two sds together (the fits smooth over
+    comparisons a reader asks point by point, such as one sampler against another at one ``k``)."""
+    x = x if isinstance(x, str) else ", ".join(x)
+    to_metric = (lambda e: 1.0 - e) if complement else (lambda e: e)
+    stats = {}
+    for gf in fits:
+        xs = np.asarray(gf.x)
+        if xs.ndim != 1:
+            return ""
+        for v in np.unique(xs):
+            ys = to_metric(np.asarray(gf.y)[xs == v])
+            stats[(gf.group, float(v))] = (float(np.mean(ys)), float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0)
+    values = sorted({v for _, v in stats})
+    groups = [gf.group for gf in fits]
+    cell = lambda g, v: (f"{stats[(g, v)][0]:.4g} ± {stats[(g, v)][1]:.2g}" if (g, v) in stats else "-")  # noqa: E731
+    head = [x] + [plain(g) if g is not None else "all" for g in groups]
+    lines = ["Points (mean ± sd over seeds, in the metric's units):", "",
+             markdown_table(head, [[f"{v:g}"] + [cell(g, v) for g in groups] for v in values])]
+    shared = [v for v in values if all((g, v) in stats for g in groups)]
+    if len(groups) > 1 and shared:
+        top = shared[-1]
+        order = sorted(groups, key=lambda g: -stats[(g, top)][0])
+        parts = []
+        for a, b in zip(order, order[1:]):
+            (ma, sa), (mb, sb) = stats[(a, top)], stats[(b, top)]
+            parts.append(f"{plain(a)} {ma:.4g} {'>' if ma - mb > sa + sb else '≈'}")
+        parts.append(f"{plain(order[-1])} {stats[(order[-1], top)][0]:.4g}")
+        lines += ["", f"Ranking at {x}={top:g} ('>' where the gap exceeds the two seed sds together, '≈' where it "
+                      f"does not): " + " ".join(parts) + "."]
+    return "\n".join(lines)
+
+
+
+def paired_report(df, a: Analysis) -> str:
+    """:func:`~jaxneg.analysis.fits.paired_differences` as a table: mean ± sd (pairs agreeing in sign /
+    pairs), ``*`` where the paired t-test rejects no difference. Arms are read by their paired differences,
+    not by overlapping means. "" without ``a.control``."""
+    out = paired_differences(df, a)
+    if out is None:
+        return ""
+    if isinstance(out, str):
+        return f"Paired differences: {out}."
+    groups, xs, cells = out
+    cell = lambda c: f"{c[0]:+.4g} ± {c[1]:.2g} ({c[2]}/{c[3]}){' *' if c[4] else ''}"  # noqa: E731
+    head = [a.xname] + [plain(g) if g is not None else "all" for g in groups]
+    table = markdown_table(head, [[f"{v:g}"] + [cell(cells[(g, v)]) if (g, v) in cells else "-" for g in groups]
+                                  for v in xs])
+    return (f"Paired differences from the control (`{a.control}`, the run with the same {a.pair_by}), in "
+            f"{a.y}'s units: mean ± sd over the pairs (pairs agreeing in sign / pairs); * where a paired t-test "
+            f"(two-sided, 95 %) rejects no difference:\n\n" + table)
+
+
+def fit_report(fits: Sequence[GroupFit], *, x, group: str | None, law: str, n_bootstrap: int) -> str:
+    """A markdown section for the fits: every parameter with its interval, points, holdout ARE, warnings.
+
+    Works for any law (the columns are the law's parameters).
+    """
+    if not fits:
+        raise ValueError("analysis.fit_report: fits is empty")
+    x = x if isinstance(x, str) else ", ".join(x)
+    pct = int(fits[0].level * 100)
+    names = list(fits[0].fit.params)
+    head = [group or "group"] + [f"{k} [{pct}% interval]" for k in names] + [
+        "runs (distinct x)", "holdout ARE", "largest residual", f"points beyond {RESIDUAL_FACTOR:g} sd"]
+    seeds = any(gf.seed_interval for gf in fits)
+    if seeds:
+        head.append("seed share of interval width (" + ", ".join(names) + ")")
+    rows, notes = [], []
+    for gf in fits:
+        cells = [plain(gf.group)]
+        for k in names:
+            v, iv = gf.fit.params[k], (gf.interval or {}).get(k)
+            star = "*" if k in gf.widened else ""
+            cells.append(f"{v:.4g}" + ("" if iv is None else f" [{iv[0]:.3g}, {iv[1]:.3g}]{star}"))
+        res = gf.residuals()
+        worst = max(res, key=lambda r: abs(r["relative_residual"])) if res else None
+        cells += [f"{len(gf.x)} ({len(np.unique(gf.x, axis=0))})",
+                  "-" if gf.holdout_are is None else f"{gf.holdout_are:.3f}",
+                  "-" if worst is None else f"{worst['relative_residual']:+.1%} at {worst['x']:g}",
+                  ", ".join(f"{r['x']:g}" for r in res if r["outside"]) or "none"]
+        if seeds:
+            share = gf.seed_share()
+            cells.append(", ".join(f"{share[k]:.0%}" if share[k] <= 1.5 else ">150%" for k in names) if share else "-")
+        rows.append(cells)
+        notes += [f"- {group or 'group'}={plain(gf.group)}: {w}" for w in gf.warnings()]
+    law_obj = scaling.LAWS.get(law)
+    formula = {"power": f"{fits[0].label} = E + A * {x}^-alpha",
+               "pure_power": f"{fits[0].label} = A * {x}^-alpha",
+               "chinchilla": f"{fits[0].label} = E + A / N^alpha + B / D^beta"}.get(
+        law, f"{law} law of {law_obj.variables}")
+    objective = "least squares on log residuals" if fits[0].fit.delta is None else "Huber on log residuals"
+    text = (f"`{formula}` ({law} law, {objective}, L-BFGS from a grid of starts; "
+            f"{pct}% percentile intervals from {n_bootstrap} bootstrap refits, widened where marked * to contain "
+            f"the estimate). Holdout ARE: the fit without the largest {x}, evaluated there (|pred - obs| / obs). "
+            f"Residuals: (law - mean of the runs) / mean at each {x}; the largest, and the {x} where the law misses "
+            f"the runs' mean by more than {RESIDUAL_FACTOR:g} of their sds (the law does not fit there)."
+            + (" Seed share: the width of the interval from refits that resample only the seeds at each "
+               f"{x} (the trend held fixed), as a fraction of the full interval's width: near 100% means the "
+               "seeds' noise, not the spread of x, sets the uncertainty; >150%: the seeds alone move a parameter the data "
+               "cannot pin down (e.g. A and alpha of a flat curve), so neither interval says much." if seeds else "")
+            + "\n\n")
+    text += markdown_table(head, rows)
+    if notes:
+        text += "\n\n**What the data can and cannot support:**\n\n" + "\n".join(notes)
+    return text
+
+
+def markdown_table(head, rows) -> str:
+    """A markdown table of ``head`` and ``rows`` (cells written with ``str``)."""
+    out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+
+
+
+
+def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, preamble: Sequence[str] = (),
+                 per_group_figures: bool = False, strict: bool = False, say: Callable[[str], None] | None = None,
+                 baselines: Mapping[str, Mapping[str, float]] | Callable | None = None,
+                 time_account: Mapping[str, float] | None = None,
+                 timings: dict | None = None) -> str:
+    """Fit every analysis on the tidy table ``df``; write ``out/fits.json``, the figures and ``out/report.md``.
+
+    The report is ``# title``, the ``preamble`` lines, then a ``## Fits`` section per analysis:
+    the parameters with their intervals (:func:`fit_report`) and the figure, one per analysis
+    (:func:`plot_name`, every group in it) or one per group (``fit_<group>=<value>.png``) with
+    ``per_group_figures``. An analysis that cannot be fitted yet (too few finished runs) gets a
+    "not fitted" line and the rest of the report stands; with ``strict`` it raises the
+    ``ValueError`` instead. ``say``: a progress callback. ``baselines`` (``{label: {metric: value}}``,
+    e.g. the raw input's and the untrained encoder's, :mod:`experiments.sweep`'s ``baselines.json``) are
+    drawn in every figure of a metric they have and stated in its section, with how far each group's best
+    point lies above them (:func:`baseline_report`); a callable ``baselines(analysis)`` gives each analysis
+    its own (a sweep of several evaluation protocols: each analysis is read against the protocol of its runs). The report ends with a ``## Time`` section: the
+    seconds of each fit (also put in ``timings``, by heading) and, given ``time_account`` (``{phase:
+    seconds}`` of the training), that account. Returns the report's path.
+    """
+    import time
+
+    timings = {} if timings is None else timings
+    os.makedirs(out, exist_ok=True)
+    fits_json, sections, used = [], [], set()
+    for i, a in enumerate(analyses):
+        if say:
+            say(f"analysis {i + 1}/{len(analyses)}: fitting {a.label} vs {a.xname}"
+                + (f" per {a.group}" if a.group else "") + f" ({a.law} law, {a.n_bootstrap} bootstrap refits)")
+        head = f"### {a.heading()}\n\n"
+        t_fit = time.perf_counter()
+        own = (baselines(a) if callable(baselines) else baselines) or {}
+        floor = (own.get(FLOOR) or {}).get(a.y) if a.complement else None
+        try:
+            fits = a.fit(df, floor=floor)
+        except ValueError as e:
+            if strict:
+                raise
+            paired = paired_report(df, a)
+            sections.append(head + f"not fitted: {e}\n" + (f"\n{paired}\n" if paired else ""))
+            continue
+        floors = {k: float(v[a.y]) for k, v in own.items() if a.y in v}
+        title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
+        figures = []
+        for part in ([[gf] for gf in fits] if per_group_figures else [fits]):
+            if per_group_figures:
+                gf = part[0]
+                png = "fit.png" if gf.group is None else file_stem(f"fit_{a.group}={plain(gf.group)}") + ".png"
+            else:
+                png = plot_name(a)
+            if png in used:
+                png = png[:-4] + f"_{i + 1}.png"
+            used.add(png)
+            fig = plot_fits(part, xlabel=a.xname, group_label=a.group or "", title=f"{part[0].label}: {title_of}",
+                            baselines={k: (1.0 - v if a.complement else v) for k, v in floors.items()})
+            fig.savefig(os.path.join(out, png), dpi=120)
+            figures.append(f"![{part[0].label} vs {a.xname}]({png})")
+        fits_json += [{**gf.to_json(), "x": a.x, "y": a.y, "group": a.group, "law": a.law, "objective": a.loss,
+                       "complement": a.complement, "where": a.where or None, "frontier": a.frontier,
+                       "keep_below_floor": a.keep_below_floor} for gf in fits]
+        sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
+                        + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
+                        + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
+                        + (f"\n\n{paired}" if (paired := paired_report(df, a)) else "")
+                        + "\n\n" + "\n".join(figures) + "\n")
+        timings[a.heading()] = time.perf_counter() - t_fit
+    rundir.write_json(os.path.join(out, FITS), fits_json)
+    lines = [f"# {title}", "", *preamble, "## Fits", "", *sections, "## Time", ""]
+    if time_account:
+        lines += ["Training, summed over the programs (`time_account` in each `runs/*/result.json`; with several "
+                  "worker processes they overlap in time): "
+                  + ", ".join(f"{k.replace('program_', '')} {v:.1f} s" for k, v in time_account.items()) + ".", ""]
+    lines += ["Analysis, per fit (bootstrap refits included): "
+              + (", ".join(f"{k}: {v:.1f} s" for k, v in timings.items()) or "none") + ".", ""]
+    path = os.path.join(out, REPORT)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+
+__all__ = ["baseline_report", "fit_report", "markdown_table", "paired_report", "points_report", "write_report"]
