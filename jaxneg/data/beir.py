@@ -104,15 +104,20 @@ def _doc_text(row: dict) -> str:
     return f"{row.get('title') or ''} {row['text']}"
 
 
-def _ids(path: str) -> dict:
-    """``{_id: row}`` of a JSON-lines file, refusing repeated ids."""
-    out = {}
+def _unique_rows(path: str):
+    """``(_id, row)`` of each line of a JSON-lines file, refusing a repeated ``_id`` (naming its line)."""
+    seen = set()
     for n, row in _lines(path, ("_id", "text")):
         key = str(row["_id"])
-        if key in out:
+        if key in seen:
             raise ValueError(f"{path}:{n}: repeated _id {key!r}")
-        out[key] = len(out)
-    return out
+        seen.add(key)
+        yield key, row
+
+
+def _ids(path: str) -> dict:
+    """``{_id: row index}`` of a JSON-lines file, refusing repeated ids."""
+    return {key: i for i, (key, _) in enumerate(_unique_rows(path))}
 
 
 def _qrels(path: str, queries: dict, docs: dict) -> dict:
@@ -224,12 +229,8 @@ def _build(folder: str, split: str, settings: dict) -> dict:
     if split == "corpus":
         with open(corpus_path, "rb") as f:  # the rows' count first, so the tokens are written in place
             rows = sum(1 for line in f if line.strip())
-        tokens, lengths, seen = np.zeros((rows, doc_len), np.int32), np.zeros(rows, np.int32), set()
-        for i, (n, row) in enumerate(_lines(corpus_path, ("_id", "text"))):
-            key = str(row["_id"])
-            if key in seen:
-                raise ValueError(f"{corpus_path}:{n}: repeated _id {key!r}")
-            seen.add(key)
+        tokens, lengths = np.zeros((rows, doc_len), np.int32), np.zeros(rows, np.int32)
+        for i, (_, row) in enumerate(_unique_rows(corpus_path)):
             tokens[i], lengths[i] = _tokenize(_doc_text(row), doc_len, vocab_size)
         ids = np.arange(rows, dtype=np.int64)
         return {"doc_id": ids, "tokens": tokens, "group": ids.copy(), "length": lengths}
