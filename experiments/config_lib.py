@@ -128,7 +128,7 @@ def task_fields() -> dict:
     built on another declares the fields it reads of it too; they must agree on the default)."""
     out = {}
     for t in tasks.common.all_tasks():
-        for f, d in t.config.items():
+        for f, d in tasks.common.config_fields(t).items():
             owners, default = out.get(f, ((), d))
             if default != d:
                 raise ValueError(f"tasks {owners} and {t.name!r} declare config.{f} with different defaults "
@@ -223,7 +223,7 @@ FREE = ("data.config", "model.kwargs", "loss.kwargs", "tags")
 
 def free_groups() -> tuple:
     """:data:`FREE` and every task's own keyword groups (its ``Task.config`` fields with a dict default)."""
-    return FREE + tuple(f for task in tasks.common.all_tasks() for f, default in task.config.items()
+    return FREE + tuple(f for task in tasks.common.all_tasks() for f, default in tasks.common.config_fields(task).items()
                         if isinstance(default, dict))
 
 

@@ -43,7 +43,8 @@ class Part:
 @dataclasses.dataclass
 class Sweep:
     """What to sweep: ``base`` run config, ``grid`` axes, ``zip`` groups, more ``parts``, derived
-    ``columns`` (``{name: Python expression of config fields}``, for analyses) and ``analyses``."""
+    ``columns`` (``{name: Python expression of config fields, or a function of a run's flat config}``, for
+    analyses; e.g. :data:`experiments.tasks.sources.COLUMNS`) and ``analyses``."""
 
     base: ml_collections.ConfigDict
     grid: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
@@ -51,7 +52,7 @@ class Sweep:
     analyses: Sequence[Analysis] = ()
     description: str = ""
     parts: Sequence[Part] = ()
-    columns: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    columns: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

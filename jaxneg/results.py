@@ -132,8 +132,11 @@ def _compile(expr: str, names) -> object:
     return compile(tree, "<expression>", "eval")
 
 
-def evaluate_expression(expr: str, row) -> object:
-    """``expr`` (Python, over the dotted config fields of ``row``, a mapping) for one run."""
+def evaluate_expression(expr, row) -> object:
+    """``expr`` (Python, over the dotted config fields of ``row``, a mapping; or a function of ``row``) for one
+    run."""
+    if callable(expr):
+        return expr(row)
     code = _compile(expr, row.keys())
     return eval(code, {"__builtins__": _SAFE}, {"_r": row})  # noqa: S307 - names restricted to row fields
 
@@ -142,11 +145,22 @@ def derive(df, columns):
     """``df`` with a column per ``{name: expression}`` of config fields, evaluated run by run.
 
     E.g. ``{"negatives_per_anchor": "batch_size - 1 + moco.queue_size"}``; an expression may
-    use earlier derived columns, and ``min``/``max``/``abs``/``int``/``float``/``round``.
+    use earlier derived columns, and ``min``/``max``/``abs``/``int``/``float``/``round``. An
+    expression may also be a function of a row (``{dotted field: value}``), called once per run
+    (per distinct ``run`` where the table has one row per metric).
     """
     df = df.copy()
     for name, expr in dict(columns or {}).items():
         try:
+            if callable(expr):
+                records = df.to_dict("records")
+                if "run" in df.columns:
+                    once = {}
+                    df[name] = [once[r["run"]] if r["run"] in once else once.setdefault(r["run"], expr(r))
+                                for r in records]
+                else:
+                    df[name] = [expr(r) for r in records]
+                continue
             code = _compile(expr, df.columns)  # once per expression, not per run
             df[name] = [eval(code, {"__builtins__": _SAFE}, {"_r": row}) for row in df.to_dict("records")]  # noqa: S307
         except Exception as e:  # noqa: BLE001 - the expression is the user's; name it

@@ -28,7 +28,7 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
      never offers an anchor its own earlier embedding (``config.negatives.memory = M``);
    * ``queue``: MoCo (He et al. 2020) as its CIFAR demo runs it: InfoNCE of both views' queries
      against the other view's keys from a momentum (0.99) key encoder, the queue of its last ``n``
-     keys the only negatives (``config.moco.queue_size = n >= 2B``, :data:`MOCO`).
+     keys the only negatives (``config.moco.queue_size = n >= 2B``, :data:`experiments.tasks.sources.queue.MOCO`).
 
    Every run centres its embeddings by the global batch mean before the loss (``model.centre``,
    the default): without it the bank and the queue collapse the encoder (BENCHMARKS.md).
@@ -65,11 +65,11 @@ from typing import NamedTuple
 from experiments.config_lib import apply_arg, arg_options, number, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.spec import Analysis, Part, Sweep
+from experiments.tasks import sources
 
 NUM_TRAIN = 4000  # MNIST-1D, num_samples=5000: 80% train
+#: part 2's sources of negatives (``experiments.tasks.sources``, views), by default; ``sources=`` picks others
 SOURCES = ("subsampled", "memory", "queue")
-#: the queue source: MoCo as its CIFAR demo runs it (symmetric loss, queue-only negatives, momentum 0.99)
-MOCO = {"loss.name": "infonce", "moco.enabled": True, "moco.symmetric": True, "moco.momentum": 0.99}
 
 #: defaults by platform: 3 seeds and the larger grid on an accelerator; on CPU what keeps README
 #: command 1 under 10 minutes on 2 cores (the report's description says which was used)
@@ -83,14 +83,10 @@ DEFAULTS = {
 }
 LEARNING_RATE = 1e-2  # tuned on CPU (BENCHMARKS.md): 2e-3, the single-run default, left B = 256 at kNN 0.53
 
-#: part 3's samplers of k negatives per query (each a Part, its label the run's ``tags.part``)
-SAMPLERS = {
-    "uniform": {"sampler.name": "uniform", "sampler.kwargs": {}},
-    "hard": {"sampler.name": "hard_topk", "sampler.kwargs": {}},
-    "filtered": {"sampler.name": "hard_topk", "sampler.kwargs": {"relative_margin": 0.05}},  # NV-Retriever's 95%
-    "simans": {"sampler.name": "simans", "sampler.kwargs": {}},
-    "oracle": {"sampler.name": "hard_topk", "sampler.kwargs": {}, "sampler.exclude_duplicates": True},
-}
+#: part 3's sources of k negatives per query (``experiments.tasks.sources``, pairs), by default (each a Part,
+#: its label the run's ``tags.part``); ``samplers=`` picks others. The oracle knows the planted duplicates, which
+#: a BEIR folder has not: not by default there.
+SAMPLERS = ("uniform", "hard", "filtered", "simans", "oracle")
 #: part 3's generator: 2,048 documents (a fifth near-duplicates), 7 in 10 query words written as aliases no
 #: document uses, a fifth of the documents held out of training as the test queries' targets
 RETRIEVAL_DATA = {"duplicate_rate": 0.2, "alias_rate": 0.7, "heldout_docs": 0.2, "num_docs": 2048,
@@ -124,6 +120,16 @@ def _drop(opts, key) -> tuple:
     """A part that is not selected: its option is consumed and its values are none."""
     opts.pop(key)
     return ()
+
+
+def _names(opts, key, default: tuple, task: str) -> tuple:
+    """The registered sources of ``task`` named by option ``key`` (``a-b-c``; default ``default``) that the
+    main job can set (``Source.setting``)."""
+    names = tuple(opts.pop(key, "-".join(default)).split("-"))
+    valid = [s.name for s in sources.of_task(task) if s.setting is not None]
+    if not names or not set(names) <= set(valid):
+        raise ValueError(f"quickstart: {key} must be some of {'-'.join(valid)}, got {'-'.join(names)!r}")
+    return names
 
 
 def _list(opts, key, kind):
@@ -170,27 +176,22 @@ def _options(opts: dict) -> _Options:
         number("seeds", opts.pop("seeds"), int, "quickstart"), number("steps", opts.pop("steps"), int, "quickstart"),
         number("epochs", opts.pop("epochs", "40"), float, "quickstart"),
         _list(opts, "negatives", int) if "2" in selected else _drop(opts, "negatives"),
-        tuple(opts.pop("sources", "-".join(SOURCES)).split("-")),
+        _names(opts, "sources", SOURCES, "views"),
         number("neg_batch", opts.pop("neg_batch"), int, "quickstart"),
         number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart"),
         _list(opts, "mined", int) if "3" in selected else _drop(opts, "mined"), retrieval_data,
         number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
-        tuple(opts.pop("samplers", "-".join(s for s in SAMPLERS if not (retrieval_data and s == "oracle"))).split("-")),
+        _names(opts, "samplers", tuple(s for s in SAMPLERS if not (retrieval_data and s == "oracle")), "pairs"),
         opts.pop("retrieval_metric", "ndcg@10" if retrieval_data else "mrr@10"))
     ks = retrieval(o.retrieval_data)["eval.ks"]
     if not re.fullmatch(r"(ndcg|mrr|recall|hit)@\d+", o.retrieval_metric) or \
             int(o.retrieval_metric.split("@")[1]) not in ks:
         raise ValueError(f"quickstart: retrieval_metric must be ndcg@k, mrr@k, recall@k or hit@k with k in "
                          f"{'-'.join(map(str, ks))}, got {o.retrieval_metric!r}")
-    if not set(o.samplers) <= set(SAMPLERS):
-        raise ValueError(f"quickstart: samplers must be some of {'-'.join(SAMPLERS)}, got {'-'.join(o.samplers)!r}")
     if o.mined and (min(o.mined) < 0 or len(set(o.mined)) != len(o.mined)):
         raise ValueError(f"quickstart: mined must be distinct counts >= 0, got {'-'.join(map(str, o.mined))}")
     if o.seeds < 1:
         raise ValueError(f"quickstart: seeds must be >= 1, got {o.seeds}")
-    if not set(o.sources) <= set(SOURCES) or not o.sources:
-        raise ValueError(f"quickstart: sources must be {'-'.join(SOURCES)} or one of {list(SOURCES)}, got "
-                         f"{'-'.join(o.sources)!r}")
     if not o.batches and not o.negatives and not o.mined:
         raise ValueError("quickstart: nothing to run (parts 1, 2 and 3 need batches=, negatives= and mined=)")
     return o
@@ -225,13 +226,7 @@ def get_config(arg=None):
         grid=grid,
         zip=zipped,
         parts=tuple(parts),
-        # (pairs: the B - 1 other in-batch documents plus the k drawn or mined per query)
-        columns={"negatives_per_anchor": "batch_size - 1 + sampler.num_negatives if task == 'pairs' else "
-                                         "negatives.subsample or (moco.queue_size if moco.enabled else "
-                                         "2 * batch_size - 2 + negatives.memory)",
-                 "negatives_from": "(tags.part or sampler.name or 'batch') if task == 'pairs' else 'subsampled' if "
-                                   "negatives.subsample else 'memory' if negatives.memory else "
-                                   "'queue' if moco.enabled else 'batch'"},
+        columns=sources.COLUMNS,  # negatives_from, negatives_per_anchor: each run's source says
         analyses=tuple(analyses),
         description=description,
     )
@@ -259,29 +254,15 @@ def _part2(o: _Options):
     if not o.negatives:
         return {}, {}, [], [], ""
     b, full, steps = o.neg_batch, 2 * o.neg_batch - 2, o.steps
-    by_source = {"subsampled": [n for n in o.negatives if n <= full],
-                 "memory": [n for n in o.negatives if n > full],
-                 "queue": [n for n in o.negatives if n >= 2 * b]}  # a queue holds one step's 2B keys
-    bad = [n for n in by_source["memory"] if n - full < b] if "memory" in o.sources else []
-    if bad:
-        raise ValueError(f"quickstart: negatives {bad} lie between the full batch (2B - 2 = {full} at "
-                         f"neg_batch={b}) and {full + b}: a memory bank holds at least one batch "
-                         f"(B = {b} slots); use n <= {full} or n >= {full + b}")
-    fields = {"subsampled": ("negatives.subsample", lambda n: n), "memory": ("negatives.memory", lambda n: n - full),
-              "queue": ("moco.queue_size", lambda n: n)}
+    job = sources.MainJob(batch_size=b, steps=steps)
     same = {"batch_size": b, "loss.temperature": o.neg_temperature, "steps": steps}
-    parts = []
-    for source in o.sources:
-        if not by_source[source]:
-            continue
-        field, to_value = fields[source]
-        own = MOCO if source == "queue" else {"negatives.memory_from": steps // 3} if source == "memory" else {}
-        parts.append(Part(source, dict(same, **own), grid={"seed": tuple(range(o.seeds))},
-                          zip={field: tuple(to_value(n) for n in by_source[source])}))
+    parts, by_source = [], {}
+    for name in o.sources:
+        part, by_source[name] = _source_part(name, o.negatives, job, same, {"seed": tuple(range(o.seeds))})
+        parts += [part] if part else []
     if not parts:
         raise ValueError(f"quickstart: no value of negatives={'-'.join(map(str, o.negatives))} belongs to the "
-                         f"sources {list(o.sources)} at neg_batch={b} (subsampled: n <= {full}; memory: "
-                         f"n >= {full + b}; queue: n >= {2 * b})")
+                         f"sources {list(o.sources)} at neg_batch={b}")
     control = (f"task == 'views' and negatives_from == 'subsampled' and negatives_per_anchor == {full}"
                if full in by_source.get("subsampled", ()) else "")  # the full batch: every arm's control
     analyses = [Analysis(x="negatives_per_anchor", y="eval/knn_accuracy", group="negatives_from", complement=True,
@@ -289,14 +270,26 @@ def _part2(o: _Options):
     text = (f" Part 2, negatives per anchor n at a fixed batch B = {b} (NT-Xent, tau = "
             f"{o.neg_temperature}, {steps} steps, {o.seeds} seed(s) per point): "
             + "; ".join(f"{s} n in {by_source[s]}" for s in o.sources if by_source[s])
-            + f" (subsampled: n random in-batch negatives of the {full}; memory: the {full} in-batch "
-              f"negatives plus a bank of n - {full} recent embeddings of the same encoder, counted from "
-              f"step {steps // 3} (a warm-up while the encoder drifts fastest, as Wang et al. 2020); "
-              f"queue: MoCo, "
-              f"InfoNCE against a momentum (0.99) key encoder's keys, the queue of its last n keys the only "
-              f"negatives, both views as queries). Every run subtracts the global batch mean from its "
-              f"embeddings before the loss (model.centre=batch).")
+            + " (" + "; ".join(f"{s}: {sources.get(s).summary}" for s in o.sources if by_source[s])
+            + "). Every run subtracts the global batch mean from its embeddings before the loss "
+              "(model.centre=batch).")
     return {}, {}, parts, analyses, text
+
+
+def _source_part(name: str, values, job, same: dict, grid: dict):
+    """``(Part or None, the values it takes)``: the runs of source ``name`` at each of ``values`` it can give
+    (``Source.setting``): its ``axis`` field zipped, its other fields on the part's base."""
+    source = sources.get(name)
+    settings = {n: source.setting(n, job) for n in values}
+    settings = {n: v for n, v in settings.items() if v is not None}
+    if not settings:
+        return None, []
+    rows = list(settings.values())
+    fixed = {f: v for f, v in rows[0].items() if f != source.axis}
+    if any({f: v for f, v in r.items() if f != source.axis} != fixed for r in rows):
+        raise ValueError(f"source {name!r}: setting() must change only its axis {source.axis!r} with n")
+    zipped = {source.axis: tuple(r[source.axis] for r in rows)} if source.axis else {}
+    return Part(name, {**same, **fixed}, grid=grid, zip=zipped), list(settings)
 
 
 def _part3(o: _Options):
@@ -304,19 +297,17 @@ def _part3(o: _Options):
     if not o.mined:
         return {}, {}, [], [], ""
     k_max, seeds = max(o.mined), {"seed": tuple(range(o.seeds))}
-    drawn = tuple(k for k in o.mined if k > 0)
+    job = sources.MainJob(batch_size=retrieval()["batch_size"], steps=o.retrieval_steps, views=1)
     parts = []
-    if 0 in o.mined:  # k = 0 is the same run for every sampler (every drawn negative masked): run it once
-        parts.append(Part("in-batch", {**retrieval(o.retrieval_data, o.retrieval_steps, 0), "sampler.name": ""},
-                          grid=seeds))
-    for label in o.samplers if drawn else ():
-        parts.append(Part(label, {**retrieval(o.retrieval_data, o.retrieval_steps, k_max), **SAMPLERS[label]},
-                          grid=seeds, zip={"sampler.num_negatives": drawn}))
+    for name in ("in-batch",) + o.samplers:  # k = 0 is the same run for every sampler (in-batch): run once
+        base = retrieval(o.retrieval_data, o.retrieval_steps, 0 if name == "in-batch" else k_max)
+        part, _ = _source_part(name, o.mined, job, base, seeds)
+        parts += [part] if part else []
     positive = "task == 'pairs' and sampler.num_negatives > 0"
     analyses = [Analysis(x="sampler.num_negatives", y=f"eval/{o.retrieval_metric}", group="tags.part", complement=True,
                          where=positive, n_bootstrap=100,
                          control="task == 'pairs' and sampler.num_negatives == 0" if 0 in o.mined else "")]
-    mining = [s for s in o.samplers if s in ("hard", "filtered", "simans")]
+    mining = [s for s in o.samplers if "false_negative_rate" in sources.get(s).reports]
     if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)
         analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
                                  where=f"{positive} and tags.part in {tuple(mining)!r}", n_bootstrap=0))
@@ -324,9 +315,9 @@ def _part3(o: _Options):
         "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()) + ")")
     text = (f" Part 3, k mined or drawn negatives per query in dense retrieval on {where}: the pairs task, "
             f"InfoNCE (tau 0.05) over the in-batch documents plus k in {list(o.mined)} negatives per query "
-            f"from {', '.join(o.samplers)} (hard: hard_topk from an index re-encoded every 25 steps; "
-            f"filtered: hard_topk without candidates scored above 0.95 of the positive; simans: SimANS; "
-            f"oracle: hard_topk that never mines a known duplicate of the positive), a mean-pooled "
+            f"from {', '.join(o.samplers)} ("
+            + "; ".join(f"{s}: {sources.get(s).summary}" for s in o.samplers)
+            + f"; the index re-encoded every 25 steps), a mean-pooled "
             f"128-d bag of tokens, B = 128, {o.retrieval_steps} steps at learning rate 3e-2, {o.seeds} seed(s) "
             f"per point, every k of a sampler one program (the first k of {k_max} mined or drawn); k = 0 "
             f"is in-batch only, the same run for every sampler, run once. Metrics of the test queries "

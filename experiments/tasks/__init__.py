@@ -17,6 +17,7 @@ Adding a task takes two files: a module that ends with ``common.register(common.
 """
 
 from experiments.tasks import common
+from experiments.tasks import sources  # noqa: F401  (every negative source registers itself)
 from experiments.tasks import pairs, views  # noqa: F401  (each registers its Task)
 from experiments.tasks.common import TASKS, StepInputs, Task, get, register
 

@@ -45,11 +45,49 @@ class Setup:
         return dataclasses.replace(self, config=config)
 
 
+class StepData(NamedTuple):
+    """The arrays one member's step passes between its parts (inside ``shard_map``): set by ``Task.inputs``,
+    read by the objective, ``diagnose`` and ``after_step``; a field a task does not use stays None. A
+    misspelt field fails when the step is traced.
+
+    ==================  ============================================================================
+    ``ids``             ``[B]`` the examples' ids (views: the banks' provenance, the labelled losses)
+    ``labels``          ``[B]`` views: class labels (a supervised loss; else only counted); pairs: the
+                        positives' duplicate groups
+    ``doc_id``          ``[B]`` pairs: the positives' corpus rows
+    ``centre``          views: the running centre the step's embeddings are centred by
+    ``keys``            MoCo: the key encoder's centred keys of view 2 (``keys_2``: of view 1)
+    ``mask``            ``[rows, columns]`` bool: gathered in-batch (and bank) columns dropped from
+                        each anchor's negatives
+    ``negatives_mask``  ``[B, K]`` (pairs) or ``[S]`` (a bank's share) bool: extra negatives kept
+    ``log_q``, ``positive_log_q``, ``negative_ids``: the popularity sampler's correction (Yi et al.)
+    ``diagnostics``     ``{name: scalar}`` logged as step metrics (popped by the step)
+    ``step``            the step (set by the step)
+    ``embeddings``      the step's view-1 (query) embeddings (set by the step after the gradient)
+    ==================  ============================================================================
+    """
+
+    ids: Any = None
+    labels: Any = None
+    doc_id: Any = None
+    centre: Any = None
+    keys: Any = None
+    keys_2: Any = None
+    mask: Any = None
+    negatives_mask: Any = None
+    log_q: Any = None
+    positive_log_q: Any = None
+    negative_ids: Any = None
+    diagnostics: Any = None
+    step: Any = None
+    embeddings: Any = None
+
+
 class StepInputs(NamedTuple):
     """What a task hands the step for one member (inside ``shard_map``): ``Task.inputs``' result."""
 
     encoder: tuple       # (a, b, per-query negative inputs or None): what the encoder sees
-    extra: dict          # arrays the loss and after_step read (ids, labels, log_q, masks, MoCo keys)
+    extra: StepData      # arrays the loss, diagnose and after_step read
     shared: Any = None   # negative inputs shared by the whole batch, [K, ...] (the popularity sampler)
     fixed: Any = None    # negative embeddings that take no gradient (the MoCo queue)
 
@@ -94,12 +132,12 @@ class Task:
     ``make_objective(setup)``                       ``objective(reps, logit_params, extra, hp) -> loss``
     ``inputs(setup, keys, state, batch, consts, hp)``  inside ``shard_map``, one member:
                                                     :class:`StepInputs` (``batch["step"]``: the step;
-                                                    ``extra["diagnostics"]``: scalars logged as
+                                                    ``extra.diagnostics``: scalars logged as  
                                                     step metrics)
     ``after_step(setup, state, params, extra, hp)``  state updates after the optimizer step (queue,
                                                     EMA, memory bank, centre); ``extra`` also holds
-                                                    the step (``"step"``) and the step's view-1 (query)
-                                                    embeddings (``"embeddings"``; with gradient caching
+                                                    the step (``step``) and the step's view-1 (query)
+                                                    embeddings (``embeddings``; with gradient caching
                                                     too)
     ``evaluate(setup, params)``                     downstream metrics of ``params``
     ``refresh(setup, state, step)``,                host-side state updates between steps (the mined
@@ -124,7 +162,7 @@ class Task:
     ``shape_key(config)``                           ``{name: value}``: what of its member fields fixes the
                                                     program's shapes (e.g. whether a queue exists at all)
     ``diagnose(setup, state, extra, hp)``           inside ``shard_map``, after the gradient: scalars
-                                                    of the step's embeddings (``extra["embeddings"]``,
+                                                    of the step's embeddings (``extra.embeddings``,
                                                     the state before the update), logged with the
                                                     step and reported with each evaluation
     ==============================================  =================================================
@@ -167,6 +205,22 @@ def register(task: Task) -> Task:
 def all_tasks() -> list[Task]:
     """Every registered :class:`Task`, by name."""
     return [TASKS.get(name) for name in TASKS.names()]
+
+
+def config_fields(task: Task) -> dict:
+    """``{dotted field: default}``: the task's own config fields and those of its registered negative sources
+    (:mod:`experiments.tasks.sources`; read afresh, so a source registered later joins in)."""
+    from experiments.tasks import sources
+
+    return {**task.config, **sources.config_fields(task.name)}
+
+
+def member_fields(task: Task) -> tuple:
+    """The task's :class:`MemberField` s and those of its registered negative sources."""
+    from experiments.tasks import sources
+
+    own = {m.field for m in task.members}
+    return tuple(task.members) + tuple(m for m in sources.member_fields(task.name) if m.field not in own)
 
 
 def get(name: str) -> Task:
@@ -241,22 +295,22 @@ def make_objective(setup: Setup):
         if entry.inputs == "pair":
             if neg is not None:
                 kw["negatives"] = neg
-                if "negatives_mask" in extra:
-                    kw["negatives_mask"] = extra["negatives_mask"]
-            if "mask" in extra:  # pairs dropped from the anchors' negatives (negatives.candidates)
-                kw["mask"] = extra["mask"]
+                if extra.negatives_mask is not None:
+                    kw["negatives_mask"] = extra.negatives_mask
+            if extra.mask is not None:  # pairs dropped from the anchors' negatives (negatives.candidates)
+                kw["mask"] = extra.mask
             if c.loss.supervised and entry.labels:
-                kw["labels"] = extra["labels"]
+                kw["labels"] = extra.labels
             value = fn(a, b, **kw, **ax)
         elif entry.inputs == "views":
-            value = fn(jnp.stack([a, b], 1), extra["labels"] if c.loss.supervised else None, **kw, **ax)
+            value = fn(jnp.stack([a, b], 1), extra.labels if c.loss.supervised else None, **kw, **ax)
         elif entry.inputs == "labelled":
-            labels = extra["labels"] if c.loss.supervised else extra["ids"]
+            labels = extra.labels if c.loss.supervised else extra.ids
             value = fn(jnp.concatenate([a, b]), jnp.concatenate([labels, labels]), **kw)
         else:  # sampled: query, positive, negatives (+ the sampling correction where the loss takes it)
             if "log_q" in entry.keywords:
-                kw.update(log_q=extra["log_q"], positive_log_q=extra["positive_log_q"],
-                          positive_ids=extra["doc_id"], negative_ids=extra["negative_ids"])
+                kw.update(log_q=extra.log_q, positive_log_q=extra.positive_log_q, positive_ids=extra.doc_id,
+                          negative_ids=extra.negative_ids)
             value = fn(a, b, neg, **kw)
         return value if entry.cross_device else jax.lax.pmean(value, AXIS)
 

@@ -8,22 +8,24 @@ import jax
 import jax.numpy as jnp
 
 from experiments import checks
-from experiments.tasks.common import AXIS
+from experiments.tasks import sources
+from experiments.tasks.common import AXIS, StepData
+from experiments.tasks.sources import batch
 from jaxneg import parallel, samplers
+from jaxneg.samplers.memory import EMPTY
 
 
-#: the losses whose in-batch negatives ``config.negatives`` can subsample and extend with a memory bank,
-#: and the anchor rows (= in-batch columns) each sample gives them: ntxent's two views, infonce's query
-NEGATIVES_LOSSES = {"ntxent": 2, "infonce": 1, "additive_margin": 1}
-
-
-def in_batch_negatives(config) -> int:
-    """The in-batch negatives of each anchor: ``2B - 2`` (ntxent) or ``B - 1`` (query -> key)."""
-    v = NEGATIVES_LOSSES.get(config.loss.name, 1)
-    return v * config.batch_size - v
+NEGATIVES_LOSSES = batch.ANCHOR_ROWS  # the losses whose in-batch negatives a source can subsample or extend
+in_batch_negatives = batch.in_batch
 
 
 def validate(config, loss) -> None:
+    """The rules of the views sources: the shared ones below, then the run's source's own ``validate``."""
+    _rules(config, loss)
+    sources.of(config).validate(config, loss)
+
+
+def _rules(config, loss) -> None:
     n, m = config.negatives.subsample, config.negatives.memory
     checks.positive("negatives.subsample", n, 0)
     checks.positive("negatives.memory", m, 0)
@@ -65,17 +67,14 @@ def validate(config, loss) -> None:
                          f"(each step pushes the batch's embeddings)")
 
 
-def bank_of(config) -> str | None:
-    """The state key of the run's bank of stale negatives: ``memory`` (FIFO of the encoder's embeddings),
-    ``queue`` (MoCo's keys), ``instance`` (Wu et al.'s one slot per example) or None."""
-    if config.negatives.instance:
-        return "instance"
-    return "memory" if config.negatives.memory else "queue" if config.moco.enabled and config.moco.queue_size else None
+def bank_of(config) -> sources.Bank | None:
+    """The :class:`~experiments.tasks.sources.Bank` of stale negatives of the run's source, or None."""
+    return sources.of(config).bank
 
 
 def queue_only(config) -> bool:
     """Whether the in-batch keys other than the positive are dropped (MoCo v1/v2, the instance memory)."""
-    return bool(config.negatives.instance or (config.moco.enabled and not config.moco.batch_negatives))
+    return bool(sources.of(config).bank_only(config))
 
 
 def keys_given(config) -> bool:
@@ -89,7 +88,7 @@ def diagnosed(config) -> bool:
 
 
 def candidates(c, key, state, batch, consts, hp):
-    """``(bank share, extra)``: the negatives of this device's anchors (inside ``shard_map``).
+    """``(bank share, StepData(mask, negatives_mask, diagnostics))``: the negatives of this device's anchors (inside ``shard_map``).
 
     Candidates: every gathered in-batch column but the anchor itself and its positive (none with
     :func:`queue_only`: MoCo v1/v2 and the instance memory contrast the positive with the bank
@@ -102,7 +101,7 @@ def candidates(c, key, state, batch, consts, hp):
     ``negatives.subsample = n`` all but ``n`` random candidates are dropped
     (:func:`jaxneg.samplers.subsample`: a fresh subset per anchor and step, drawn from the
     in-batch columns and the bank alike). The mask's columns follow the loss' gathered layout,
-    ``W`` blocks of (in-batch columns, bank share). Diagnostics (``extra["diagnostics"]``): the
+    ``W`` blocks of (in-batch columns, bank share). Diagnostics (``diagnostics``): the
     fraction of the kept negatives of the anchor's class (labels only counted), and the bank's
     fill fraction and mean key age in steps.
     (About 70 lines in one function: the mask's columns are built in the order the loss gathers them, and
@@ -128,13 +127,11 @@ def candidates(c, key, state, batch, consts, hp):
     if labels is not None:
         row_lab = jnp.tile(labels, v)
         col_lab = jnp.broadcast_to(parallel.gather_replicated(labels, AXIS).reshape(w, 1, b), (w, v, b)).reshape(w, rows)
-    extra, diag, fixed, mine = {}, {}, None, None
-    name = bank_of(c)
-    if name is not None:
-        bank = samplers.Queue(**state[name])
-        size = hp.memory_size if name == "memory" else hp.queue_size if name == "queue" else bank.keys.shape[0]
-        valid = bank.mask & (bank.count >= size) & (batch["step"] >= hp.memory_from) if name == "memory" \
-            else bank.mask
+    extra, diag, fixed, mine = {}, {}, None, None  # (extra: StepData fields)
+    spec = bank_of(c)
+    if spec is not None:
+        bank = state[spec.state]
+        valid = spec.valid(bank, batch["step"], hp)
         s = bank.keys.shape[0]
         per = -(-s // w)
         pad = lambda x, value=0: jnp.pad(x, [(0, per * w - s)] + [(0, 0)] * (x.ndim - 1), constant_values=value)
@@ -142,8 +139,7 @@ def candidates(c, key, state, batch, consts, hp):
         extra["negatives_mask"] = jax.lax.dynamic_slice_in_dim(pad(valid), d * per, per)
         mine = pad(bank.excludes(jnp.tile(ids, v)).T).T.reshape(rows, w, per)
         cand = jnp.concatenate([cand, (pad(valid).reshape(1, w, per) & ~mine)], axis=2)
-        stats = samplers.queue_stats(bank, batch["step"], size=size)
-        diag["bank_fill"], diag["bank_age"] = stats["fill"], stats["age"]
+        diag.update(bank_stats(bank, valid, batch["step"], spec.size(bank, hp, c)))
         if labels is not None:
             bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
             col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)
@@ -160,4 +156,17 @@ def candidates(c, key, state, batch, consts, hp):
         same = (keep & (row_lab[:, None] == col_lab.reshape(1, -1))).sum()
         diag["negatives_same_class"] = jax.lax.psum(same, AXIS) / jnp.maximum(jax.lax.psum(keep.sum(), AXIS), 1)
     extra["diagnostics"] = diag
-    return fixed, extra
+    return fixed, StepData(**extra)
+
+
+def bank_stats(bank, valid, step, size) -> dict:
+    """``bank_fill``: the share of the bank's ``size`` slots holding a pushed key; ``bank_age``: the mean age in
+    steps (``step`` - the step it was pushed at) of the pushed keys it offers as negatives now (``valid``: a
+    source's own rule of which keys count is seen here), or, while it offers none (a bank still filling), of
+    every pushed key it holds."""
+    pushed = (bank.steps != EMPTY) & (jnp.arange(bank.keys.shape[0]) < size)
+    fill = jnp.sum(pushed) / jnp.asarray(size, jnp.float32)
+    offered = pushed & valid
+    counted = jnp.where(jnp.any(offered), offered, pushed)
+    age = jnp.sum(jnp.where(counted, step - bank.steps, 0)) / jnp.maximum(jnp.sum(counted), 1)
+    return {"bank_fill": fill, "bank_age": age.astype(jnp.float32)}

@@ -174,7 +174,7 @@ def depth(config) -> int:
 
 
 def _sample(setup: Setup, key, state, batch, consts, hp):
-    """Negatives for one member's step: ``(document inputs, extra loss arrays, diagnostics)``.
+    """Negatives for one member's step: ``(document inputs, StepData of the loss' arrays and the diagnostics)``.
 
     ``depth(config)`` negatives are drawn or mined per query (the largest ``k`` of a program), and a
     member keeps its first ``k = hp.num_negatives`` (traced, ``negatives_mask``): the hardest ``k``
@@ -190,14 +190,14 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
     b, k = ids.shape[0], depth(c)
     exclude = consts["duplicates"][ids] if c.sampler.exclude_duplicates else ids[:, None]
     kind = SAMPLERS.info(sampler).train
-    extra = {}
+    extra = common.StepData()
     if kind == "per_query":
         neg = SAMPLERS.get(sampler)(key, corpus.shape[0], (b, k), exclude=exclude)
     elif kind == "shared":
         counts = consts["counts"]
         neg, log_q = SAMPLERS.get(sampler)(key, counts, (k,), **skw)
         all_log_q = samplers.popularity_log_q(counts, alpha=skw.get("alpha", 0.75))
-        extra = {"log_q": log_q, "positive_log_q": all_log_q[ids], "negative_ids": neg}
+        extra = extra._replace(log_q=log_q, positive_log_q=all_log_q[ids], negative_ids=neg)
     else:  # mined from the index of document embeddings
         q = l2_normalize(jax.lax.stop_gradient(embed(setup.query_model, state["params"]["query"], batch["q"])))
         index = l2_normalize(state["index"])
@@ -218,11 +218,11 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
         neg = jnp.where(ok, neg, fallback)
     used = jnp.broadcast_to(jnp.arange(k)[None, :] < hp.num_negatives, (b, k))
     if c.sampler.max_negatives:
-        extra["negatives_mask"] = used
+        extra = extra._replace(negatives_mask=used)
     groups = consts["groups"][neg] if neg.ndim == 2 else jnp.broadcast_to(consts["groups"][neg][None, :], (b, k))
     false = jnp.sum(used & (groups == batch["group"][:, None]))
     diagnostics = {"false_negative_rate": jax.lax.psum(false, AXIS) / jnp.maximum(jax.lax.psum(jnp.sum(used), AXIS), 1)}
-    return corpus[neg], extra, diagnostics
+    return corpus[neg], extra._replace(diagnostics=diagnostics)
 
 
 def make_encode(setup: Setup):
@@ -252,10 +252,10 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
     """One member's step inputs (inside ``shard_map``); ``keys = (views, negatives)``."""
     c = setup.config
     a, b, neg, shared = batch["q"], batch["doc"], None, None
-    extra = {"doc_id": batch["doc_id"], "labels": batch["group"]}
+    extra = common.StepData(doc_id=batch["doc_id"], labels=batch["group"])
     if c.sampler.name:
-        neg, more, extra["diagnostics"] = _sample(setup, keys[1], state, batch, consts, hp)
-        extra.update(more)
+        neg, more = _sample(setup, keys[1], state, batch, consts, hp)
+        extra = more._replace(doc_id=extra.doc_id, labels=extra.labels)
         if SAMPLERS.info(c.sampler.name).train == "shared":  # one set of negatives [K] for the batch
             neg, shared = None, neg
     return common.StepInputs((a, b, neg), extra, shared, None)
@@ -324,7 +324,7 @@ def raw_input(setup: Setup) -> dict:
 
 def diagnose(setup: Setup, state, extra, hp) -> dict:
     """``embedding_mean_norm``: the length of the mean normalised query embedding of the step (1: collapsed)."""
-    return {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra["embeddings"])))}
+    return {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra.embeddings)))}
 
 
 #: the pairs task's own config fields (``config_lib.base_config`` adds them), with their defaults

@@ -41,9 +41,9 @@ import numpy as np
 
 from experiments import checks
 from experiments.tasks import common
-from experiments.tasks import negatives, view_eval
+from experiments.tasks import negatives, sources, view_eval
 from experiments.tasks.common import AXIS, Setup, embed, process_batch
-from jaxneg import LOSSES, data, parallel, samplers
+from jaxneg import LOSSES, data, parallel
 from jaxneg._array import l2_normalize
 
 
@@ -133,23 +133,18 @@ def consts(setup: Setup) -> dict:
 
 
 def init_state(setup: Setup, params, key) -> dict:
-    """The running centre; the memory bank (empty: it counts as negatives once full, see :func:`negatives.candidates`);
-    MoCo's key encoder (a copy of the query tower) and queue (random unit keys); the instance memory."""
+    """The running centre; the bank of the run's negative source (:class:`~experiments.tasks.sources.Bank`:
+    the memory, empty; MoCo's queue, random unit keys; the instance memory); MoCo's key encoder (a copy of the
+    query tower)."""
     c = setup.config
     out = {}
     if c.model.centre == "running":
         out["centre"] = _first_centre(setup, params)
     bank = negatives.bank_of(c)
-    if bank == "memory":
-        out["memory"] = samplers.queue_init(c.negatives.memory, _dim(setup, params))._asdict()
-    elif bank == "instance":
-        out["instance"] = samplers.instance_init(len(setup.train), _dim(setup, params),
-                                                 key=jax.random.fold_in(key, 7))._asdict()
+    if bank is not None:
+        out[bank.state] = bank.init(c, len(setup.train), _dim(setup, params), jax.random.fold_in(key, 7))
     if c.moco.enabled:
         out["key_params"] = jax.tree.map(jnp.array, params["query"])
-        if c.moco.queue_size:
-            out["queue"] = samplers.queue_init(c.moco.queue_size, _dim(setup, params),
-                                               key=jax.random.fold_in(key, 7))._asdict()
     return out
 
 
@@ -252,7 +247,7 @@ def split_groups(rows: int, splits: int, key=None):
 def make_objective(setup: Setup):
     """``objective(reps, lp, extra, hp) -> loss``: the registered loss (:func:`common.make_objective`) of the
     centred embeddings (:func:`centred`). With ``moco.symmetric`` the sum over both directions, each view's
-    queries against the other view's keys (``extra["keys"]``: view 2's, ``extra["keys_2"]``: view 1's), as
+    queries against the other view's keys (``extra.keys``: view 2's, ``extra.keys_2``: view 1's), as
     the MoCo CIFAR demo sums them. With the instance memory, plus ``proximal * mean |f - v|^2`` (f the
     normalised anchors, v their slots before the update; Wu et al. 2018, Section 3.4)."""
     c = setup.config
@@ -261,12 +256,12 @@ def make_objective(setup: Setup):
 
     def objective(reps, lp, extra, hp):
         a, b, neg = reps
-        state = extra.get("state", {})
+        state = {} if extra.centre is None else {"centre": extra.centre}
         a = centred(c, a, state)
         if not given:
             b = centred(c, b, state)
         if c.moco.enabled and c.moco.symmetric:
-            return loss((a, extra["keys"], neg), lp, extra, hp) + loss((b, extra["keys_2"], neg), lp, extra, hp)
+            return loss((a, extra.keys, neg), lp, extra, hp) + loss((b, extra.keys_2, neg), lp, extra, hp)
         value = loss((a, b, neg), lp, extra, hp)
         if c.negatives.instance:
             gap = jnp.sum(jnp.square(l2_normalize(a).astype(jnp.float32) - b.astype(jnp.float32)), -1)
@@ -284,9 +279,7 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
     c = setup.config
     k_view, k_key = keys
     a, b = data.two_views(k_view, batch["x"], c.data.view, **c.data.view_kwargs.to_dict())
-    extra = {"ids": batch["id"], "state": {k: state[k] for k in ("centre",) if k in state}}
-    if "label" in batch:
-        extra["labels"] = batch["label"]
+    extra = common.StepData(ids=batch["id"], labels=batch.get("label"), centre=state.get("centre"))
     fixed = None
     if c.moco.enabled:
         def key_of(view, which):
@@ -298,16 +291,14 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
                 groups = split_groups(z.shape[0], c.model.norm_splits, jax.random.fold_in(shuffle, which))
             return jax.lax.stop_gradient(centred(c, z, state, trained=False, groups=groups))
 
-        extra["keys"] = key_of(b, 1)
-        if c.moco.symmetric:
-            extra["keys_2"] = key_of(a, 2)
-        else:
-            b = extra["keys"]
+        extra = extra._replace(keys=key_of(b, 1), keys_2=key_of(a, 2) if c.moco.symmetric else None)
+        if not c.moco.symmetric:
+            b = extra.keys
     if c.negatives.instance:
-        b = jax.lax.stop_gradient(state["instance"]["keys"][batch["id"]])
+        b = jax.lax.stop_gradient(state["instance"].keys[batch["id"]])
     if negatives.diagnosed(c):
         fixed, more = negatives.candidates(c, k_key, state, batch, consts, hp)
-        extra.update(more)
+        extra = extra._replace(mask=more.mask, negatives_mask=more.negatives_mask, diagnostics=more.diagnostics)
     return common.StepInputs((a, b, None), extra, None, fixed)
 
 
@@ -323,26 +314,19 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
     state = dict(state)
     gather = lambda x: parallel.gather_replicated(x, AXIS)  # noqa: E731  (device order = global batch order)
     bank = negatives.bank_of(c)
-    if bank in ("memory", "instance"):
-        z = gather(jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False)))
-        ids = gather(extra["ids"])
-        if bank == "memory":
-            state["memory"] = samplers.queue_push(samplers.Queue(**state["memory"]), z, size=hp.memory_size,
-                                                  ids=ids, step=extra["step"])._asdict()
-        else:
-            state["instance"] = samplers.instance_update(samplers.Queue(**state["instance"]), ids, z,
-                                                         momentum=hp.instance_momentum, step=extra["step"])._asdict()
+    if bank is not None and bank.holds == "embeddings":
+        z = gather(jax.lax.stop_gradient(centred(c, extra.embeddings, state, trained=False)))
+        state[bank.state] = bank.push(state[bank.state], sources.Pushed(z, gather(extra.ids), extra.step), hp)
     if c.moco.enabled:
-        if bank == "queue":
-            keys, ids = extra["keys"], extra["ids"]
+        if bank is not None and bank.holds == "keys":
+            keys, ids = extra.keys, extra.ids
             if c.moco.symmetric:
-                keys, ids = jnp.concatenate([extra["keys_2"], keys]), jnp.concatenate([ids, ids])
-            state["queue"] = samplers.queue_push(samplers.Queue(**state["queue"]), gather(keys), size=hp.queue_size,
-                                                 ids=gather(ids), step=extra["step"])._asdict()
+                keys, ids = jnp.concatenate([extra.keys_2, keys]), jnp.concatenate([ids, ids])
+            state[bank.state] = bank.push(state[bank.state], sources.Pushed(gather(keys), gather(ids), extra.step), hp)
         m = hp.moco_momentum
         state["key_params"] = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, state["key_params"], params["query"])
     if c.model.centre == "running":
-        mean = jax.lax.pmean(jnp.mean(jax.lax.stop_gradient(extra["embeddings"]).astype(jnp.float32), 0), AXIS)
+        mean = jax.lax.pmean(jnp.mean(jax.lax.stop_gradient(extra.embeddings).astype(jnp.float32), 0), AXIS)
         m = hp.centre_momentum
         state["centre"] = m * state["centre"] + (1.0 - m) * mean
     return state
@@ -358,12 +342,12 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
       normalised keys (its filled slots): near 1 while the batch and the bank share a direction.
     """
     c = setup.config
-    z = jax.lax.stop_gradient(centred(c, extra["embeddings"], state, trained=False))
+    z = jax.lax.stop_gradient(centred(c, extra.embeddings, state, trained=False))
     mean = common.mean_direction(z)
     out = {"embedding_mean_norm": jnp.linalg.norm(mean)}
-    name = negatives.bank_of(c)
-    if name is not None:
-        bank = samplers.Queue(**state[name])
+    spec = negatives.bank_of(c)
+    if spec is not None:
+        bank = state[spec.state]
         keys = jnp.where(bank.mask[:, None], l2_normalize(bank.keys.astype(jnp.float32)), 0.0)
         bank_mean = jnp.sum(keys, 0) / jnp.maximum(jnp.sum(bank.mask), 1)
         out["bank_drift"] = jnp.dot(mean, bank_mean) / jnp.maximum(jnp.linalg.norm(mean) * jnp.linalg.norm(bank_mean),
@@ -383,39 +367,24 @@ CONFIG = {
     "model.centre_momentum": 0.9,    # running centre: c <- m c + (1 - m) mean(batch embeddings)
     "model.norm_splits": 1,          # batch_norm: statistics over this many groups of the global batch
                                      # (SplitBatchNorm; MoCo's keys get a random partition: ShuffleBN)
-    # MoCo (He et al. 2020): keys from a momentum (EMA) copy of the encoder, without gradient
+    # MoCo (He et al. 2020): keys from a momentum (EMA) copy of the encoder, without gradient; its queue is the
+    # `queue` negative source (experiments/tasks/sources/queue.py)
     "moco.enabled": False,
     "moco.momentum": 0.99,           # m of theta_k <- m theta_k + (1 - m) theta_q (0: a copy of the encoder)
-    "moco.queue_size": 0,            # earlier batches' keys added as negatives to every anchor (FIFO)
     "moco.symmetric": False,         # both views act as queries against the other view's keys (loss summed over
                                      # the two directions; 2B keys pushed per step): the MoCo CIFAR demo, MoCo v3
     "moco.batch_negatives": False,   # the batch's other keys are negatives too (MoCo v1/v2: queue only)
-    # the negatives each anchor sees (ntxent, infonce)
-    "negatives.subsample": 0,        # > 0: only this many random in-batch negatives per anchor (0: all)
-    "negatives.memory": 0,           # > 0: also a memory bank of the encoder's own recent embeddings of this size
-    "negatives.memory_from": 0,      # the step from which the (full) bank counts as negatives (a warm-up before)
-    "negatives.instance": False,     # Wu et al. 2018's instance memory: one slot per training example, updated in
-                                     # place; an anchor's own slot is its positive, negatives are `subsample` random
-                                     # slots (0: every other slot); needs loss infonce
-    "negatives.instance_momentum": 0.5,  # slot update v <- normalize(m v + (1 - m) f)
-    "negatives.proximal": 0.0,       # lambda of Wu et al.'s proximal term lambda * |f - v|^2 (instance memory)
+    # the negatives each anchor sees: the registered sources (experiments.tasks.sources) add their own fields
 }
-MEMBERS = (
+MEMBERS = (  # (each negative source adds its own: experiments.tasks.sources)
     common.MemberField("moco.momentum", "moco_momentum"),
-    common.MemberField("moco.queue_size", "queue_size", np.int32),  # queues of any length > 0 share a program
-    common.MemberField("negatives.subsample", "subsample", np.int32),  # any n > 0 shares a program
-    common.MemberField("negatives.memory", "memory_size", np.int32),   # banks of any size > 0 share a program
-    common.MemberField("negatives.memory_from", "memory_from", np.int32),
-    common.MemberField("negatives.instance_momentum", "instance_momentum"),
-    common.MemberField("negatives.proximal", "proximal"),
     common.MemberField("model.centre_momentum", "centre_momentum"),
 )
 
 
 def shape_key(config) -> dict:
-    """Whether a queue, a subsample and a memory bank exist at all (their sizes are traced)."""
-    return {"moco.queue": bool(config.moco.queue_size), "negatives.subsampled": bool(config.negatives.subsample),
-            "negatives.bank": bool(config.negatives.memory)}
+    """The negative source and whether it subsamples (the sizes of subsets and banks are traced)."""
+    return {"negatives.source": sources.of(config).name, "negatives.subsampled": bool(config.negatives.subsample)}
 
 
 TASK = common.register(common.Task(

@@ -38,7 +38,7 @@ def members() -> tuple:
     loss' float keywords may differ (traced per member) unless its registry entry lists them as ``static``
     (:mod:`jaxneg.registry`). Every other field, shapes included, must be equal. (Module attributes
     ``MEMBERS``, ``MEMBER_FIELDS`` and ``HParams`` read it afresh, so a task registered later joins in.)"""
-    return CORE + tuple(m for task in tasks.common.all_tasks() for m in task.members)
+    return CORE + tuple(m for task in tasks.common.all_tasks() for m in tasks.common.member_fields(task))
 
 
 @functools.lru_cache(maxsize=None)

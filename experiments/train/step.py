@@ -73,8 +73,8 @@ def make_step(setup: Setup, configs=None):
         k_view, k_neg, k_enc = jax.random.split(key, 3)
         inputs, extra, shared, fixed = task.inputs(setup, (k_view, k_neg), state, dict(batch, step=step), consts,
                                                    hp)  # StepInputs
-        extra = dict(extra, step=step)
-        diagnostics = extra.pop("diagnostics", {})
+        diagnostics = dict(extra.diagnostics or {})
+        extra = extra._replace(step=step, diagnostics=None)
         with_fixed = (lambda reps: reps) if fixed is None else (lambda reps: (reps[0], reps[1], fixed))
         params = state["params"]
         lp = params.get(LOGIT)
@@ -82,7 +82,7 @@ def make_step(setup: Setup, configs=None):
             vg = gradcache.value_and_grad(encode, lambda reps, lp_=None: (objective(with_fixed(reps), lp_, extra, hp),
                                                                           reps[0]),
                                           chunk_size=c.gradcache_chunk, has_aux=True, axis_name=AXIS)
-            (loss, extra["embeddings"]), (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
+            (loss, embeddings), (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
             grads = dict(g_enc, **({LOGIT: g_lp} if lp is not None else {}))
         else:
             def total(params):
@@ -92,7 +92,8 @@ def make_step(setup: Setup, configs=None):
                     reps = (reps[0], reps[1], embed(*doc_tower(setup, enc), shared))
                 return objective(with_fixed(reps), params.get(LOGIT), extra, hp), reps[0]
 
-            (loss, extra["embeddings"]), grads = jax.value_and_grad(total, has_aux=True)(params)
+            (loss, embeddings), grads = jax.value_and_grad(total, has_aux=True)(params)
+        extra = extra._replace(embeddings=embeddings)
         diagnostics.update(task.diagnose(setup, state, extra, hp))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)

@@ -87,7 +87,7 @@ def test_part_3_of_the_main_job_trains_on_a_beir_folder(tmp_path):
 
     folder = _write(tmp_path / "tiny")
     c = simclr_mnist1d.get_config()
-    for k, v in {**quickstart.retrieval(folder, steps=2, max_k=1), **quickstart.SAMPLERS["hard"],
+    for k, v in {**quickstart.retrieval(folder, steps=2, max_k=1), "sampler.name": "hard_topk", "sampler.kwargs": {},
                  "sampler.num_negatives": 1, "batch_size": 2, "num_devices": 1, "log_every": 1, "checkpoint_every": 2,
                  "eval.ks": (1, 2), "eval.num_candidates": 2, "progress": False}.items():
         set_field(c, k, v)

@@ -59,7 +59,7 @@ def test_the_instance_memory_contrasts_each_anchor_with_its_own_slot_against_m_d
     c = config("simclr_mnist1d", **{"loss.name": "infonce", "negatives.instance": True, "negatives.subsample": m,
                                     "model.centre": "none", "loss.temperature": t, "batch_size": b})
     mem = samplers.instance_init(n_items, d, key=jax.random.key(1))
-    state = {"instance": mem._asdict()}
+    state = {"instance": mem}
     ids = np.array([3, 11, 0, 7])
     f = np.random.default_rng(0).standard_normal((b, d))
     hp = T.make_hp(subsample=jnp.int32(m), memory_from=jnp.int32(0), proximal=jnp.float32(lam),
@@ -69,9 +69,9 @@ def test_the_instance_memory_contrasts_each_anchor_with_its_own_slot_against_m_d
     def step(ids, f):
         batch = {"id": ids, "step": jnp.int32(0)}
         fixed, extra = negatives.candidates(c, jax.random.key(5), state, batch, {}, hp)
-        pos = jax.lax.stop_gradient(state["instance"]["keys"][ids])  # what views.inputs hands the encoder
-        loss = objective((f, pos, fixed), None, dict(extra, ids=ids), hp)  # (the step's with_fixed)
-        return loss, jax.lax.all_gather(extra["mask"], parallel.DATA, tiled=True)
+        pos = jax.lax.stop_gradient(state["instance"].keys[ids])  # what views.inputs hands the encoder
+        loss = objective((f, pos, fixed), None, extra._replace(ids=ids), hp)  # (the step's with_fixed)
+        return loss, jax.lax.all_gather(extra.mask, parallel.DATA, tiled=True)
 
     loss, mask = _shard(step, devices, 2)(jnp.asarray(ids, jnp.int32), jnp.asarray(f, jnp.float32))
     mask = np.asarray(mask).reshape(b, devices, b // devices + n_items // devices)
@@ -182,7 +182,7 @@ def test_moco_matches_facebookresearch_builder_step_for_step(tmp_path):
     key = jax.random.key(c.seed)
     theta_q = T.init_params(setup, key)["query"]
     theta_k = jax.tree.map(jnp.copy, theta_q)  # param_k.data.copy_(param_q.data)
-    queue = views.init_state(setup, {"query": theta_q}, key)["queue"]["keys"]  # randn, normalised (dim=0 there)
+    queue = views.init_state(setup, {"query": theta_q}, key)["queue"].keys  # randn, normalised (dim=0 there)
     ptr, buf, lr = 0, jax.tree.map(jnp.zeros_like, theta_q), T.make_optimizer(c)[1]
     def unit(p, x):  # F.normalize(encoder(x), dim=1)
         z = setup.query_model.apply(p, x)[1]
@@ -210,6 +210,6 @@ def test_moco_matches_facebookresearch_builder_step_for_step(tmp_path):
                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b_))]
     close(ours["params"]["query"], theta_q)
     close(ours["key_params"], theta_k)
-    held = np.asarray(ours["queue"]["keys"])
+    held = np.asarray(ours["queue"]["keys"])  # (restored without a template: dicts)
     np.testing.assert_allclose(held / np.linalg.norm(held, axis=1, keepdims=True), queue, rtol=2e-4, atol=2e-6)
     assert int(ours["queue"]["ptr"]) == ptr == (3 * b) % size

@@ -18,7 +18,7 @@ TINY = dict(SMALL_SWEEP, steps=3, checkpoint_every=3, log_every=3, batch_size=8)
 def _one_step_negatives(c, bank, ids, labels, step, devices, key=0):
     """``(bank shares of every device, mask of every row, diagnostics)`` of ``negatives.candidates`` on ``devices``."""
     mesh = parallel.data_mesh(devices=jax.devices()[:devices])
-    state = {} if bank is None else {"memory" if c.negatives.memory else "queue": bank._asdict()}
+    state = {} if bank is None else {"memory" if c.negatives.memory else "queue": bank}
     hp = T.make_hp(subsample=jnp.int32(c.negatives.subsample), memory_size=jnp.int32(c.negatives.memory),
                    queue_size=jnp.int32(c.moco.queue_size), memory_from=jnp.int32(c.negatives.memory_from))
     consts = {"labels": jnp.arange(100, dtype=jnp.int32) % 3}  # the class of example i is i % 3
@@ -26,7 +26,7 @@ def _one_step_negatives(c, bank, ids, labels, step, devices, key=0):
     def f(ids, labels, key):
         k = jax.random.fold_in(jax.random.key(key), jax.lax.axis_index(parallel.DATA))
         fixed, extra = negatives.candidates(c, k, state, {"id": ids, "label": labels, "step": jnp.int32(step)}, consts, hp)
-        return (fixed if fixed is not None else jnp.zeros((1, 1))), extra["mask"], extra["diagnostics"]
+        return (fixed if fixed is not None else jnp.zeros((1, 1))), extra.mask, extra.diagnostics
 
     g = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(parallel.DATA), P(parallel.DATA), P()),
                               out_specs=(P(parallel.DATA), P(parallel.DATA), P())))

@@ -82,7 +82,7 @@ def _part3(**over):
     from experiments.configs import quickstart
 
     c = config("retrieval_synthetic")
-    small = {**quickstart.retrieval(steps=3, max_k=3), **quickstart.SAMPLERS["hard"],
+    small = {**quickstart.retrieval(steps=3, max_k=3), "sampler.name": "hard_topk", "sampler.kwargs": {},
              "data.config": {**quickstart.RETRIEVAL_DATA, **SMALL}, "batch_size": 16, "log_every": 3,
              "checkpoint_every": 3, "sampler.refresh_every": 2, "eval.max_examples": 64, "eval.at_init": False}
     from experiments.config_lib import set_field
@@ -123,8 +123,8 @@ def test_the_false_negative_rate_is_the_share_of_kept_negatives_from_the_positiv
     mesh = parallel.data_mesh(devices=jax.devices()[:1])
 
     def f(batch):
-        docs, extra, diag = pairs._sample(setup, jax.random.key(3), state, batch, consts, hp)
-        return docs, extra["negatives_mask"], diag["false_negative_rate"]
+        docs, extra = pairs._sample(setup, jax.random.key(3), state, batch, consts, hp)
+        return docs, extra.negatives_mask, extra.diagnostics["false_negative_rate"]
 
     docs, used, rate = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(parallel.DATA),), out_specs=P(),
                                              check_vma=False))(batch)
