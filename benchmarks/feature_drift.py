@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from experiments import train as T
-from experiments.config_lib import apply_arg
+from experiments.configs.arguments import apply_arg
 from experiments.configs import simclr_mnist1d
 from jaxneg import data
 

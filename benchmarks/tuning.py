@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from experiments import train
-from experiments.config_lib import apply_arg
+from experiments.configs.arguments import apply_arg
 from experiments.configs import simclr_mnist1d
 
 

@@ -23,7 +23,57 @@ import os
 import sys
 
 from experiments import config_lib, stopping, sweep, train
+from experiments.configs import arguments
 from jaxneg import parallel
+
+
+def split_overrides(argv):
+    """``(rest, [(field, text), ...])``: take ``--config.<field>=<value>`` (or ``--config.<field> <value>``)
+    out of ``argv``; the rest goes to absl."""
+    import re
+
+    pattern = re.compile(r"^--config\.([A-Za-z_][\w.]*)(?:=(.*))?$", re.S)
+    rest, out, i = [], [], 0
+    while i < len(argv):
+        m = pattern.match(argv[i])
+        if m is None:
+            rest.append(argv[i])
+        elif m.group(2) is not None:
+            out.append((m.group(1), m.group(2)))
+        elif i + 1 < len(argv):
+            out.append((m.group(1), argv[i + 1]))
+            i += 1
+        else:
+            raise config_lib.ConfigError(f"{argv[i]} needs a value: {argv[i]}=VALUE")
+        i += 1
+    return rest, out
+
+
+def flags_parser(store: list):
+    """An absl ``flags_parser`` that moves ``--config.<field>=<value>`` items into ``store`` (see
+    :func:`split_overrides`) and parses the rest; a malformed override prints one line and exits 2."""
+
+    def parse(argv):
+        import sys
+
+        from absl import app
+
+        try:
+            rest, store[:] = split_overrides(argv)
+        except config_lib.ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return app.parse_flags_with_usage(rest)
+
+    return parse
+
+
+def apply_overrides(config, overrides):
+    """Apply ``[(field, text)]`` from :func:`split_overrides` (values parsed by :func:`experiments.configs.arguments.parse_value`)."""
+    for field, text in overrides:
+        with config_lib.config_errors():
+            config_lib.set_field(config, field, arguments.parse_value(text), f"--config.{field}")
+    return config
 
 def _list_in_help() -> None:
     """Make this module's flags key flags of the main program, so its ``--help`` lists them."""
@@ -35,7 +85,7 @@ def _list_in_help() -> None:
 
 # ----------------------------------------------------------------------------- python -m experiments.train
 
-_TRAIN_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
+_TRAIN_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by flags_parser
 
 
 def _train_main(argv):
@@ -46,7 +96,7 @@ def _train_main(argv):
         logging.set_verbosity(logging.WARNING)
     train.enable_compilation_cache()
     try:
-        config = config_lib.apply_overrides(config_lib.load_file(flags.FLAGS.config), _TRAIN_OVERRIDES)
+        config = apply_overrides(config_lib.load_file(flags.FLAGS.config), _TRAIN_OVERRIDES)
         if flags.FLAGS.baselines is not None:
             try:
                 seeds = [int(s) for s in flags.FLAGS.baselines.split(",") if s.strip()] or None
@@ -92,17 +142,17 @@ def train_command() -> None:
     _train_flags()
     _list_in_help()
     parallel.initialize()
-    app.run(_train_main, flags_parser=config_lib.flags_parser(_TRAIN_OVERRIDES))
+    app.run(_train_main, flags_parser=flags_parser(_TRAIN_OVERRIDES))
 
 
 # ----------------------------------------------------------------------------- python -m experiments.sweep
 
-_SWEEP_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by config_lib.flags_parser
+_SWEEP_OVERRIDES: list = []  # (field, text) of --config.<field>=<value>, filled by flags_parser
 
 
 def slurm_options(text: str) -> dict:
     """``--slurm "slurm_partition='gpu',timeout_min=60"`` as submitit keyword arguments."""
-    return {k: config_lib.parse_value(v) for k, v in config_lib.arg_options(text, "--slurm").items()}
+    return {k: arguments.parse_value(v) for k, v in arguments.arg_options(text, "--slurm").items()}
 
 
 def _sweep_main(argv):
@@ -116,8 +166,8 @@ def _sweep_main(argv):
     F = flags.FLAGS
     try:
         spec = sweep.load_sweep(F.config)
-        config_lib.apply_arg(spec.base, F.base, "--base")
-        config_lib.apply_overrides(spec.base, _SWEEP_OVERRIDES)
+        arguments.apply_arg(spec.base, F.base, "--base")
+        apply_overrides(spec.base, _SWEEP_OVERRIDES)
         if F.dry_run:
             points = sweep.expand(spec)
             for p in points:
@@ -177,4 +227,4 @@ def sweep_command() -> None:
 
     _sweep_flags()
     _list_in_help()
-    app.run(_sweep_main, flags_parser=config_lib.flags_parser(_SWEEP_OVERRIDES))
+    app.run(_sweep_main, flags_parser=flags_parser(_SWEEP_OVERRIDES))

@@ -8,7 +8,8 @@ Reference: Radford et al., *Learning Transferable Visual Models From Natural Lan
 Supervision*, ICML 2021.
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 
 def get_config(arg=None):

@@ -11,7 +11,8 @@ References: Chuang et al., *Debiased Contrastive Learning*, NeurIPS 2020 (Table/
 Robinson et al., *Contrastive Learning with Hard Negative Samples*, ICLR 2021 (Table 1).
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 
 def get_config(arg=None):

@@ -22,7 +22,7 @@ Learning*, CVPR 2020; the symmetric loss of the MoCo CIFAR-10 demo (facebookrese
 Chen, Xie & He, *An Empirical Study of Training Self-Supervised Vision Transformers* (MoCo v3), ICCV 2021.
 """
 
-from experiments.config_lib import apply_arg
+from experiments.configs.arguments import apply_arg
 from experiments.configs import quickstart, simclr_mnist1d
 
 

@@ -62,7 +62,7 @@ See ``BENCHMARKS.md`` for its run time and results.
 import re
 from typing import NamedTuple
 
-from experiments.config_lib import apply_arg, arg_options, number, number_list
+from experiments.configs.arguments import apply_arg, arg_options, number, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.spec import Analysis, Part, Sweep
 from experiments.tasks import sources

@@ -10,7 +10,8 @@ Reference: Yi et al., *Sampling-Bias-Corrected Neural Modeling for Large Corpus 
 Recommendations*, RecSys 2019.
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 
 def get_config(arg=None):

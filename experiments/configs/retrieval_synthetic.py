@@ -12,7 +12,8 @@ References: Xiong et al., *Approximate Nearest Neighbor Negative Contrastive Lea
 Dense Text Retrieval* (ANCE), ICLR 2021; Qu et al., *RocketQA*, NAACL 2021 (false negatives).
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 
 def get_config(arg=None):

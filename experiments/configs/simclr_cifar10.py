@@ -11,7 +11,8 @@ evaluation accuracy; we report kNN and a linear probe on frozen features.
 Reference: Chen, Kornblith, Norouzi & Hinton, ICML 2020, Appendix B.9.
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 GRID = {"batch": (256, 512, 1024, 2048, 4096, 8192), "epochs": (100, 200, 300, 400, 500, 600, 700, 800)}
 

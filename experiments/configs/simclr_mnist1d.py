@@ -9,7 +9,8 @@ Reference: Chen, Kornblith, Norouzi & Hinton, *A Simple Framework for Contrastiv
 of Visual Representations*, ICML 2020; data: Greydanus & Kobak 2024 (MNIST-1D).
 """
 
-from experiments.config_lib import base_config, apply_arg
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 
 def get_config(arg=None):

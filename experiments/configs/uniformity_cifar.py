@@ -11,7 +11,8 @@ log alignment and kNN accuracy. A small-scale analog runs on MNIST-1D in
 Reference: Wang & Liu, *Understanding the Behaviour of Contrastive Loss*, CVPR 2021.
 """
 
-from experiments.config_lib import apply_arg, base_config
+from experiments.config_lib import base_config
+from experiments.configs.arguments import apply_arg
 
 TEMPERATURES = (0.07, 0.2, 0.3, 0.7, 1.0)
 

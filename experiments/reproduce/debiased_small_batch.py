@@ -13,7 +13,7 @@ kNN and linear-probe accuracy.
 ``arg``: ``batches=32-64-128-256``, ``tau_plus=0.1``, ``steps=400``, ``seeds=1``, plus overrides.
 """
 
-from experiments.config_lib import apply_arg, number_list
+from experiments.configs.arguments import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, table
 from experiments.spec import Sweep

@@ -16,7 +16,7 @@ Ours: SimCLR on MNIST-1D, 400 parameter updates each:
 ``arg``: ``large=256``, ``small=32``, ``updates=400``, plus base-config overrides.
 """
 
-from experiments.config_lib import apply_arg
+from experiments.configs.arguments import apply_arg
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, table
 from experiments.spec import Sweep

@@ -14,7 +14,7 @@ test embeddings with the class labels (``jaxneg.metrics.tolerance``), kNN accura
 ``arg``: ``temperatures=0.05-0.1-0.2-0.5-1.0``, ``steps=400``, plus base-config overrides.
 """
 
-from experiments.config_lib import apply_arg, number_list
+from experiments.configs.arguments import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
 from experiments.reproduce import command, metric, spearman, table
 from experiments.spec import Sweep

@@ -21,7 +21,7 @@ of a ResNet on 50,000 images; compare the shape. The FIFO bank of recent embeddi
 cross-batch memory) is the main job's ``memory`` source, not this.
 """
 
-from experiments.config_lib import apply_arg, arg_options, number, number_list
+from experiments.configs.arguments import apply_arg, arg_options, number, number_list
 from experiments.configs import quickstart, simclr_mnist1d
 from experiments.reproduce import command, metric, spearman, table
 from experiments.spec import Analysis, Sweep

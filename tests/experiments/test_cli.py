@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments import config_lib
+from experiments import cli, config_lib
 from experiments import sweep as S
 from experiments import train as T
 from tests.experiments.helpers import config, small_sweep
@@ -22,11 +22,11 @@ def _run(*args, timeout=300):
 def test_keyword_arguments_are_set_from_every_route():
     """--config.loss.kwargs.x, get_config's arg and sweep axes reach the loss, sampler, view and model kwargs."""
     c = config_lib.load_file("experiments/configs/simclr_mnist1d.py")
-    rest, overrides = config_lib.split_overrides(
+    rest, overrides = cli.split_overrides(
         ["prog", "--config.loss.name=debiased", "--config.loss.kwargs.tau_plus=0.1", "--workdir", "w",
          "--config.data.view_kwargs.noise", "0.2", "--config.model.kwargs.channels=(16, 32)"])
     assert rest == ["prog", "--workdir", "w"]
-    config_lib.apply_overrides(c, overrides)
+    cli.apply_overrides(c, overrides)
     assert (c.loss.name, c.loss.kwargs.tau_plus, c.data.view_kwargs.noise) == ("debiased", 0.1, 0.2)
     assert c.model.kwargs.channels == (16, 32)
     config_lib.validate(c)
@@ -40,7 +40,7 @@ def test_keyword_arguments_are_set_from_every_route():
     assert [p.config.loss.kwargs.tau_plus for p in S.expand(sw)] == [0.05, 0.1]
     # retrieval: sampler kwargs too
     r = config_lib.load_file("experiments/configs/retrieval_synthetic.py")
-    config_lib.apply_overrides(r, [("sampler.kwargs.skip_top", "3")])
+    cli.apply_overrides(r, [("sampler.kwargs.skip_top", "3")])
     assert r.sampler.kwargs.skip_top == 3
     config_lib.validate(r)
 
@@ -53,7 +53,7 @@ def test_keyword_arguments_are_set_from_every_route():
 def test_a_misspelt_keyword_argument_names_the_valid_ones(field, value, match):
     c = config_lib.load_file("experiments/configs/retrieval_synthetic.py" if field.startswith("sampler")
                              else "experiments/configs/simclr_mnist1d.py:loss.name=debiased")
-    config_lib.apply_overrides(c, [(field, value)])
+    cli.apply_overrides(c, [(field, value)])
     with pytest.raises(ValueError, match=match):
         config_lib.validate(c)
 
@@ -66,7 +66,7 @@ def test_a_misspelt_keyword_argument_names_the_valid_ones(field, value, match):
 def test_bad_overrides_fail_with_one_clear_message(field, value, match):
     c = config_lib.load_file("experiments/configs/simclr_mnist1d.py")
     with pytest.raises(config_lib.ConfigError, match=match):
-        config_lib.apply_overrides(c, [(field, value)])
+        cli.apply_overrides(c, [(field, value)])
 
 
 @pytest.mark.slow

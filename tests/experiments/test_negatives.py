@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments import train as T
-from experiments.tasks import negatives, views
+from experiments.tasks import negatives
 from jaxneg import parallel, samplers
 from tests.experiments.helpers import SMALL_SWEEP, config, final_params, leaves
 
