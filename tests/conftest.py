@@ -113,6 +113,32 @@ def finished_sweep(tmp_path_factory):
     return str(d), json.loads((d / "first_summary.json").read_text())
 
 
+#: README command 1 reduced to a few minutes' worth of seconds: all three parts, every kind of program
+MAIN_JOB = ("platform=cpu,steps=4,retrieval_steps=4,batches=16-32,temperatures=0.1,seeds=1,negatives=3-62,"
+            "mined=0-1,samplers=hard,neg_batch=32")
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory):
+    """README command 1 reduced (:data:`MAIN_JOB`), finished once per session (shared as
+    :func:`finished_sweep`): ``(directory, sweep)``."""
+    import fcntl
+
+    from experiments import sweep
+    from experiments.configs import quickstart
+
+    spec = quickstart.get_config(MAIN_JOB)
+    d = SESSION / "main_job"
+    with open(SESSION / "main_job.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (d / "report.md").exists():
+                sweep.run(spec, str(d), progress=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(d), spec
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter):
     """What failed, last: after pytest's own summaries (and its durations), the name of each failed

@@ -1,5 +1,6 @@
 """Scaling-law fits: parameter recovery inside the bootstrap interval, the 4,500-start grid, ARE, errors."""
 
+import json
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -363,3 +364,30 @@ def test_arms_are_read_by_their_paired_differences_from_the_control():
     assert analysis.paired_report(pd.DataFrame(rows), analysis.Analysis(x="k", y="eval/acc")) == ""
     two = pd.DataFrame(rows + [{**rows[0], "run": "c0bis"}])  # two controls of seed 0: no pairing
     assert "several runs per seed" in analysis.paired_report(two, a)
+
+
+def test_a_law_is_drawn_only_where_it_beats_a_constant(tmp_path):
+    """GroupFit.law_test: a power law with small seed noise beats a constant (nested F-test); flat noisy points
+    do not, and the report draws their points with no law and says why (issue 40: exponents of -42.7 drawn
+    through flat points)."""
+    import pandas as pd
+
+    from jaxneg import analysis
+
+    rng = np.random.default_rng(0)
+    xs = np.repeat([1, 3, 7, 15, 63], 3)
+    rows = [{"run": f"{g}{i}", "metric": "eval/m", "step": 1, "k": int(x), "g": g,
+             "value": float(v + rng.normal(0, 0.004))}
+            for g, fn in (("law", lambda x: 0.2 + 0.5 * x ** -0.7), ("flat", lambda x: 0.45 + 0 * x))
+            for i, (x, v) in enumerate((x, fn(x)) for x in xs)]
+    df = pd.DataFrame(rows)
+    a = analysis.Analysis(x="k", y="eval/m", group="g", n_bootstrap=20)
+    fits = {gf.group: gf for gf in a.fit(df)}
+    law, flat = fits["law"].law_test(), fits["flat"].law_test()
+    assert law["supported"] and law["p"] < 1e-6
+    assert not flat["supported"] and "does not beat a constant" in flat["reason"]
+    path = analysis.write_report(df, [a], str(tmp_path), title="t")
+    text = open(path).read()
+    assert "g=flat: no law drawn: the law does not beat a constant" in text and "g=law: law drawn" in text
+    f = {r["group_value"]: r["law_test"]["supported"] for r in json.load(open(tmp_path / "fits.json"))}
+    assert f == {"law": True, "flat": False}

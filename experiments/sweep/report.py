@@ -123,7 +123,9 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                              if m in untrained and np.isfinite(row[m]) and row[m] < untrained[m]) or "-"
         wide["below untrained encoder"] = [below(row) for _, row in wide.iterrows()]
         table_cols.append("below untrained encoder")
-    preamble += ["## Runs", ""] + _runs_tables(wide, table_cols, swept, protocol_of)
+    parts = [(a.heading(), set(results.where(df, a.where).run) | (set(results.where(df, a.control).run) if a.control
+                                                                   else set())) for a in sweep.analyses]
+    preamble += ["## Runs", ""] + _runs_tables(wide, table_cols, swept, protocol_of, parts)
 
     def baselines_of(a) -> dict:
         """The baselines of the protocol every run of analysis ``a`` shares ({} if its runs span several)."""
@@ -139,19 +141,26 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                                  time_account=_phase_sums(programs) if programs else None, timings=timings)
 
 
-def _runs_tables(wide, cols, swept, protocol_of) -> list:
-    """The runs table's lines: one table, or with runs of several protocols one per protocol, each with only
-    the swept fields that vary among its runs and the metrics they have (a sweep of MNIST-1D and retrieval
-    runs would otherwise be one table of every field of both)."""
-    names = [protocol_of.get(r, "other") for r in wide.run]
-    if len(set(names)) < 2:
+def _runs_tables(wide, cols, swept, protocol_of, parts) -> list:
+    """The runs table's lines: one table per part of the sweep, each with only the swept fields that vary
+    among its runs and the metrics they have (a sweep of three parts would otherwise be one table of every
+    field of all three). ``parts``: ``[(title, runs)]``, the runs each analysis reads (its ``where`` and its
+    control), in order; a run belongs to the first that reads it, and runs no analysis reads form a table per
+    protocol. One part: one table, with no heading."""
+    owner = {}
+    for title, runs in parts:
+        for r in runs:
+            owner.setdefault(r, title)
+    keys = [(protocol_of.get(r, "other"), owner.get(r, "")) for r in wide.run]
+    if len(set(keys)) < 2:
         return [_markdown(wide[cols]), ""]
     out = []
-    for name in dict.fromkeys(names):
-        part = wide[[n == name for n in names]]
+    for key in dict.fromkeys(keys):
+        part = wide[[k == key for k in keys]]
         keep = [c for c in cols if (c not in swept or part[c].astype(str).nunique() > 1)
                 and not (part[c].dtype.kind == "f" and part[c].isna().all())]
-        out += [f"### {name} ({len(part)} runs)", "", _markdown(part[keep]), ""]
+        out += [f"### {key[0]}" + (f": {key[1]}" if key[1] else "") + f" ({len(part)} runs)", "",
+                _markdown(part[keep]), ""]
     return out
 
 

@@ -1,18 +1,24 @@
-"""The figures of :mod:`jaxneg.analysis.fits`: :func:`plot_fits` (points, law, band, extrapolation,
-baselines) and the figure file names. No statistics of their own, no Markdown."""
+"""The figures of :mod:`jaxneg.analysis.fits`: :func:`plot_fits` (points, law where the data support it, band,
+extrapolation, baselines, control), :func:`plot_points` (no law) and the figure file names. No statistics of
+their own, no Markdown."""
 
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxneg.analysis.fits import SATURATION_LEVEL, Analysis, GroupFit, law_text, plain
+from jaxneg.analysis.fits import LAW_LEVEL, SATURATION_LEVEL, Analysis, GroupFit, law_text, plain
 
 def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None = None, group_label: str = "",
-              extrapolate: float = 2.0, ax=None, title: str | None = None, baselines: Mapping[str, float] | None = None):
+              extrapolate: float = 2.0, ax=None, title: str | None = None, baselines: Mapping[str, float] | None = None,
+              control: Mapping[str, float] | None = None):
     """Data points, fitted curve and bootstrap band per group, on a log ``x`` axis.
+
+    A group's curve and band are drawn only where its law beats a constant (:meth:`GroupFit.law_test`);
+    otherwise its points alone (the legend says "no law"). ``control`` (``{label: value}``: the mean of the
+    control runs, e.g. k = 0) is drawn as a grey horizontal line. The legend sits outside the axes.
 
     The curve continues (dashed) to ``extrapolate ×`` the largest ``x``; curves and bands are
     clipped to each fit's ``bounds``. The legend names the swept variable (``xlabel``) in the
@@ -29,7 +35,7 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if ax is None:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+        fig = Figure(figsize=(8.4, 4.4), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -63,6 +69,9 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
             ax.errorbar(xs_, mean, yerr=sd, color=c, fmt="o", ms=4, capsize=3, lw=1, zorder=4)
         else:
             ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
+        if not gf.law_test()["supported"]:
+            ax.scatter([], [], color=c, s=18, label=f"{name}: no law drawn")
+            continue
         lo, hi = gf.x.min(), gf.x.max()
         grid_in = np.geomspace(lo, hi, 100)
         grid_out = np.geomspace(hi, hi * extrapolate, 30)
@@ -79,13 +88,13 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         if gf.left_out:
             ax.scatter([r[1] for r in gf.left_out], [1.0 - r[2] if gf.label.startswith("1 - ") else r[2] for r in gf.left_out],
                        color=c, marker="x", s=30, zorder=3)
-    for j, (name, value) in enumerate((baselines or {}).items()):
-        ax.axhline(value, color="black", ls=(":", "-.", "--")[j % 3], lw=1.2, label=f"{name}: {value:.3g}", zorder=1)
+    _reference_lines(ax, baselines, control)
     handles, labels = ax.get_legend_handles_labels()
-    if extrapolate > 1:
+    drawn = [gf for gf in fits if gf.law_test()["supported"]]
+    if extrapolate > 1 and drawn:
         handles.append(Line2D([], [], color="gray", ls="--"))
         labels.append(f"extrapolation to {extrapolate:g}× the largest {xname}")
-    if any(gf.raw_samples is not None for gf in fits):
+    if any(gf.raw_samples is not None for gf in drawn):
         handles.append(Patch(color="gray", alpha=0.15, lw=0))
         labels.append(f"{int(fits[0].level * 100)}% bootstrap band")
     if any(gf.replicates() for gf in fits):
@@ -100,14 +109,59 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if any(gf.left_out for gf in fits):
         handles.append(Line2D([], [], ls="", marker="x", color="gray"))
         labels.append("below the untrained encoder: not fitted")
+    if len(drawn) < len(fits):
+        handles.append(Line2D([], [], ls=""))
+        labels.append(f"no law: it does not beat a constant (F-test, {LAW_LEVEL:g}) or is not identified")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or fits[0].label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(handles, labels, fontsize="small")
+    _outside_legend(ax, handles, labels)
     if title:
         ax.set_title(title, fontsize="medium")
     return fig
+
+
+def plot_points(points: Mapping[Any, tuple], *, xlabel: str = "x", ylabel: str = "y", group_label: str = "",
+                title: str | None = None, baselines: Mapping[str, float] | None = None,
+                control: Mapping[str, float] | None = None):
+    """The runs' points per group (``{group: (x [n], y [n])}``; mean ± sd over runs of one ``x``), with the
+    ``baselines`` and the ``control`` as horizontal lines and no law: what a report draws where no law could
+    be fitted. Returns a new matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (g, (x, y)) in enumerate(points.items()):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        xs = np.unique(x)
+        mean = np.array([y[x == v].mean() for v in xs])
+        sd = np.array([y[x == v].std(ddof=1) if (x == v).sum() > 1 else 0.0 for v in xs])
+        name = "runs" if g is None else f"{group_label or 'group'}={plain(g)}"
+        ax.scatter(x, y, color=f"C{i % 10}", s=10, alpha=0.35)
+        ax.errorbar(xs, mean, yerr=sd, color=f"C{i % 10}", fmt="o", ms=4, capsize=3, lw=1, label=name)
+    _reference_lines(ax, baselines, control)
+    if all(np.all(np.asarray(x) > 0) for x, _ in points.values()):
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    _outside_legend(ax, *ax.get_legend_handles_labels())
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def _reference_lines(ax, baselines, control) -> None:
+    for j, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, color="black", ls=(":", "-.", "--")[j % 3], lw=1.2, label=f"{name}: {value:.3g}", zorder=1)
+    for name, value in (control or {}).items():
+        ax.axhline(value, color="gray", ls="--", lw=1.5, label=f"{name}: {value:.3g}", zorder=1)
+
+
+def _outside_legend(ax, handles, labels) -> None:
+    """The legend to the right of the axes, off the data."""
+    ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 

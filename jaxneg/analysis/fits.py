@@ -64,6 +64,8 @@ class Analysis:
 #: the saturation test's one-sided level (:meth:`GroupFit.saturation`), and how many seed sds a law may miss a
 #: point's mean by before the report flags it (:meth:`GroupFit.residuals`)
 SATURATION_LEVEL, RESIDUAL_FACTOR = 0.05, 2.0
+#: a law is drawn only where it beats a constant at this level (:meth:`GroupFit.law_test`)
+LAW_LEVEL = 0.05
 
 
 @dataclasses.dataclass
@@ -145,6 +147,37 @@ class GroupFit:
                  "relative_residual": float((p - m) / m), "outside": bool(k > 1 and abs(p - m) > factor * d)}
                 for v, m, d, k, p in zip(xs, mean, sd, n, pred)]
 
+    def law_test(self, level: float = LAW_LEVEL) -> dict:
+        r"""Whether the data support the law over a constant: ``{"supported", "F", "p", "reason"}``.
+
+        The nested F-test of the law (``q`` parameters) against the constant (its mean), on every run:
+
+            F = ((RSS_c - RSS_law) / (q - 1)) / (RSS_law / (n - q)),   p = P(F_{q-1, n-q} > F)
+
+        with ``RSS`` the sums of squared residuals of the fitted target. Supported when ``p < level``, every
+        parameter is identified (none :meth:`undetermined`) and there are more distinct ``x`` than
+        parameters; otherwise a report draws the points, not the law, and says why (``reason``)."""
+        from scipy import stats
+
+        n, q = len(self.y), len(self.fit.params)
+        distinct = len(np.unique(self.x, axis=0))
+        rss_c = float(np.sum((self.y - self.y.mean()) ** 2))
+        rss = float(np.sum((self.y - self.fit.predict(self._data(self.x))) ** 2))
+        out = {"F": None, "p": None, "supported": False}
+        if distinct <= q or n <= q:
+            return {**out, "reason": f"{distinct} distinct x and {n} runs for {q} parameters"}
+        if rss <= 0.0:
+            f, pv = float("inf"), 0.0
+        else:
+            f = max((rss_c - rss) / (q - 1), 0.0) / (rss / (n - q))
+            pv = float(stats.f.sf(f, q - 1, n - q))
+        out.update(F=float(f), p=pv)
+        if pv >= level:
+            return {**out, "reason": f"the law does not beat a constant (F = {f:.3g}, p = {pv:.2g} >= {level:g})"}
+        if self.undetermined():
+            return {**out, "reason": f"the data cannot pin {', '.join(self.undetermined())} down"}
+        return {**out, "supported": True, "reason": f"beats a constant: F = {f:.3g}, p = {pv:.2g}"}
+
     def undetermined(self) -> dict:
         """``{param: (low, high)}`` of the parameters whose near-optimal range (starts within
         :data:`jaxneg.scaling.NEAR_OPTIMAL` of the optimum) is wider than their bootstrap interval: the data
@@ -221,7 +254,7 @@ class GroupFit:
                 "saturation": None if saturation is None else {"x": saturation[0], "largest_x": saturation[1],
                                                                "level": SATURATION_LEVEL},
                 "holdout_are": self.holdout_are,
-                "warnings": self.warnings(), "variables": list(self.fit.law.variables),
+                "warnings": self.warnings(), "variables": list(self.fit.law.variables), "law_test": self.law_test(),
                 "candidates": None if self.candidates is None else int(len(self.candidates[1])),
                 "seed_interval": None if self.seed_interval is None else {k: list(v) for k, v in self.seed_interval.items()},
                 "seed_share": self.seed_share() or None}
@@ -392,5 +425,5 @@ def paired_differences(df, a: Analysis):
     return groups, sorted(arms[a.x].unique()), cells
 
 
-__all__ = ["Analysis", "FLOOR", "GroupFit", "RESIDUAL_FACTOR", "SATURATION_LEVEL", "fit_groups", "law_text",
+__all__ = ["Analysis", "FLOOR", "GroupFit", "LAW_LEVEL", "RESIDUAL_FACTOR", "SATURATION_LEVEL", "fit_groups", "law_text",
            "paired_differences", "plain"]

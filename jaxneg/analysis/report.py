@@ -9,8 +9,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxneg import rundir, scaling
-from jaxneg.analysis.figures import file_stem, plot_fits, plot_name
+from jaxneg import results, rundir, scaling
+from jaxneg.analysis.figures import file_stem, plot_fits, plot_name, plot_points
 from jaxneg.analysis.fits import (FLOOR, RESIDUAL_FACTOR, SATURATION_LEVEL, Analysis, GroupFit, paired_differences,
                                   plain)
 
@@ -208,15 +208,29 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
         t_fit = time.perf_counter()
         own = (baselines(a) if callable(baselines) else baselines) or {}
         floor = (own.get(FLOOR) or {}).get(a.y) if a.complement else None
+        floors = {k: float(v[a.y]) for k, v in own.items() if a.y in v}
+        target = (lambda v: 1.0 - v) if a.complement else (lambda v: v)  # noqa: E731
+        drawn = {k: target(v) for k, v in floors.items()}
+        control = _control(df, a, target)
         try:
             fits = a.fit(df, floor=floor)
         except ValueError as e:
             if strict:
                 raise
             paired = paired_report(df, a)
-            sections.append(head + f"not fitted: {e}\n" + (f"\n{paired}\n" if paired else ""))
+            png = plot_name(a)
+            png = png[:-4] + f"_{i + 1}.png" if png in used else png
+            used.add(png)
+            fig = _points_figure(df, a, target, drawn, control)
+            text = ""
+            if fig is not None:
+                fig.savefig(os.path.join(out, png), dpi=120)
+                text = f"\n\n![{a.label} vs {a.xname}]({png})"
+            sections.append(head + f"not fitted: {e}. The figure draws the runs' points"
+                            + (", the control" if control else "") + " and the baselines, no law.\n\n"
+                            + baseline_lines(floors, complement=a.complement)
+                            + (f"\n\n{paired}" if paired else "") + text + "\n")
             continue
-        floors = {k: float(v[a.y]) for k, v in own.items() if a.y in v}
         title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
         figures = []
         for part in ([[gf] for gf in fits] if per_group_figures else [fits]):
@@ -229,13 +243,15 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 png = png[:-4] + f"_{i + 1}.png"
             used.add(png)
             fig = plot_fits(part, xlabel=a.xname, group_label=a.group or "", title=f"{part[0].label}: {title_of}",
-                            baselines={k: (1.0 - v if a.complement else v) for k, v in floors.items()})
+                            baselines=drawn, control=control)
             fig.savefig(os.path.join(out, png), dpi=120)
             figures.append(f"![{part[0].label} vs {a.xname}]({png})")
         fits_json += [{**gf.to_json(), "x": a.x, "y": a.y, "group": a.group, "law": a.law, "objective": a.loss,
                        "complement": a.complement, "where": a.where or None, "frontier": a.frontier,
-                       "keep_below_floor": a.keep_below_floor} for gf in fits]
+                       "keep_below_floor": a.keep_below_floor, "baselines": floors, "control": control or None}
+                      for gf in fits]
         sections.append(head + fit_report(fits, x=a.x, group=a.group, law=a.law, n_bootstrap=a.n_bootstrap)
+                        + "\n\n" + law_lines(fits, group=a.group)
                         + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
                         + (f"\n\n{paired}" if (paired := paired_report(df, a)) else "")
@@ -253,6 +269,49 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def law_lines(fits: Sequence[GroupFit], *, group: str | None) -> str:
+    """Which groups' laws the figure draws and why the others are not (:meth:`GroupFit.law_test`)."""
+    lines = []
+    for gf in fits:
+        t = gf.law_test()
+        name = "the fit" if gf.group is None else f"{group}={plain(gf.group)}"
+        lines.append(f"- {name}: " + (f"law drawn; it {t['reason']}." if t["supported"] else
+                                      f"no law drawn: {t['reason']}; the figure shows its points."))
+    return "Laws drawn (a law must beat a constant, nested F-test at 0.05, and be identified):\n\n" + "\n".join(lines)
+
+
+def baseline_lines(floors: Mapping[str, float], *, complement: bool) -> str:
+    """The baselines' sentence of a section with no fit."""
+    if not floors:
+        return "No baselines: the runs span several protocols or none was recorded."
+    return "Baselines of the same protocol: " + ", ".join(f"{k} {v:.4g}" for k, v in floors.items()) + "."
+
+
+def _control(df, a: Analysis, target) -> dict:
+    """``{label: mean fitted target}`` of the analysis' control runs (``a.control``), or {}."""
+    if not a.control:
+        return {}
+    rows = results.where(df, a.control)
+    rows = rows[rows.metric == a.y]
+    if not len(rows):
+        return {}
+    return {f"control ({len(rows)} runs)": float(target(rows.value.mean()))}
+
+
+def _points_figure(df, a: Analysis, target, baselines, control):
+    """The points of an analysis that could not be fitted (one x variable), or None."""
+    if not isinstance(a.x, str):
+        return None
+    rows = results.where(df, a.where) if a.where else df
+    rows = rows[rows.metric == a.y]
+    if not len(rows) or a.x not in rows:
+        return None
+    groups = rows.groupby(a.group, dropna=False) if a.group else [(None, rows)]
+    points = {g: (part[a.x].to_numpy(np.float64), target(part.value.to_numpy(np.float64))) for g, part in groups}
+    return plot_points(points, xlabel=a.xname, ylabel=a.label, group_label=a.group or "", baselines=baselines,
+                       control=control, title=f"{a.label}: points, no law")
 
 
 # ----------------------------------------------------------------------------- command line

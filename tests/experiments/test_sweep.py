@@ -565,9 +565,10 @@ def test_each_analysis_and_each_run_is_read_against_its_own_protocols_baselines(
                       keep_below_floor=True)
     text = open(report.analyze(small_sweep(analyses=(only_b, both)), str(d))).read()
     runs = text.split("## Runs", 1)[1].split("## Fits", 1)[0]
-    assert f"### {a_name} (3 runs)" in runs and "### mnist1d#2 (3 runs)" in runs  # one table per protocol
+    # one table per part (the runs each analysis reads first), of one protocol each
+    assert f"### mnist1d#2: {only_b.heading()} (3 runs)" in runs and f"### {a_name}: {both.heading()} (3 runs)" in runs
     for name, flagged in ((a_name, False), ("mnist1d#2", True)):  # flagged against its own untrained encoder
-        rows = [l for l in runs.split(f"### {name} (")[1].split("###")[0].splitlines()[4:] if l.startswith("|")]
+        rows = [l for l in runs.split(f"### {name}: ")[1].split("###")[0].splitlines()[4:] if l.startswith("|")]
         assert len(rows) == 3 and all(l.rstrip(" |").endswith("knn_accuracy") == flagged for l in rows), rows
     first, second = text.split("## Fits", 1)[1].split("\n### ")[1:3]
     assert "Baselines of the same protocol: raw input 0.98, untrained encoder 0.99" in first  # protocol B's
@@ -600,3 +601,37 @@ def results_flat(config):
     from jaxneg import rundir
 
     return rundir.flat(config_lib.config_json(config))
+
+
+@pytest.mark.slow
+def test_every_fit_and_figure_of_the_main_job_carries_its_own_protocols_baselines(main_job):
+    """README command 1, reduced (all three parts, two protocols): every fit section states the baselines of
+    the protocol its runs share and draws them (fits.json records what the figure drew), every part gets a
+    runs table, and ``negatives_per_anchor`` is each run's count (B, n, k)."""
+    import pandas as pd
+
+    d, spec = main_job
+    floors = json.load(open(os.path.join(d, "baselines.json")))
+    assert len(floors) == 2  # MNIST-1D and the retrieval corpus
+    text = open(os.path.join(d, "report.md")).read()
+    sections = text.split("## Fits", 1)[1].split("## Time", 1)[0].split("\n### ")[1:]
+    assert len(sections) == len(spec.analyses)
+    checked = 0
+    for a, section in zip(spec.analyses, sections):  # (a diagnostic, the false-negative rate, has no baselines)
+        protocol = "mnist1d" if "task == 'views'" in a.where else "synthetic_retrieval"
+        untrained = floors[protocol]["untrained_encoder"].get(a.y)
+        if untrained is not None:
+            assert "Baselines of the same protocol" in section and f"untrained encoder {untrained:.4g}" in section, a.y
+            assert "![" in section  # the figure (points, or the law where it beats a constant)
+            checked += 1
+    assert checked == len(spec.analyses) - 1
+    fits = json.load(open(os.path.join(d, "fits.json")))
+    assert all(f["baselines"] for f in fits if f["y"] != "eval/false_negative_rate")
+    runs = text.split("## Runs", 1)[1].split("## Fits", 1)[0]
+    assert sum(line.startswith("### ") for line in runs.splitlines()) == 3  # parts 1, 2 and 3
+    table = pd.read_csv(os.path.join(d, "results.csv")).groupby("run").first()
+    for run, row in table.iterrows():
+        b = row["batch_size"]
+        want = {"batch": 2 * b - 2, "subsampled": row["negatives.subsample"]}.get(
+            row["negatives_from"], b - 1 + row["sampler.num_negatives"])
+        assert row["negatives_per_anchor"] == want, run
