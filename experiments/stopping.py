@@ -110,9 +110,10 @@ def exit_worker(stop: Stop) -> None:
     os._exit(stop.exit_code)
 
 
-def stop_processes(processes, grace: float = 5.0) -> None:
+def stop_processes(processes, grace: float = 5.0) -> list[int]:
     """SIGTERM each live process, wait up to ``grace`` seconds in all, then SIGKILL any left and wait for
-    it to be gone (a process with a large heap can take seconds to exit on a loaded machine)."""
+    it to be gone (a process with a large heap can take seconds to exit on a loaded machine); returns the
+    pids that had to be killed (their locks were not released: :func:`clear_dead_locks`)."""
     processes = [p for p in processes if p.is_alive()]
     for p in processes:
         with contextlib.suppress(ProcessLookupError, OSError):
@@ -120,10 +121,42 @@ def stop_processes(processes, grace: float = 5.0) -> None:
     deadline = time.monotonic() + grace
     for p in processes:
         p.join(max(0.0, deadline - time.monotonic()))
+    killed = []
     for p in processes:
         if p.is_alive():
+            killed.append(p.pid)
             p.kill()
             p.join(30.0)
+    return killed
+
+
+def clear_dead_locks(directories, pids) -> list[str]:
+    """Release the locks of ``directories`` that processes ``pids`` held when they were killed (a killed
+    process releases its ``flock`` but cannot empty the file): each such file is emptied under the lock, as
+    a clean release leaves it. Returns the directories cleared."""
+    cleared, pids = [], set(pids)
+    for d in directories:
+        path = os.path.join(d, LOCK)
+        if not pids or not os.path.exists(path):
+            continue
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live process: not ours to clear
+                continue
+            try:
+                f.seek(0)
+                holder = json.loads(f.read() or "{}")
+                if holder.get("pid") in pids:
+                    f.seek(0)
+                    f.truncate()
+                    f.flush()
+                    cleared.append(d)
+            except ValueError:
+                pass
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    return cleared
 
 
 class Busy(RuntimeError):

@@ -209,7 +209,10 @@ def _run_local(groups, run_dir, workers, progress, width):
             _record_group(out, g, outcomes, progress)
     except stopping.Stop:  # SIGTERM the workers (they stop at their next bytecode), never wait on their queue
         pool.shutdown(wait=False, cancel_futures=True)
-        stopping.stop_processes(mp.active_children())
+        killed = stopping.stop_processes(mp.active_children())
+        # a worker still unwinding after the grace (a compilation on a loaded machine) was killed holding its
+        # runs' locks: release them as the worker would have
+        stopping.clear_dead_locks([d for g in groups for d in _group_args(g, run_dir, width)[1]], killed)
         raise
     pool.shutdown(wait=True)
     return out

@@ -85,8 +85,11 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     swept = [c for c in results.varying(table) if c not in sweep.columns]
     # final_loss stays in results.csv but not here: a contrastive loss is bounded by log(number of
     # candidates), so it is not comparable across batch sizes or negative counts
-    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + [m for m in (MEAN_NORM,) if m in set(df.metric)]
-                                 + ["wall_seconds"]))
+    present = set(df.metric)
+    regime = [m for m in REGIME if m in present] + sorted(m for m in present if m.startswith("eval/train_")
+                                                          and m.endswith(("mrr@10", "ndcg@10")))
+    metrics = list(dict.fromkeys([a.y for a in sweep.analyses] + [m for m in (MEAN_NORM,) if m in present]
+                                 + regime + ["wall_seconds"]))
     # (a field only some runs have, e.g. one sampler's keyword, is NaN elsewhere: "-", or pivot drops the row)
     wide = df[df.metric.isin(metrics)].astype({c: object for c in swept}).fillna({c: "-" for c in swept})
     wide = wide.pivot_table(index=["run"] + swept, columns="metric", values="value")
@@ -181,6 +184,12 @@ def run_protocols(runs_dir: str, names, floors: dict) -> dict:
 
 
 MEAN_NORM = "eval/embedding_mean_norm"
+#: the regime of each run's negatives, in its runs table where it has them (issue 40): how the softmax spreads
+#: over them (the effective number; the shares on stored, drawn or mined, same-class and same-group
+#: negatives) and the share of queries that meet a duplicate of their positive in the batch; besides these, a
+#: retrieval run's training queries' own MRR@10 / nDCG@10 (memorisation)
+REGIME = ("eval/effective_negatives", "eval/negative_mass_stored", "eval/negative_mass_extra",
+          "eval/negative_mass_same_class", "eval/negative_mass_same_group", "eval/batch_duplicates")
 #: a run is flagged collapsed when its final mean normalised embedding is longer than this, or its final
 #: loss lies within COLLAPSE_LOSS (relative) of log(n + 1), the loss when every logit is equal
 COLLAPSE_NORM, COLLAPSE_LOSS = 0.9, 0.01

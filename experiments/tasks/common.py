@@ -61,9 +61,14 @@ class StepData(NamedTuple):
                         each anchor's negatives
     ``negatives_mask``  ``[B, K]`` (pairs) or ``[S]`` (a bank's share) bool: extra negatives kept
     ``log_q``, ``positive_log_q``, ``negative_ids``: the popularity sampler's correction (Yi et al.)
+    ``row_labels``, ``column_labels``: views, the classes of the anchors and of every gathered
+                        candidate column (in-batch and bank; -1 unknown), for the negatives' diagnostics
+    ``negative_groups`` ``[B, K]`` pairs: the duplicate groups of the drawn or mined negatives
     ``diagnostics``     ``{name: scalar}`` logged as step metrics (popped by the step)
     ``step``            the step (set by the step)
     ``embeddings``      the step's view-1 (query) embeddings (set by the step after the gradient)
+    ``reps``            ``(z_a, z_b, z_neg)`` as the objective received them (set by the step; z_neg:
+                        per-query negatives, a shared set, or a bank's share; None without)
     ==================  ============================================================================
     """
 
@@ -78,9 +83,13 @@ class StepData(NamedTuple):
     log_q: Any = None
     positive_log_q: Any = None
     negative_ids: Any = None
+    row_labels: Any = None
+    column_labels: Any = None
+    negative_groups: Any = None
     diagnostics: Any = None
     step: Any = None
     embeddings: Any = None
+    reps: Any = None
 
 
 class StepInputs(NamedTuple):
@@ -379,6 +388,32 @@ def mean_direction(z):
     from jaxneg._array import l2_normalize
 
     return jax.lax.pmean(jnp.mean(l2_normalize(z.astype(jnp.float32)), 0), AXIS)
+
+
+def negative_mass(logits, candidates, groups: Mapping) -> dict:
+    r"""The regime of one step's negatives (inside ``shard_map``): how the softmax spreads over them.
+
+    For each anchor row ``r`` with candidate negatives ``N_r`` (``candidates [R, C]``, the positive
+    excluded) and logits ``s_rc`` (``[R, C]``, the loss' scaled similarities), the negatives' distribution
+
+        p_rc = exp(s_rc) / sum_{c' in N_r} exp(s_rc')           (c in N_r)
+
+    gives ``negative_mass_<name> = mean_r sum_{c in N_r, groups[name]_rc} p_rc``, the share of the negative
+    mass on each group of columns (e.g. ``stored``: a bank's keys; ``same_class``: the anchor's class), and
+    ``effective_negatives = mean_r exp(-sum_c p_rc log p_rc)``, the number of equally weighted negatives with
+    the same entropy: 1 when one negative takes all the mass, ``|N_r|`` when all weigh the same. Means over
+    every device's rows (rows without a candidate are left out)."""
+    s = jnp.where(candidates, logits.astype(jnp.float32), -jnp.inf)
+    has = jnp.any(candidates, -1)
+    logp = jax.nn.log_softmax(jnp.where(has[:, None], s, 0.0), -1)
+    p = jnp.where(candidates, jnp.exp(logp), 0.0)
+    entropy = -jnp.sum(jnp.where(candidates, p * logp, 0.0), -1)
+    count = jnp.maximum(jax.lax.psum(jnp.sum(has), AXIS), 1)
+    mean = lambda v: jax.lax.psum(jnp.sum(jnp.where(has, v, 0.0)), AXIS) / count  # noqa: E731
+    out = {"effective_negatives": mean(jnp.exp(entropy))}
+    for name, mask in groups.items():
+        out[f"negative_mass_{name}"] = mean(jnp.sum(jnp.where(mask, p, 0.0), -1))
+    return out
 
 
 def eval_key(setup: Setup, seed: int | None = None):

@@ -153,6 +153,7 @@ def candidates(c, key, state, batch, consts, hp):
     if never is not None:
         extra["mask"] = extra["mask"] | never.reshape(rows, -1)
     if labels is not None:
+        extra["row_labels"], extra["column_labels"] = row_lab, col_lab.reshape(-1)
         same = (keep & (row_lab[:, None] == col_lab.reshape(1, -1))).sum()
         diag["negatives_same_class"] = jax.lax.psum(same, AXIS) / jnp.maximum(jax.lax.psum(keep.sum(), AXIS), 1)
     extra["diagnostics"] = diag

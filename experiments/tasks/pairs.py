@@ -33,7 +33,7 @@ from experiments import checks
 from experiments.tasks import common
 from experiments.tasks.common import (AXIS, Setup, doc_tower, embed, encode_all, eval_key, first_rows,
                                       pair_metrics, process_batch, rankme)
-from jaxneg import LOSSES, SAMPLERS, evaluation, models, samplers
+from jaxneg import LOSSES, SAMPLERS, evaluation, models, parallel, samplers
 from jaxneg._array import l2_normalize
 
 
@@ -222,7 +222,7 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
     groups = consts["groups"][neg] if neg.ndim == 2 else jnp.broadcast_to(consts["groups"][neg][None, :], (b, k))
     false = jnp.sum(used & (groups == batch["group"][:, None]))
     diagnostics = {"false_negative_rate": jax.lax.psum(false, AXIS) / jnp.maximum(jax.lax.psum(jnp.sum(used), AXIS), 1)}
-    return corpus[neg], extra._replace(diagnostics=diagnostics)
+    return corpus[neg], extra._replace(diagnostics=diagnostics, negative_groups=groups)
 
 
 def make_encode(setup: Setup):
@@ -253,12 +253,31 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
     c = setup.config
     a, b, neg, shared = batch["q"], batch["doc"], None, None
     extra = common.StepData(doc_id=batch["doc_id"], labels=batch["group"])
+    diagnostics = {}
     if c.sampler.name:
         neg, more = _sample(setup, keys[1], state, batch, consts, hp)
         extra = more._replace(doc_id=extra.doc_id, labels=extra.labels)
+        diagnostics = dict(more.diagnostics)
         if SAMPLERS.info(c.sampler.name).train == "shared":  # one set of negatives [K] for the batch
             neg, shared = None, neg
+    if c.sampler.mask_batch_duplicates:
+        dup = batch_duplicates(batch["group"])
+        diagnostics["batch_duplicates"] = jax.lax.pmean(jnp.mean(jnp.any(dup, 1).astype(jnp.float32)), AXIS)
+        if "mask" in LOSSES.info(c.loss.name).keywords:
+            extra = extra._replace(mask=dup)
+    extra = extra._replace(diagnostics=diagnostics or None)
     return common.StepInputs((a, b, neg), extra, shared, None)
+
+
+def batch_duplicates(groups):
+    """``[B, W B]`` bool (inside ``shard_map``): the in-batch documents of every device that belong to a query's
+    positive's duplicate group (the same document included: two queries of one document), its own positive
+    column excepted. They are the positive again, not negatives: the loss masks them
+    (``sampler.mask_batch_duplicates``), whatever the sampler, k = 0 included."""
+    everyone = parallel.gather_replicated(groups, AXIS)
+    b = groups.shape[0]
+    own = jax.lax.axis_index(AXIS) * b + jnp.arange(b)
+    return (everyone[None, :] == groups[:, None]) & (jnp.arange(everyone.shape[0])[None, :] != own[:, None])
 
 
 def after_step(setup: Setup, state, params, extra, hp) -> dict:
@@ -266,7 +285,8 @@ def after_step(setup: Setup, state, params, extra, hp) -> dict:
 
 
 def evaluate(setup: Setup, params) -> dict:
-    """Retrieval metrics of the test queries against the corpus, RankMe, and pair metrics."""
+    """Retrieval metrics of the test queries against the corpus (and ``train_<metric>``: of a fixed sample of
+    training queries, which shows memorisation), RankMe, and pair metrics."""
     ev = setup.config.eval
     key = eval_key(setup)
     test = first_rows(setup.test, ev.max_examples)
@@ -278,6 +298,13 @@ def evaluate(setup: Setup, params) -> dict:
     z2 = zc[test["doc_id"]]  # the corpus is in doc_id order: row = id
     out = dict(evaluation.retrieval_metrics(z1, zc, test["group"], corpus["group"], ks=_ks(setup),
                                             relevant=test.get("relevant"), grades=test.get("grades")))
+    # the training queries' own metrics on a fixed sample (the first eval.max_examples): near 1 when the
+    # training pairs are memorised, and then in-batch negatives are easy and mined ones cannot help
+    seen = first_rows(setup.train, ev.max_examples)
+    _, zt = encode_all(setup.query_model, params["query"], seen["tokens"])
+    out.update({f"train_{k}": v for k, v in evaluation.retrieval_metrics(
+        zt, zc, seen["group"], corpus["group"], ks=_ks(setup), relevant=seen.get("relevant"),
+        grades=seen.get("grades")).items()})
     out["rankme"] = float(rankme(zc[: ev.max_examples]))
     out.update(pair_metrics(setup, z1, z2, key))
     return out
@@ -323,8 +350,39 @@ def raw_input(setup: Setup) -> dict:
 
 
 def diagnose(setup: Setup, state, extra, hp) -> dict:
-    """``embedding_mean_norm``: the length of the mean normalised query embedding of the step (1: collapsed)."""
-    return {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra.embeddings)))}
+    """``embedding_mean_norm``: the length of the mean normalised query embedding of the step (1: collapsed);
+    with a softmax loss (a temperature), the regime of the negatives (:func:`negative_regime`)."""
+    out = {"embedding_mean_norm": jnp.linalg.norm(common.mean_direction(jax.lax.stop_gradient(extra.embeddings)))}
+    if LOSSES.info(setup.config.loss.name).scale == "temperature" and extra.reps is not None:
+        out.update(negative_regime(extra, hp))
+    return out
+
+
+def negative_regime(extra, hp) -> dict:
+    """How the softmax of the loss spreads over each query's negatives (:func:`common.negative_mass`, at the
+    configured temperature): every device's in-batch documents but the query's own (and those
+    ``extra.mask`` drops), and the drawn or mined ones it keeps. ``negative_mass_extra``: the share on the
+    drawn or mined negatives; ``negative_mass_same_group``: on documents of the positive's duplicate group
+    (false negatives, on data that knows them); ``effective_negatives``."""
+    za, zb, zn = extra.reps
+    q = l2_normalize(za.astype(jnp.float32))
+    docs = parallel.gather_replicated(l2_normalize(zb.astype(jnp.float32)), AXIS)
+    groups = parallel.gather_replicated(extra.labels, AXIS)
+    b = q.shape[0]
+    own = jax.lax.axis_index(AXIS) * b + jnp.arange(b)
+    cand = jnp.arange(docs.shape[0])[None, :] != own[:, None]
+    if extra.mask is not None:
+        cand = cand & ~extra.mask
+    logits, same, drawn = q @ docs.T, (groups[None, :] == extra.labels[:, None]), jnp.zeros_like(cand)
+    if zn is not None:
+        zn = l2_normalize(zn.astype(jnp.float32))
+        extra_logits = q @ zn.T if zn.ndim == 2 else jnp.einsum("bd,bkd->bk", q, zn)
+        keep = extra.negatives_mask if extra.negatives_mask is not None else jnp.ones(extra_logits.shape, bool)
+        logits = jnp.concatenate([logits, extra_logits], 1)
+        cand = jnp.concatenate([cand, keep], 1)
+        same = jnp.concatenate([same, extra.negative_groups == extra.labels[:, None]], 1)
+        drawn = jnp.concatenate([drawn, jnp.ones_like(keep)], 1)
+    return common.negative_mass(logits / hp.temperature, cand, {"extra": drawn, "same_group": same})
 
 
 #: the pairs task's own config fields (``config_lib.base_config`` adds them), with their defaults
@@ -339,6 +397,8 @@ CONFIG = {
                                      # (0 to max): members with different num_negatives share one program
     "sampler.exclude_duplicates": False,  # never mine or draw a document of the positive's group (the oracle:
                                           # it knows the planted duplicates)
+    "sampler.mask_batch_duplicates": True,  # in-batch documents of the positive's group (two queries of one
+                                            # document, planted duplicates) are no negatives (losses with `mask`)
     "sampler.refresh_every": 100,    # hard_topk / simans: re-encode the corpus index every n steps
     "sampler.candidates": 64,        # simans: sample among the top-n mined
     "sampler.kwargs": {},            # the sampler's keyword arguments

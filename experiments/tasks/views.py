@@ -298,7 +298,8 @@ def inputs(setup: Setup, keys, state, batch, consts, hp) -> common.StepInputs:
         b = jax.lax.stop_gradient(state["instance"].keys[batch["id"]])
     if negatives.diagnosed(c):
         fixed, more = negatives.candidates(c, k_key, state, batch, consts, hp)
-        extra = extra._replace(mask=more.mask, negatives_mask=more.negatives_mask, diagnostics=more.diagnostics)
+        extra = extra._replace(mask=more.mask, negatives_mask=more.negatives_mask, diagnostics=more.diagnostics,
+                               row_labels=more.row_labels, column_labels=more.column_labels)
     return common.StepInputs((a, b, None), extra, None, fixed)
 
 
@@ -339,12 +340,16 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
       embeddings (what the loss saw): about 0 for embeddings spread over the sphere, 1 when every
       embedding points one way (then every logit is equal and the loss is ``log(n + 1)``);
     * with a bank, ``bank_drift``: the cosine between that mean direction and the mean of the bank's
-      normalised keys (its filled slots): near 1 while the batch and the bank share a direction.
+      normalised keys (its filled slots): near 1 while the batch and the bank share a direction;
+    * with a softmax loss over in-batch (and stored) negatives, the regime of the negatives
+      (:func:`negative_regime`).
     """
     c = setup.config
     z = jax.lax.stop_gradient(centred(c, extra.embeddings, state, trained=False))
     mean = common.mean_direction(z)
     out = {"embedding_mean_norm": jnp.linalg.norm(mean)}
+    if c.loss.name in negatives.NEGATIVES_LOSSES and extra.reps is not None:
+        out.update(negative_regime(c, state, extra, hp))
     spec = negatives.bank_of(c)
     if spec is not None:
         bank = state[spec.state]
@@ -353,6 +358,47 @@ def diagnose(setup: Setup, state, extra, hp) -> dict:
         out["bank_drift"] = jnp.dot(mean, bank_mean) / jnp.maximum(jnp.linalg.norm(mean) * jnp.linalg.norm(bank_mean),
                                                                    1e-12)
     return out
+
+
+def negative_regime(c, state, extra, hp) -> dict:
+    """How the softmax of the loss spreads over each anchor's negatives (:func:`common.negative_mass`, at the
+    configured temperature), in the loss' gathered layout (``W`` blocks of this device's in-batch columns and
+    its share of the bank, as :func:`negatives.candidates` builds the mask): ``effective_negatives``,
+    ``negative_mass_stored`` (a bank's keys) and, with labels, ``negative_mass_same_class`` (the anchor's class,
+    counted, never trained on). MoCo: view 1's queries against the keys of view 2."""
+    v = negatives.NEGATIVES_LOSSES[c.loss.name]
+    za, zb, fixed = extra.reps
+    a = centred(c, za, state, trained=False)
+    if extra.keys is not None:
+        keys = extra.keys
+    else:
+        keys = zb if negatives.keys_given(c) else centred(c, zb, state, trained=False)
+    rows = jnp.concatenate([a, keys]) if v == 2 else a
+    per = 0 if fixed is None else fixed.shape[0]
+    local = rows if v == 2 else keys
+    block = local.shape[0] + per
+    cols = jnp.concatenate([local, fixed.astype(local.dtype)]) if per else local
+    cols = parallel.gather_replicated(cols, AXIS)  # [W * block, D], device by device
+    logits = (l2_normalize(rows.astype(jnp.float32)) @ l2_normalize(cols.astype(jnp.float32)).T) / hp.temperature
+    n_rows, b = rows.shape[0], za.shape[0]
+    r = jnp.arange(n_rows)
+    d = jax.lax.axis_index(AXIS)
+    own = d * block + r
+    pos = d * block + (r + b) % n_rows if v == 2 else own
+    col = jnp.arange(cols.shape[0])
+    stored = (col % block >= local.shape[0])[None, :]
+    cand = (col[None, :] != own[:, None]) & (col[None, :] != pos[:, None])
+    if extra.mask is not None:
+        cand = cand & ~extra.mask
+    if per:
+        valid = extra.negatives_mask if extra.negatives_mask is not None else jnp.ones((per,), bool)
+        slot_ok = parallel.gather_replicated(valid, AXIS).reshape(-1, per)  # [W, per]
+        ok = jnp.concatenate([jnp.ones((slot_ok.shape[0], local.shape[0]), bool), slot_ok], 1).reshape(-1)
+        cand = cand & ok[None, :]
+    groups = {"stored": jnp.broadcast_to(stored, cand.shape)} if per else {}
+    if extra.row_labels is not None and extra.column_labels is not None:
+        groups["same_class"] = (extra.row_labels[:, None] == extra.column_labels[None, :]) & (extra.column_labels >= 0)
+    return common.negative_mass(logits, cand, groups)
 
 
 #: the views task's own config fields (``config_lib.base_config`` adds them), with their defaults

@@ -80,9 +80,9 @@ def make_step(setup: Setup, configs=None):
         lp = params.get(LOGIT)
         if c.gradcache_chunk:  # (config_lib rules out shared negatives here)
             vg = gradcache.value_and_grad(encode, lambda reps, lp_=None: (objective(with_fixed(reps), lp_, extra, hp),
-                                                                          reps[0]),
+                                                                          with_fixed(reps)),
                                           chunk_size=c.gradcache_chunk, has_aux=True, axis_name=AXIS)
-            (loss, embeddings), (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
+            (loss, reps), (g_enc, g_lp) = vg(encoder_params(params), inputs, k_enc, lp)
             grads = dict(g_enc, **({LOGIT: g_lp} if lp is not None else {}))
         else:
             def total(params):
@@ -90,10 +90,11 @@ def make_step(setup: Setup, configs=None):
                 reps = encode(enc, inputs, k_enc)
                 if shared is not None:  # popularity: one set of negatives [K] shared by the batch
                     reps = (reps[0], reps[1], embed(*doc_tower(setup, enc), shared))
-                return objective(with_fixed(reps), params.get(LOGIT), extra, hp), reps[0]
+                return objective(with_fixed(reps), params.get(LOGIT), extra, hp), with_fixed(reps)
 
-            (loss, embeddings), grads = jax.value_and_grad(total, has_aux=True)(params)
-        extra = extra._replace(embeddings=embeddings)
+            (loss, reps), grads = jax.value_and_grad(total, has_aux=True)(params)
+        reps = jax.lax.stop_gradient(reps)
+        extra = extra._replace(embeddings=reps[0], reps=reps)
         diagnostics.update(task.diagnose(setup, state, extra, hp))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)

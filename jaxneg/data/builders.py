@@ -23,8 +23,11 @@ import tensorflow_datasets as tfds
 
 #: 1.1.0: splits are stored in generation order (``disable_shuffling``); 1.0.0 stored them in tfds' hashed
 #: order, so a row number was not an example's id. The bump makes old caches be regenerated, not read.
-VERSION = tfds.core.Version("1.1.0")
-RELEASE_NOTES = {"1.1.0": "Splits stored in generation order (disable_shuffling=True).",
+#: 1.2.0: synthetic_retrieval draws each split's aliases from a seed of its own (before, from the query count,
+#: so train and test got the same alias masks whenever their counts were equal).
+VERSION = tfds.core.Version("1.2.0")
+RELEASE_NOTES = {"1.2.0": "synthetic_retrieval: each split's alias masks from a seed of its own.",
+                 "1.1.0": "Splits stored in generation order (disable_shuffling=True).",
                  "1.0.0": "Initial release (splits in tfds' hashed order)."}
 
 
@@ -228,7 +231,7 @@ def generate_retrieval(c: SyntheticRetrievalConfig) -> dict:
     if c.heldout_docs:  # (drawn from a generator of its own: the default corpus and queries stay as they were)
         heldout[np.random.default_rng([c.seed, 1]).permutation(n)[:round(c.heldout_docs * n)]] = True
 
-    def queries(m, pool):
+    def queries(m, pool, split: int):
         w = np.where(pool, p, 0.0)
         target = rng.choice(n, size=m, p=w / w.sum())
         body_pick = np.argsort(rng.random((m, rest)), axis=1)[:, : c.query_len - c.signature_len] + c.signature_len
@@ -237,15 +240,15 @@ def generate_retrieval(c: SyntheticRetrievalConfig) -> dict:
         noise = rng.random(q.shape) < c.paraphrase_noise
         q = np.where(noise, topic_words[topic[target][:, None], rng.integers(0, per_topic, q.shape)], q)
         if c.alias_rate:
-            q = np.where(np.random.default_rng([c.seed, 2, m]).random(q.shape) < c.alias_rate, q + v - 1, q)
+            q = np.where(np.random.default_rng([c.seed, 2, split]).random(q.shape) < c.alias_rate, q + v - 1, q)
         return {"tokens": q.astype(np.int32), "doc_id": target.astype(np.int64),
                 "topic": topic[target].astype(np.int64), "group": group[target].astype(np.int64)}
 
     everyone = np.ones(n, bool)
     return {"corpus": {"tokens": tokens, "doc_id": np.arange(n, dtype=np.int64), "topic": topic.astype(np.int64),
                        "group": group.astype(np.int64)},
-            "train": queries(c.num_train_queries, ~heldout if c.heldout_docs else everyone),
-            "test": queries(c.num_test_queries, heldout if c.heldout_docs else everyone)}
+            "train": queries(c.num_train_queries, ~heldout if c.heldout_docs else everyone, 0),
+            "test": queries(c.num_test_queries, heldout if c.heldout_docs else everyone, 1)}
 
 
 BUILDERS = {"mnist1d": (Mnist1d, Mnist1dConfig), "sklearn_digits": (SklearnDigits, None),

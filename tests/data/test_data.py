@@ -159,3 +159,16 @@ def test_embedded_data_is_generated_under_a_documented_directory(tmp_path, monke
     assert "Downloading and preparing" not in out.out + out.err and "custom data configuration" not in out.err
     data.load("sklearn_digits", "train")  # prepared once: silent the second time
     assert "generating" not in capfd.readouterr().err
+
+
+def test_train_and_test_queries_draw_their_aliases_independently():
+    """Equal query counts once gave both splits the same alias masks (the seed was the count)."""
+    from jaxneg.data.builders import SyntheticRetrievalConfig, generate_retrieval
+
+    c = SyntheticRetrievalConfig(name="t", num_docs=64, num_train_queries=32, num_test_queries=32, alias_rate=0.5,
+                                 heldout_docs=0.25)
+    out = generate_retrieval(c)
+    vocab = int(out["corpus"]["tokens"].max()) + 1  # documents never use an alias
+    train, test = out["train"]["tokens"] >= vocab, out["test"]["tokens"] >= vocab
+    assert 0.3 < train.mean() < 0.7 and 0.3 < test.mean() < 0.7
+    assert (train != test).mean() > 0.3  # independent masks differ in about half of the positions

@@ -67,6 +67,37 @@ def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holders_lock_is_t
     lock.release()
 
 
+def _hold_lock_ignoring_sigterm(directory, ready):
+    """A worker that a stop's grace cannot end: it holds a run's lock and ignores SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stopping.Lock(directory, "a stubborn worker").acquire()
+    ready.set()
+    time.sleep(600)
+
+
+def test_a_worker_killed_after_the_grace_has_its_locks_released_by_the_launcher(tmp_path):
+    """A worker still unwinding when the stop's grace ends (a compilation on a loaded machine) is killed
+    holding its runs' locks; the launcher empties them, as the worker's own release would (the race that
+    failed 1 of 20 stress runs of the sigint-to-the-launcher stop)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    held, other = tmp_path / "held", tmp_path / "other"
+    p = ctx.Process(target=_hold_lock_ignoring_sigterm, args=(str(held), ready))
+    p.start()
+    assert ready.wait(60)
+    live = stopping.Lock(str(other), "a live launch").acquire()  # held by this process: never cleared
+    try:
+        killed = stopping.stop_processes([p], grace=0.2)
+        assert killed == [p.pid] and not p.is_alive()
+        assert json.loads((held / "lock").read_text())["pid"] == p.pid  # what a kill leaves
+        assert stopping.clear_dead_locks([str(held), str(other)], killed + [os.getpid()]) == [str(held)]
+        assert (held / "lock").read_text() == "" and (other / "lock").read_text() != ""
+    finally:
+        live.release()
+
+
 def test_a_run_directory_in_use_is_refused_by_train(tmp_path):
     from experiments import config_lib, train
     from tests.experiments.helpers import config

@@ -1,0 +1,108 @@
+"""The regime of a step's negatives (issue 40): the share of the softmax's negative mass on each kind of
+negative and the effective number of negatives, checked on cases with known answers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from experiments import train as T
+from experiments.tasks import common, negatives, pairs, views
+from jaxneg import parallel, samplers
+from tests.experiments.helpers import config
+
+
+def _on(devices, f, n_in):
+    mesh = parallel.data_mesh(devices=jax.devices()[:devices])
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(parallel.DATA),) * n_in, out_specs=P(), check_vma=False))
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_negative_mass_and_effective_count_of_hand_computed_softmaxes(devices):
+    # row 0: logits 0, 0, log 2 over three negatives -> p = 1/4, 1/4, 1/2; row 1: four equal negatives
+    logits = np.array([[0.0, 0.0, np.log(2.0), 9.0], [1.0, 1.0, 1.0, 1.0]] * 2, np.float32)
+    cand = np.array([[True, True, True, False], [True, True, True, True]] * 2)
+    group = np.array([[False, False, True, True], [True, False, False, False]] * 2)
+    out = _on(devices, lambda l, c, g: common.negative_mass(l, c, {"g": g}), 3)(logits, cand, group)
+    h0 = -(2 * 0.25 * np.log(0.25) + 0.5 * np.log(0.5))
+    assert float(out["effective_negatives"]) == pytest.approx((np.exp(h0) + 4.0) / 2, rel=1e-5)
+    assert float(out["negative_mass_g"]) == pytest.approx((0.5 + 0.25) / 2, rel=1e-5)  # the 9.0 is no candidate
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_the_pairs_regime_equals_a_numpy_softmax_over_in_batch_and_mined_documents(devices):
+    b, k, d, t = 4, 3, 5, 0.2
+    rng = np.random.default_rng(0)
+    za, zb, zn = rng.normal(size=(b, d)), rng.normal(size=(b, d)), rng.normal(size=(b, k, d))
+    groups = np.array([0, 1, 0, 2])              # queries 0 and 2 share a duplicate group
+    neg_groups = np.array([[0, 5, 6], [7, 1, 8], [9, 9, 9], [2, 3, 4]])
+    keep = np.arange(k)[None, :] < np.array([[2], [3], [1], [0]])  # each query keeps its first few
+    hp = T.make_hp(temperature=jnp.float32(t))
+
+    def f(za, zb, zn, g, ng, kp):
+        extra = common.StepData(labels=g, negative_groups=ng, negatives_mask=kp, reps=(za, zb, zn))
+        return pairs.negative_regime(extra, hp)
+
+    out = _on(devices, f, 6)(*(jnp.asarray(x, jnp.float32) for x in (za, zb, zn)), jnp.asarray(groups),
+                             jnp.asarray(neg_groups), jnp.asarray(keep))
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    eff, extra_mass, same_mass = [], [], []
+    for i in range(b):
+        s = [unit(za[i]) @ unit(zb[j]) / t for j in range(b) if j != i]
+        same = [groups[j] == groups[i] for j in range(b) if j != i]
+        drawn = [False] * len(s)
+        for m in range(k):
+            if keep[i, m]:
+                s.append(unit(za[i]) @ unit(zn[i, m]) / t)
+                same.append(neg_groups[i, m] == groups[i])
+                drawn.append(True)
+        p = np.exp(np.array(s) - max(s))
+        p /= p.sum()
+        eff.append(np.exp(-(p * np.log(p)).sum()))
+        extra_mass.append(p[np.array(drawn)].sum())
+        same_mass.append(p[np.array(same)].sum())
+    assert float(out["effective_negatives"]) == pytest.approx(np.mean(eff), rel=1e-5)
+    assert float(out["negative_mass_extra"]) == pytest.approx(np.mean(extra_mass), rel=1e-5)
+    assert float(out["negative_mass_same_group"]) == pytest.approx(np.mean(same_mass), rel=1e-5)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_the_views_regime_over_a_bank_counts_every_candidate_once_in_the_losss_layout(devices):
+    """Equal embeddings give every candidate the same logit, so the softmax is uniform: the effective number
+    is the count of candidates (2B - 2 in-batch views plus the valid bank slots but the anchor's own earlier
+    ones), and each share is the fraction of candidates in it."""
+    b, size, dim = 8, 12, 4
+    c = config("simclr_mnist1d", batch_size=b, **{"negatives.memory": size, "model.centre": "none"})
+    bank = samplers.queue_init(size, dim)
+    ones = np.ones((8, dim), np.float32)
+    for step, chunk in enumerate((np.arange(8), np.arange(8) + 5)):  # ids 5, 6, 7 pushed twice; 12 slots kept
+        bank = samplers.queue_push(bank, jnp.asarray(ones), ids=jnp.asarray(chunk), step=step, size=size)
+    state = {"memory": bank}
+    ids = np.array([5, 12, 40, 41, 42, 43, 0, 44])
+    labels = ids % 3
+    consts = {"labels": jnp.arange(100, dtype=jnp.int32) % 3}
+    hp = T.make_hp(subsample=jnp.int32(0), memory_size=jnp.int32(size), memory_from=jnp.int32(0),
+                   temperature=jnp.float32(0.1))
+
+    def f(ids, labels):
+        batch = {"id": ids, "label": labels, "step": jnp.int32(3)}
+        fixed, more = negatives.candidates(c, jax.random.key(0), state, batch, consts, hp)
+        z = jnp.ones((ids.shape[0], dim), jnp.float32)
+        extra = more._replace(reps=(z, z, fixed))
+        return views.negative_regime(c, {}, extra, hp)
+
+    out = _on(devices, f, 2)(jnp.asarray(ids, jnp.int32), jnp.asarray(labels, jnp.int32))
+    slot_ids, slot_labels = np.asarray(bank.ids), np.asarray(bank.ids) % 3
+    count, stored, same = [], [], []
+    for i in range(2 * b):  # every anchor row: each view of each example
+        e = i % b
+        batch_cols = [j for j in range(b) if j != e] * 2  # both views of the other examples
+        bank_cols = [s for s in range(size) if slot_ids[s] != ids[e]]
+        count.append(len(batch_cols) + len(bank_cols))
+        stored.append(len(bank_cols) / count[-1])
+        same.append((sum(labels[j] == labels[e] for j in batch_cols)
+                     + sum(slot_labels[s] == labels[e] for s in bank_cols)) / count[-1])
+    assert float(out["effective_negatives"]) == pytest.approx(np.mean(count), rel=1e-5)
+    assert float(out["negative_mass_stored"]) == pytest.approx(np.mean(stored), rel=1e-5)
+    assert float(out["negative_mass_same_class"]) == pytest.approx(np.mean(same), rel=1e-5)
