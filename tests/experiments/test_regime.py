@@ -106,3 +106,16 @@ def test_the_views_regime_over_a_bank_counts_every_candidate_once_in_the_losss_l
     assert float(out["effective_negatives"]) == pytest.approx(np.mean(count), rel=1e-5)
     assert float(out["negative_mass_stored"]) == pytest.approx(np.mean(stored), rel=1e-5)
     assert float(out["negative_mass_same_class"]) == pytest.approx(np.mean(same), rel=1e-5)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_in_batch_duplicates_of_the_positive_are_masked_for_every_sampler_k_0_included(devices):
+    """Two queries of one document (or of one duplicate group) meet each other's positive as an in-batch
+    "negative": pairs.batch_duplicates masks it, the query's own positive column excepted."""
+    groups = np.array([3, 1, 3, 2, 1, 3, 0, 4])
+    mask = _on(devices, lambda g: jax.lax.all_gather(pairs.batch_duplicates(g), parallel.DATA, tiled=True), 1)(
+        jnp.asarray(groups, jnp.int32))
+    want = (groups[:, None] == groups[None, :]) & ~np.eye(8, dtype=bool)
+    np.testing.assert_array_equal(np.asarray(mask), want)
+    c = config("retrieval_synthetic")
+    assert c.sampler.mask_batch_duplicates  # on by default, whatever the sampler
