@@ -54,7 +54,9 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
   ``samplers``, ``retrieval_steps``, ``retrieval_data`` (a BEIR folder; default the synthetic corpus) and
   ``retrieval_metric``, the y of its fits, tables and figures: ``ndcg@10`` on a BEIR folder (BEIR's metric,
   graded as trec_eval scores it), ``mrr@10`` on the synthetic corpus (``ndcg@k``, ``mrr@k``, ``recall@k``,
-  ``hit@k`` with k one of the run's ``eval.ks``). Any other ``field=value`` overrides the base config.
+  ``hit@k`` with k one of the run's ``eval.ks``), ``retrieval_docs`` (the synthetic corpus' sizes, e.g.
+  ``2048-16384``: an axis, 4 training queries per document, each size its own analyses). Any other
+  ``field=value`` overrides the base config.
 
 See ``BENCHMARKS.md`` for its run time and results.
 """
@@ -154,6 +156,7 @@ class _Options(NamedTuple):
     retrieval_steps: int
     samplers: tuple
     retrieval_metric: str
+    retrieval_docs: tuple
 
 
 def _options(opts: dict) -> _Options:
@@ -182,7 +185,12 @@ def _options(opts: dict) -> _Options:
         _list(opts, "mined", int) if "3" in selected else _drop(opts, "mined"), retrieval_data,
         number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
         _names(opts, "samplers", tuple(s for s in SAMPLERS if not (retrieval_data and s == "oracle")), "pairs"),
-        opts.pop("retrieval_metric", "ndcg@10" if retrieval_data else "mrr@10"))
+        opts.pop("retrieval_metric", "ndcg@10" if retrieval_data else "mrr@10"),
+        number_list("retrieval_docs", opts.pop("retrieval_docs", str(RETRIEVAL_DATA["num_docs"])), int, "quickstart"))
+    if o.retrieval_data and o.retrieval_docs != (RETRIEVAL_DATA["num_docs"],):
+        raise ValueError("quickstart: retrieval_docs sizes the synthetic corpus; a BEIR folder has its own")
+    if min(o.retrieval_docs) < 256:
+        raise ValueError(f"quickstart: retrieval_docs must be >= 256 documents, got {'-'.join(map(str, o.retrieval_docs))}")
     ks = retrieval(o.retrieval_data)["eval.ks"]
     if not re.fullmatch(r"(ndcg|mrr|recall|hit)@\d+", o.retrieval_metric) or \
             int(o.retrieval_metric.split("@")[1]) not in ks:
@@ -302,15 +310,23 @@ def _part3(o: _Options):
     for name in ("in-batch",) + o.samplers:  # k = 0 is the same run for every sampler (in-batch): run once
         base = retrieval(o.retrieval_data, o.retrieval_steps, 0 if name == "in-batch" else k_max)
         part, _ = _source_part(name, o.mined, job, base, seeds)
+        if part and len(o.retrieval_docs) > 1:  # the corpus size as an axis: 4 training queries per document
+            docs = {"data.config.num_docs": o.retrieval_docs,
+                    "data.config.num_train_queries": tuple(4 * n for n in o.retrieval_docs)}
+            part = Part(part.label, part.overrides, grid=part.grid, zip=[part.zip, docs] if part.zip else docs)
         parts += [part] if part else []
-    positive = "task == 'pairs' and sampler.num_negatives > 0"
-    analyses = [Analysis(x="sampler.num_negatives", y=f"eval/{o.retrieval_metric}", group="tags.part", complement=True,
-                         where=positive, n_bootstrap=100,
-                         control="task == 'pairs' and sampler.num_negatives == 0" if 0 in o.mined else "")]
-    mining = [s for s in o.samplers if "false_negative_rate" in sources.get(s).reports]
-    if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)
-        analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
-                                 where=f"{positive} and tags.part in {tuple(mining)!r}", n_bootstrap=0))
+    analyses = []
+    for n in o.retrieval_docs if len(o.retrieval_docs) > 1 else (None,):  # one analysis per corpus size
+        size = "" if n is None else f" and data.config.num_docs == {n}"
+        positive = f"task == 'pairs' and sampler.num_negatives > 0{size}"
+        analyses.append(Analysis(x="sampler.num_negatives", y=f"eval/{o.retrieval_metric}", group="tags.part",
+                                 complement=True, where=positive, n_bootstrap=100,
+                                 control=f"task == 'pairs' and sampler.num_negatives == 0{size}" if 0 in o.mined
+                                 else ""))
+        mining = [s for s in o.samplers if "false_negative_rate" in sources.get(s).reports]
+        if mining:  # (descriptive: the points, their ranking and the saturation test; no intervals)
+            analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
+                                     where=f"{positive} and tags.part in {tuple(mining)!r}", n_bootstrap=0))
     where = f"the BEIR folder {o.retrieval_data}" if o.retrieval_data else (
         "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()) + ")")
     text = (f" Part 3, k mined or drawn negatives per query in dense retrieval on {where}: the pairs task, "

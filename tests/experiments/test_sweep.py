@@ -301,7 +301,13 @@ def test_the_quickstart_defaults_and_arguments():
     assert quickstart.get_config("platform=cpu,parts=3,retrieval_metric=recall@10").analyses[0].y == "eval/recall@10"
     sub = quickstart.get_config("platform=cpu,parts=2,sources=subsampled,negatives=1-3-15-63-255-1023,neg_batch=256")
     assert [p.label for p in sub.parts] == ["subsampled"] and sub.parts[0].zip == {"negatives.subsample": (1, 3, 15, 63, 255)}
+    sizes = quickstart.get_config("platform=cpu,parts=3,samplers=hard,mined=0-7,seeds=1,retrieval_docs=2048-16384")
+    rows = {(p.config.tags.part, p.config.data.config.num_docs, p.config.data.config.num_train_queries)
+            for p in S.expand(sizes)}
+    assert rows == {(s, n, 4 * n) for s in ("in-batch", "hard") for n in (2048, 16384)}  # the corpus size, an axis
+    assert [a.where.endswith("num_docs == 2048") for a in sizes.analyses if a.y == "eval/mrr@10"] == [True, False]
     for arg, match in (("negatives=1-300", "between the full batch"), ("sources=fifo", "sources must be"),
+                       ("parts=3,retrieval_docs=100", "retrieval_docs must be >= 256"),
                        ("batches=,negatives=,mined=", "nothing to run"), ("sources=memory,negatives=1-3", "no value of"),
                        ("parts=4", "parts must be some of"), ("samplers=hardest", "samplers must be some of"),
                        ("mined=3-3", "distinct counts"), ("parts=3,retrieval_metric=ndcg@100", "k in 1-10"),
