@@ -56,6 +56,7 @@ def validate(config, loss) -> None:
         raise ValueError(f"config.loss.name={config.loss.name!r} takes no extra negatives; with a sampler use "
                          f"{', '.join(LOSSES.select(extra_negatives=True, inputs=common.TRAINED_INPUTS))}")
     s = config.sampler
+    checks.choice("sampler.pool", s.pool, ("corpus", "seen"))
     if s.max_negatives or s.exclude_duplicates:
         if not s.name:
             raise ValueError("config.sampler.max_negatives / exclude_duplicates need a sampler (config.sampler.name)")
@@ -129,6 +130,11 @@ def consts(setup: Setup) -> dict:
     if setup.config.sampler.name == "popularity":
         counts = np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)).astype(np.float32)
         out["counts"] = jnp.asarray(counts)
+    if setup.config.sampler.name and setup.config.sampler.pool == "seen":
+        seen = np.flatnonzero(np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)) > 0)
+        position = np.full(len(setup.corpus), -1, np.int32)
+        position[seen] = np.arange(len(seen), dtype=np.int32)
+        out["pool"], out["pool_position"] = jnp.asarray(seen, jnp.int32), jnp.asarray(position)
     return out
 
 
@@ -189,10 +195,17 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
     ids = batch["doc_id"]
     b, k = ids.shape[0], depth(c)
     exclude = consts["duplicates"][ids] if c.sampler.exclude_duplicates else ids[:, None]
+    # the pool the negatives come from: the whole corpus, or (sampler.pool = "seen") the documents that are
+    # some training query's positive; draws and mining index the pool, and map back to corpus rows
+    pool = consts.get("pool")
+    to_corpus = (lambda i: i) if pool is None else (lambda i: jnp.where(i >= 0, pool[jnp.maximum(i, 0)], -1))  # noqa: E731
+    if pool is not None:
+        exclude = jnp.where(exclude >= 0, consts["pool_position"][jnp.maximum(exclude, 0)], -1)
+    n_pool = corpus.shape[0] if pool is None else pool.shape[0]
     kind = SAMPLERS.info(sampler).train
     extra = common.StepData()
     if kind == "per_query":
-        neg = SAMPLERS.get(sampler)(key, corpus.shape[0], (b, k), exclude=exclude)
+        neg = to_corpus(SAMPLERS.get(sampler)(key, n_pool, (b, k), exclude=exclude))
     elif kind == "shared":
         counts = consts["counts"]
         neg, log_q = SAMPLERS.get(sampler)(key, counts, (k,), **skw)
@@ -202,6 +215,8 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
         q = l2_normalize(jax.lax.stop_gradient(embed(setup.query_model, state["params"]["query"], batch["q"])))
         index = l2_normalize(state["index"])
         pos = jnp.sum(q * index[ids], -1)
+        if pool is not None:
+            index = index[pool]
         mine = k if sampler == "hard_topk" else c.sampler.candidates
         filters = skw if sampler == "hard_topk" else {}
         if filters.get("absolute_margin") is not None or filters.get("relative_margin") is not None:
@@ -209,12 +224,12 @@ def _sample(setup: Setup, key, state, batch, consts, hp):
         mined = SAMPLERS.get("hard_topk")(q, index, mine, exclude=exclude, **filters)
         if sampler == "simans":
             pick = SAMPLERS.get("simans")(key, mined.scores, pos, k, **skw)
-            neg = jnp.take_along_axis(mined.indices, pick.indices, 1)
+            neg = to_corpus(jnp.take_along_axis(mined.indices, pick.indices, 1))
             ok = pick.mask & (neg >= 0)
         else:
-            neg, ok = mined.indices, mined.mask
+            neg, ok = to_corpus(mined.indices), mined.mask
         # rows with fewer survivors than k (filters) fall back to uniform draws
-        fallback = SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), corpus.shape[0], (b, k), exclude=exclude)
+        fallback = to_corpus(SAMPLERS.get("uniform")(jax.random.fold_in(key, 1), n_pool, (b, k), exclude=exclude))
         neg = jnp.where(ok, neg, fallback)
     used = jnp.broadcast_to(jnp.arange(k)[None, :] < hp.num_negatives, (b, k))
     if c.sampler.max_negatives:
@@ -397,6 +412,9 @@ CONFIG = {
                                      # (0 to max): members with different num_negatives share one program
     "sampler.exclude_duplicates": False,  # never mine or draw a document of the positive's group (the oracle:
                                           # it knows the planted duplicates)
+    "sampler.pool": "corpus",        # where drawn and mined negatives come from: "corpus" (every document, the
+                                     # test queries' targets included, as ANCE mines) or "seen" (the documents
+                                     # that are some training query's positive)
     "sampler.mask_batch_duplicates": True,  # in-batch documents of the positive's group (two queries of one
                                             # document, planted duplicates) are no negatives (losses with `mask`)
     "sampler.refresh_every": 100,    # hard_topk / simans: re-encode the corpus index every n steps

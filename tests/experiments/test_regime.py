@@ -119,3 +119,26 @@ def test_in_batch_duplicates_of_the_positive_are_masked_for_every_sampler_k_0_in
     np.testing.assert_array_equal(np.asarray(mask), want)
     c = config("retrieval_synthetic")
     assert c.sampler.mask_batch_duplicates  # on by default, whatever the sampler
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "hard_topk"])
+def test_the_seen_pool_never_offers_a_document_no_training_query_targets(sampler):
+    """sampler.pool = "seen": drawn and mined negatives come only from documents that are some training
+    query's positive (the held-out test targets stay out of the negatives); "corpus" offers them too."""
+    from tests.experiments.test_pairs import SMALL, _part3
+
+    picked = {}
+    for pool in ("seen", "corpus"):
+        c = _part3(**{"sampler.name": sampler, "sampler.num_negatives": 3, "sampler.pool": pool,
+                      "data.config": {**SMALL, "num_docs": 64, "heldout_docs": 0.5}})
+        setup = T.build(c)
+        params = T.init_params(setup, jax.random.key(0))
+        state = {"params": params, **pairs.init_state(setup, params, jax.random.key(0))}
+        consts = pairs.consts(setup)
+        batch = {k: jnp.asarray(v) for k, v in pairs.host_batch(setup, 0, 0).items()}
+        hp = T.make_hp(num_negatives=jnp.int32(3))
+        rows = np.asarray(_on(1, lambda b: pairs._sample(setup, jax.random.key(3), state, b, consts, hp)[0], 1)(batch))
+        corpus = np.asarray(consts["corpus"])  # the tokens of each document: match rows back to documents
+        picked[pool] = {int(np.flatnonzero((corpus == r).all(1))[0]) for r in rows.reshape(-1, corpus.shape[1])}
+        seen = set(np.asarray(setup.train.arrays["doc_id"]).tolist())
+    assert picked["seen"] <= seen and picked["corpus"] - seen  # (half the documents are held out)
