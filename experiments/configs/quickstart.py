@@ -78,10 +78,10 @@ SOURCES = ("subsampled", "memory", "queue")
 DEFAULTS = {
     "accelerator": {"seeds": "3", "steps": "400", "batches": "16-32-64-128-256-512-1024", "temperatures": "0.05-0.1-0.5",
                     "neg_batch": "256", "negatives": "1-3-15-63-255-510-1022-2046-4094", "mined": "0-1-3-7-15-63",
-                    "retrieval_steps": "300"},
+                    "retrieval_steps": "400", "retrieval_docs": "16384-65536"},
     "cpu": {"seeds": "2", "steps": "300", "batches": "16-32-64-128-256", "temperatures": "0.1-0.5", "neg_batch": "128",
             "negatives": "1-3-15-63-254-510-1022-2046-3838", "mined": "0-1-3-7-15",
-            "retrieval_steps": "100"},
+            "retrieval_steps": "100", "retrieval_docs": "16384"},
 }
 LEARNING_RATE = 1e-2  # tuned on CPU (BENCHMARKS.md): 2e-3, the single-run default, left B = 256 at kNN 0.53
 
@@ -89,8 +89,10 @@ LEARNING_RATE = 1e-2  # tuned on CPU (BENCHMARKS.md): 2e-3, the single-run defau
 #: its label the run's ``tags.part``); ``samplers=`` picks others. The oracle knows the planted duplicates, which
 #: a BEIR folder has not: not by default there.
 SAMPLERS = ("uniform", "hard", "filtered", "simans", "oracle")
-#: part 3's generator: 2,048 documents (a fifth near-duplicates), 7 in 10 query words written as aliases no
-#: document uses, a fifth of the documents held out of training as the test queries' targets
+#: part 3's generator: a fifth of the documents near-duplicates, 7 in 10 query words written as aliases no
+#: document uses, a fifth of the documents held out of training as the test queries' targets; its size is the
+#: ``retrieval_docs`` option (16,384 on CPU: at 2,048 the training pairs are memorised within 100 steps and no
+#: mined negative can help; BENCHMARKS.md, "Part 3 in the regime where negatives matter")
 RETRIEVAL_DATA = {"duplicate_rate": 0.2, "alias_rate": 0.7, "heldout_docs": 0.2, "num_docs": 2048,
                   "num_train_queries": 8192, "num_test_queries": 1024}
 
@@ -186,10 +188,10 @@ def _options(opts: dict) -> _Options:
         number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
         _names(opts, "samplers", tuple(s for s in SAMPLERS if not (retrieval_data and s == "oracle")), "pairs"),
         opts.pop("retrieval_metric", "ndcg@10" if retrieval_data else "mrr@10"),
-        number_list("retrieval_docs", opts.pop("retrieval_docs", str(RETRIEVAL_DATA["num_docs"])), int, "quickstart"))
-    if o.retrieval_data and o.retrieval_docs != (RETRIEVAL_DATA["num_docs"],):
+        () if retrieval_data else number_list("retrieval_docs", opts.pop("retrieval_docs"), int, "quickstart"))
+    if retrieval_data and opts.pop("retrieval_docs") != DEFAULTS[platform]["retrieval_docs"]:
         raise ValueError("quickstart: retrieval_docs sizes the synthetic corpus; a BEIR folder has its own")
-    if min(o.retrieval_docs) < 256:
+    if o.retrieval_docs and min(o.retrieval_docs) < 256:
         raise ValueError(f"quickstart: retrieval_docs must be >= 256 documents, got {'-'.join(map(str, o.retrieval_docs))}")
     ks = retrieval(o.retrieval_data)["eval.ks"]
     if not re.fullmatch(r"(ndcg|mrr|recall|hit)@\d+", o.retrieval_metric) or \
@@ -309,6 +311,9 @@ def _part3(o: _Options):
     parts = []
     for name in ("in-batch",) + o.samplers:  # k = 0 is the same run for every sampler (in-batch): run once
         base = retrieval(o.retrieval_data, o.retrieval_steps, 0 if name == "in-batch" else k_max)
+        if o.retrieval_docs:  # the synthetic corpus at the (first) size: 4 training queries per document
+            base["data.config"] = {**RETRIEVAL_DATA, "num_docs": o.retrieval_docs[0],
+                                   "num_train_queries": 4 * o.retrieval_docs[0]}
         part, _ = _source_part(name, o.mined, job, base, seeds)
         if part and len(o.retrieval_docs) > 1:  # the corpus size as an axis: 4 training queries per document
             docs = {"data.config.num_docs": o.retrieval_docs,
@@ -328,7 +333,9 @@ def _part3(o: _Options):
             analyses.append(Analysis(x="sampler.num_negatives", y="eval/false_negative_rate", group="tags.part",
                                      where=f"{positive} and tags.part in {tuple(mining)!r}", n_bootstrap=0))
     where = f"the BEIR folder {o.retrieval_data}" if o.retrieval_data else (
-        "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()) + ")")
+        "synthetic_retrieval (" + ", ".join(f"{k}={v}" for k, v in RETRIEVAL_DATA.items()
+                                            if k not in ("num_docs", "num_train_queries"))
+        + f"; {'-'.join(map(str, o.retrieval_docs))} documents, 4 training queries per document)")
     text = (f" Part 3, k mined or drawn negatives per query in dense retrieval on {where}: the pairs task, "
             f"InfoNCE (tau 0.05) over the in-batch documents plus k in {list(o.mined)} negatives per query "
             f"from {', '.join(o.samplers)} ("

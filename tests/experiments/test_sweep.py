@@ -263,7 +263,8 @@ def test_the_quickstart_defaults_and_arguments():
     assert "keep the job under 10 minutes on 2 CPU cores" in cpu.description
     points = S.expand(acc)
     by_part = lambda ps, parts: [p for p in ps if (p.config.task == "pairs") == (parts == 3)]  # noqa: E731
-    assert len(by_part(points, 12)) <= 105 and len(by_part(points, 3)) <= 90
+    assert len(by_part(points, 12)) <= 105 and len(by_part(points, 3)) <= 160  # (part 3: two corpus sizes)
+    assert {p.config.data.config.num_docs for p in by_part(points, 3)} == {16384, 65536}
     assert max(p.config.steps for p in points) <= 400
     points = [p for p in S.expand(cpu) if p.config.task == "views"]
     full = 2 * 128 - 2
@@ -596,7 +597,7 @@ def test_each_analysis_of_the_main_job_reads_runs_of_one_protocol():
             rows.append({**flat, **S.columns_row(spec, p.config), "run": p.name,
                          "protocol": json.dumps(T.protocol(p.config), sort_keys=True, default=str)})
         table = pd.DataFrame(rows)
-        assert table.protocol.nunique() == 2
+        assert table.protocol.nunique() == 1 + len(quickstart.DEFAULTS[arg.split("=")[1]]["retrieval_docs"].split("-"))
         for a in spec.analyses:
             chosen = results.where(table, a.where)
             assert len(chosen) and chosen.protocol.nunique() == 1, (arg, a.heading())
