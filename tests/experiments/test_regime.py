@@ -142,3 +142,24 @@ def test_the_seen_pool_never_offers_a_document_no_training_query_targets(sampler
         picked[pool] = {int(np.flatnonzero((corpus == r).all(1))[0]) for r in rows.reshape(-1, corpus.shape[1])}
         seen = set(np.asarray(setup.train.arrays["doc_id"]).tolist())
     assert picked["seen"] <= seen and picked["corpus"] - seen  # (half the documents are held out)
+
+
+def test_arms_that_share_a_seed_share_their_initialisation_and_data_order():
+    """The paired differences (each arm against the control run of its seed) rest on this: part 3's k = 0 run
+    and a sampler's run of one seed start from the same parameters and see the same batches."""
+    from experiments.configs import quickstart
+
+    from experiments import spec
+
+    sweep = quickstart.get_config("platform=cpu,parts=3,samplers=hard-uniform,mined=0-3,seeds=2,retrieval_docs=512")
+    by = {(p.config.tags.part, p.config.seed): p.config for p in spec.expand(sweep)}
+    for seed in (0, 1):
+        setups = {part: T.build(by[(part, seed)]) for part in ("in-batch", "hard", "uniform")}
+        params = {part: T.init_params(s, jax.random.key(s.config.seed)) for part, s in setups.items()}
+        for part in ("hard", "uniform"):
+            for x, y in zip(jax.tree.leaves(params["in-batch"]), jax.tree.leaves(params[part])):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+            for step in (0, 7):
+                a, b = (pairs.host_batch(setups[p], seed, step) for p in ("in-batch", part))
+                np.testing.assert_array_equal(a["doc_id"], b["doc_id"])
+    assert not np.array_equal(pairs.host_batch(setups["hard"], 0, 0)["doc_id"], pairs.host_batch(setups["hard"], 1, 0)["doc_id"])
