@@ -35,7 +35,7 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if ax is None:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(8.4, 4.4), layout="constrained")
+        fig = Figure(figsize=(7.2, 6.0), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -70,7 +70,7 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         else:
             ax.scatter(gf.x, gf.y, color=c, s=18, zorder=3)
         if not gf.law_test()["supported"]:
-            ax.scatter([], [], color=c, s=18, label=f"{name}: no law drawn")
+            ax.scatter([], [], color=c, s=18, label=f"{name}: no law")
             continue
         lo, hi = gf.x.min(), gf.x.max()
         grid_in = np.geomspace(lo, hi, 100)
@@ -103,7 +103,7 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
     if any(gf.candidates is not None for gf in fits):
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black"))
         labels.append("frontier runs (fitted); faint: the others")
-    if any(gf.x.ndim == 1 and (gf.saturation() or (0, 0))[0] < (gf.saturation() or (0, 0))[1] for gf in fits):
+    if any(gf.x.ndim == 1 and (gf.saturation() or (0, 0))[0] < (gf.saturation() or (0, 0))[1] for gf in drawn):
         handles.append(Line2D([], [], color="gray", ls=":"))
         labels.append(f"saturates from here (no larger {xlabel} better, Welch {SATURATION_LEVEL:g})")
     if any(gf.left_out for gf in fits):
@@ -111,14 +111,14 @@ def plot_fits(fits: Sequence[GroupFit], *, xlabel: str = "x", ylabel: str | None
         labels.append("below the untrained encoder: not fitted")
     if len(drawn) < len(fits):
         handles.append(Line2D([], [], ls=""))
-        labels.append(f"no law: it does not beat a constant (F-test, {LAW_LEVEL:g}) or is not identified")
+        labels.append(f"no law drawn: it does not beat a constant\n(F-test, {LAW_LEVEL:g}) or is not identified")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or fits[0].label)
     ax.grid(True, which="both", alpha=0.3)
     _outside_legend(ax, handles, labels)
     if title:
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title if drawn else f"{fits[0].label}: the runs' points (no law)", fontsize="medium")
     return fig
 
 
@@ -130,7 +130,7 @@ def plot_points(points: Mapping[Any, tuple], *, xlabel: str = "x", ylabel: str =
     be fitted. Returns a new matplotlib ``Figure``."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8.4, 4.4), layout="constrained")
+    fig = Figure(figsize=(7.2, 6.0), layout="constrained")
     ax = fig.add_subplot()
     for i, (g, (x, y)) in enumerate(points.items()):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -160,8 +160,9 @@ def _reference_lines(ax, baselines, control) -> None:
 
 
 def _outside_legend(ax, handles, labels) -> None:
-    """The legend to the right of the axes, off the data."""
-    ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    """The legend below the axes, off the data, in two columns."""
+    ax.legend(handles, labels, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+              borderaxespad=0.0)
 
 
 
