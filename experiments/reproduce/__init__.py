@@ -11,35 +11,13 @@ paper's claim::
     python -m experiments.reproduce.wu_memory_bank --workdir runs/repro/wu
     python -m experiments.reproduce.full_scale --config simclr_batch --workdir /big/disk/simclr  # accelerators
 
-The analogs reproduce each paper's *comparison* on MNIST-1D, not its absolute numbers: the
+Each module holds a sweep config and ``report(df, points, arg)`` (its table, as text); :mod:`.cli` is the
+command line that runs one. The analogs reproduce each paper's *comparison* on MNIST-1D, not its absolute numbers: the
 "paper" column states the claim being tested, and the last column says whether our runs agree.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
-from experiments import sweep as S
-from jaxneg import results, rundir
-
-
-def command(module, description):
-    """Parse ``--workdir/--workers/--arg/--print_only``, run the sweep, return ``(df, points)``
-    (``points``: the sweep's expanded points, in ``get_config``'s order)."""
-
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--workdir", required=True, help="the sweep directory (resumed if it exists)")
-    p.add_argument("--workers", type=int, default=1, help="runs at a time on this machine")
-    p.add_argument("--arg", default=None, help="the config argument (key=value,...)")
-    p.add_argument("--print_only", action="store_true", help="read the finished runs; run nothing")
-    args = p.parse_args()
-    sw = module.get_config(args.arg)
-    summary = S.run(sw, args.workdir, workers=args.workers, analyze_only=args.print_only)
-    if summary["failed"]:
-        print(f"warning: failed runs: {summary['failed']}", file=sys.stderr)
-    return results.load(os.path.join(args.workdir, rundir.RUNS)), S.expand(sw)
 
 
 def table(head, rows) -> str:

@@ -13,9 +13,11 @@ kNN and linear-probe accuracy.
 ``arg``: ``batches=32-64-128-256``, ``tau_plus=0.1``, ``steps=400``, ``seeds=1``, plus overrides.
 """
 
+import sys
+
 from experiments.configs.arguments import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
-from experiments.reproduce import command, metric, table
+from experiments.reproduce import cli, metric, table
 from experiments.spec import Sweep
 
 
@@ -38,10 +40,9 @@ def get_config(arg=None):
                  description=f"Chuang et al. 2020 analog: debiased (tau+={tau_plus}) vs NT-Xent by batch size")
 
 
-def main():
-    import sys
-
-    df, _ = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     rows, wins = [], 0
     for b in sorted(df.batch_size.unique()):
         plain = {m: metric(df, f"eval/{m}", batch_size=b, **{"loss.name": "ntxent"}) for m in ("knn_accuracy", "linear_probe_accuracy")}
@@ -50,12 +51,13 @@ def main():
         wins += gain > 0
         rows.append((int(b), plain["knn_accuracy"], deb["knn_accuracy"], plain["linear_probe_accuracy"],
                      deb["linear_probe_accuracy"], f"{gain:+.3f}"))
-    print(table(["batch", "kNN plain", "kNN debiased", "probe plain", "probe debiased", "probe gain"], rows))
-    print()
-    print(table(["claim", "paper (Chuang et al. 2020)", "ours", "agrees"], [
+    out.append(table(["batch", "kNN plain", "kNN debiased", "probe plain", "probe debiased", "probe gain"], rows))
+    out.append("")
+    out.append(table(["claim", "paper (Chuang et al. 2020)", "ours", "agrees"], [
         ("debiased beats plain at every batch size", "yes", f"{wins} of {len(rows)} batch sizes",
          "yes" if wins == len(rows) else "no")]))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])

@@ -20,15 +20,12 @@ prints the table from the finished runs.
 
 from __future__ import annotations
 
-import argparse
-import os
+import sys
 
-from experiments import cli
-from experiments import sweep as S
 from experiments.configs import debiased_stl10, simclr_cifar10, uniformity_cifar
+from experiments.reproduce import cli as reproduce_cli
 from experiments.reproduce import metric, table
 from experiments.spec import Analysis, Sweep, get_field
-from jaxneg import results, rundir
 
 TABLES = ("simclr_batch", "debiased_tau_plus", "uniformity_temperature")
 
@@ -55,26 +52,20 @@ def get_config(arg=None):
     raise ValueError(f"full_scale: table must be one of {TABLES}, got {name!r}")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", choices=TABLES, required=True)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--backend", choices=S.BACKENDS, default="local")
-    p.add_argument("--slurm", default="", help="submitit parameters, as for experiments.sweep")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--print_only", action="store_true")
-    args = p.parse_args()
-    sw = get_config(f"table={args.config}")
-    S.run(sw, args.workdir, backend=args.backend, workers=args.workers, slurm=cli.slurm_options(args.slurm),
-          analyze_only=args.print_only)
-    df = results.load(os.path.join(args.workdir, rundir.RUNS))
+def report(df, points, arg=None) -> str:
+    """The table of one full-scale run of the finished runs ``df``: the swept field against the linear
+    probe, kNN, uniformity and tolerance."""
+    name = (arg or "").split("table=")[-1].split(",")[0]
     field = {"simclr_batch": "batch_size", "debiased_tau_plus": "loss.kwargs.tau_plus",
-             "uniformity_temperature": "loss.temperature"}[args.config]
+             "uniformity_temperature": "loss.temperature"}[name]
     rows = [(v, metric(df, "eval/linear_probe_accuracy", **{field: v}), metric(df, "eval/knn_accuracy", **{field: v}),
              metric(df, "eval/uniformity", **{field: v}), metric(df, "eval/tolerance", **{field: v}))
             for v in sorted(df[field].unique())]
-    print(table([field, "linear probe", "kNN", "uniformity", "tolerance"], rows))
+    return table([field, "linear probe", "kNN", "uniformity", "tolerance"], rows)
 
+
+#: ``--config NAME`` chooses the table (the config argument ``table=NAME``)
+ARG_CHOICES = ("config", TABLES, "table")
 
 if __name__ == "__main__":
-    main()
+    reproduce_cli.main(sys.modules[__name__])

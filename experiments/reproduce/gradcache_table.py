@@ -16,9 +16,11 @@ Ours: SimCLR on MNIST-1D, 400 parameter updates each:
 ``arg``: ``large=256``, ``small=32``, ``updates=400``, plus base-config overrides.
 """
 
+import sys
+
 from experiments.configs.arguments import apply_arg
 from experiments.configs import simclr_mnist1d
-from experiments.reproduce import command, metric, table
+from experiments.reproduce import cli, metric, table
 from experiments.spec import Sweep
 
 ARMS = ("large batch", "gradient cache", "accumulation", "small batch")
@@ -47,23 +49,22 @@ def get_config(arg=None):
                    f"{k}x{small} vs {small}")
 
 
-def main():
-    import sys
-
-    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     finished = set(df.run)
     arm = {a: p.name for a, p in zip(ARMS, points) if p.name in finished}  # the zip above is in ARMS order
     get = lambda a, m: metric(df, f"eval/{m}", run=arm[a])
     rows = [(a, get(a, "knn_accuracy"), get(a, "linear_probe_accuracy"), get(a, "contrastive_accuracy"))
             for a in ARMS if a in arm]
-    print(table(["method", "kNN accuracy", "linear probe", "contrastive acc (16 candidates)"], rows))
+    out.append(table(["method", "kNN accuracy", "linear probe", "contrastive acc (16 candidates)"], rows))
     probe = {a: get(a, "linear_probe_accuracy") for a in arm}
     missing = [a for a in ARMS if a not in probe]
     if missing:
-        print(f"\nnot finished: {missing}; launch the command again to retry them")
-        return
-    print()
-    print(table(["claim", "paper (Gao et al. 2021)", "ours (linear probe)", "agrees"], [
+        out.append(f"\nnot finished: {missing}; launch the command again to retry them")
+        return "\n".join(out)
+    out.append("")
+    out.append(table(["claim", "paper (Gao et al. 2021)", "ours (linear probe)", "agrees"], [
         ("gradient cache matches the large batch", "yes",
          f"{probe['gradient cache']:.3f} vs {probe['large batch']:.3f}",
          "yes" if abs(probe["gradient cache"] - probe["large batch"]) <= 0.01 else "no"),
@@ -71,7 +72,8 @@ def main():
          f"{probe['accumulation']:.3f} vs {probe['large batch']:.3f}",
          "yes" if probe["accumulation"] < probe["large batch"] - 0.01 else "no"),
     ]))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])

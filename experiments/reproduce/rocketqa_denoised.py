@@ -15,7 +15,9 @@ synthetic corpus whose planted duplicates make the false-negative rate of every 
 ``arg``: any quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``).
 """
 
-from experiments.reproduce import command, mined_config, mined_rows, table
+import sys
+
+from experiments.reproduce import cli, mined_config, mined_rows, table
 
 SAMPLERS = ("hard", "filtered", "oracle")
 
@@ -24,15 +26,15 @@ def get_config(arg=None):
     return mined_config(SAMPLERS, arg)
 
 
-def main():
-    import sys
-
-    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     rows = [(k, base, m["hard"], m["filtered"], m["oracle"], fn["hard"], fn["filtered"],
              "yes" if m["filtered"] >= m["hard"] else "no") for k, base, m, fn in mined_rows(df, points, SAMPLERS)]
-    print(table(["k", "in-batch MRR@10", "raw hard", "denoised (filtered)", "oracle", "FN rate raw",
+    out.append(table(["k", "in-batch MRR@10", "raw hard", "denoised (filtered)", "oracle", "FN rate raw",
                  "FN rate denoised", "denoised >= raw (paper: yes)"], rows))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])

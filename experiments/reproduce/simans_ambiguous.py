@@ -14,7 +14,9 @@ mined negatives (the false-negative rate) is known.
 ``arg``: any quickstart option (``mined=``, ``seeds=``, ``retrieval_steps=``, ``retrieval_data=``).
 """
 
-from experiments.reproduce import command, mined_config, mined_rows, table
+import sys
+
+from experiments.reproduce import cli, mined_config, mined_rows, table
 
 SAMPLERS = ("uniform", "hard", "simans")
 
@@ -23,15 +25,15 @@ def get_config(arg=None):
     return mined_config(SAMPLERS, arg)
 
 
-def main():
-    import sys
-
-    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     rows = [(k, base, m["uniform"], m["hard"], m["simans"], fn["hard"], fn["simans"],
              "yes" if m["simans"] >= m["hard"] else "no") for k, base, m, fn in mined_rows(df, points, SAMPLERS)]
-    print(table(["k", "in-batch MRR@10", "uniform", "hardest", "SimANS", "FN rate hardest", "FN rate SimANS",
+    out.append(table(["k", "in-batch MRR@10", "uniform", "hardest", "SimANS", "FN rate hardest", "FN rate SimANS",
                  "SimANS >= hardest (paper: yes)"], rows))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])

@@ -14,9 +14,11 @@ test embeddings with the class labels (``jaxneg.metrics.tolerance``), kNN accura
 ``arg``: ``temperatures=0.05-0.1-0.2-0.5-1.0``, ``steps=400``, plus base-config overrides.
 """
 
+import sys
+
 from experiments.configs.arguments import apply_arg, number_list
 from experiments.configs import simclr_mnist1d
-from experiments.reproduce import command, metric, spearman, table
+from experiments.reproduce import cli, metric, spearman, table
 from experiments.spec import Sweep
 
 
@@ -32,27 +34,27 @@ def get_config(arg=None):
                  description="Wang & Liu 2021 analog: temperature vs uniformity / tolerance (SimCLR, MNIST-1D)")
 
 
-def main():
-    import sys
-
-    df, _ = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     temps = sorted(df["loss.temperature"].unique())
     rows = [(t, metric(df, "eval/uniformity", **{"loss.temperature": t}),
              metric(df, "eval/tolerance", **{"loss.temperature": t}),
              metric(df, "eval/knn_accuracy", **{"loss.temperature": t})) for t in temps]
-    print(table(["tau", "uniformity (lower = more uniform)", "tolerance", "kNN accuracy"], rows))
+    out.append(table(["tau", "uniformity (lower = more uniform)", "tolerance", "kNN accuracy"], rows))
     u = spearman(temps, [r[1] for r in rows])
     tol = spearman(temps, [r[2] for r in rows])
     acc = [r[3] for r in rows]
     best = temps[max(range(len(acc)), key=acc.__getitem__)]
-    print()
-    print(table(["trend with tau", "paper (Wang & Liu 2021)", "ours (Spearman rho over tau)", "agrees"], [
+    out.append("")
+    out.append(table(["trend with tau", "paper (Wang & Liu 2021)", "ours (Spearman rho over tau)", "agrees"], [
         ("uniformity metric", "rises (less uniform)", f"{u:+.2f}", "yes" if u > 0 else "no"),
         ("tolerance", "rises", f"{tol:+.2f}", "yes" if tol > 0 else "no"),
         ("best accuracy", "at an intermediate tau", f"tau = {best:g}",
          "yes" if best not in (temps[0], temps[-1]) else "no"),
     ]))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])

@@ -21,9 +21,11 @@ of a ResNet on 50,000 images; compare the shape. The FIFO bank of recent embeddi
 cross-batch memory) is the main job's ``memory`` source, not this.
 """
 
+import sys
+
 from experiments.configs.arguments import apply_arg, arg_options, number, number_list
 from experiments.configs import quickstart, simclr_mnist1d
-from experiments.reproduce import command, metric, spearman, table
+from experiments.reproduce import cli, metric, spearman, table
 from experiments.spec import Analysis, Sweep
 
 PAPER = {1: 42.5, 10: 63.4, 512: 78.4, 4096: 80.4}  # Table 1, kNN accuracy (%), NCE with m negatives
@@ -60,22 +62,22 @@ def get_config(arg=None):
                              f"{base.loss.temperature}, proximal lambda = {base.negatives.proximal}")
 
 
-def main():
-    import sys
-
-    df, points = command(sys.modules[__name__], __doc__.splitlines()[0])
+def report(df, points, arg=None) -> str:
+    """This table of the finished runs ``df`` (``points``: the sweep's, in order), as text."""
+    out = []
     ns = sorted({p.config.negatives.subsample for p in points})
     ours = [metric(df, "eval/knn_accuracy", **{"negatives.subsample": n}) for n in ns]
     paper = [PAPER.get(n, PAPER[4096] if n == max(ns) else float("nan")) for n in ns]
-    print(table(["negatives m", "paper kNN % (CIFAR-10)", "ours kNN (MNIST-1D)"],
+    out.append(table(["negatives m", "paper kNN % (CIFAR-10)", "ours kNN (MNIST-1D)"],
                 [(n, p, o) for n, p, o in zip(ns, paper, ours)]))
     rho = spearman(ns, ours)
     gain = ours[-1] - ours[0]
-    print()
-    print(table(["trend with m", "paper (Wu et al. 2018)", "ours", "agrees"], [
+    out.append("")
+    out.append(table(["trend with m", "paper (Wu et al. 2018)", "ours", "agrees"], [
         ("kNN accuracy", "rises, then saturates", f"Spearman rho {rho:+.2f}", "yes" if rho > 0 else "no"),
         ("kNN(all) - kNN(1)", "+0.38 (80.4 - 42.5 %)", f"{gain:+.3f}", "yes" if gain >= 0.10 else "no")]))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.modules[__name__])
