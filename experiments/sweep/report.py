@@ -141,7 +141,8 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
     programs = program_accounts(runs_dir, list(table.run))
     return analysis.write_report(df, sweep.analyses, workdir, title=f"Sweep report: {os.path.basename(workdir)}",
                                  preamble=preamble, say=_say if verbose else None, baselines=baselines_of,
-                                 time_account=_phase_sums(programs) if programs else None, timings=timings)
+                                 time_account=_phase_sums(programs) if programs else None, timings=timings,
+                                 context=regime)
 
 
 def _runs_tables(wide, cols, swept, protocol_of, parts) -> list:

@@ -8,6 +8,7 @@ import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from jaxneg import results, rundir, scaling
 from jaxneg.analysis.figures import file_stem, plot_fits, plot_name, plot_points
@@ -179,7 +180,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                  per_group_figures: bool = False, strict: bool = False, say: Callable[[str], None] | None = None,
                  baselines: Mapping[str, Mapping[str, float]] | Callable | None = None,
                  time_account: Mapping[str, float] | None = None,
-                 timings: dict | None = None) -> str:
+                 timings: dict | None = None, context: Sequence[str] = ()) -> str:
     """Fit every analysis on the tidy table ``df``; write ``out/fits.json``, the figures and ``out/report.md``.
 
     The report is ``# title``, the ``preamble`` lines, then a ``## Fits`` section per analysis:
@@ -198,6 +199,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
     import time
 
     timings = {} if timings is None else timings
+    # (``context``: metrics shown beside each analysis' points, e.g. the regime of the runs' negatives)
     os.makedirs(out, exist_ok=True)
     fits_json, sections, used = [], [], set()
     for i, a in enumerate(analyses):
@@ -229,7 +231,8 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
             sections.append(head + f"not fitted: {e}. The figure draws the runs' points"
                             + (", the control" if control else "") + " and the baselines, no law.\n\n"
                             + baseline_lines(floors, complement=a.complement)
-                            + (f"\n\n{paired}" if paired else "") + text + "\n")
+                            + (f"\n\n{paired}" if paired else "")
+                            + (f"\n\n{ctx}" if (ctx := context_report(df, a, context)) else "") + text + "\n")
             continue
         title_of = f"{a.law} law, {int(a.level * 100)}% bootstrap band" + (" (frontier)" if a.frontier is not None else "")
         figures = []
@@ -255,6 +258,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                         + "\n\n" + baseline_report(fits, floors, x=a.x, group=a.group, complement=a.complement)
                         + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
                         + (f"\n\n{paired}" if (paired := paired_report(df, a)) else "")
+                        + (f"\n\n{ctx}" if (ctx := context_report(df, a, context)) else "")
                         + "\n\n" + "\n".join(figures) + "\n")
         timings[a.heading()] = time.perf_counter() - t_fit
     rundir.write_json(os.path.join(out, FITS), fits_json)
@@ -269,6 +273,31 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def context_report(df, a: Analysis, metrics: Sequence[str]) -> str:
+    """The means over seeds of ``metrics`` (e.g. the regime of the negatives: how much of the softmax's mass
+    the anchor's own class takes) for the runs of analysis ``a`` and its control, per group and ``x``: what a
+    reader needs to tell why a curve does or does not move. "" when its runs have none of them."""
+    if not metrics or not isinstance(a.x, str):
+        return ""
+    rows = results.where(df, a.where) if a.where else df
+    if a.control:
+        rows = pd.concat([rows, results.where(df, a.control)]).drop_duplicates()
+    rows = rows[rows.metric.isin(metrics)]
+    if not len(rows) or a.x not in rows:
+        return ""
+    keys = ([a.group] if a.group else []) + [a.x]
+    table = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
+    shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
+    if not shown:
+        return ""
+    lines = [markdown_table(keys + [m.split("/")[-1] for m in shown],
+                            [[plain(v) for v in (k if isinstance(k, tuple) else (k,))]
+                             + ["-" if not np.isfinite(r[m]) else f"{r[m]:.3g}" for m in shown]
+                             for k, r in table.iterrows()])]
+    return ("The runs' negatives (means over seeds, the control included; `results.csv` has each run):\n\n"
+            + "\n".join(lines))
 
 
 def law_lines(fits: Sequence[GroupFit], *, group: str | None) -> str:

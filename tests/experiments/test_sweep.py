@@ -630,6 +630,7 @@ def test_every_fit_and_figure_of_the_main_job_carries_its_own_protocols_baseline
         if untrained is not None:
             assert "Baselines of the same protocol" in section and f"untrained encoder {untrained:.4g}" in section, a.y
             assert "![" in section  # the figure (points, or the law where it beats a constant)
+            assert "The runs' negatives" in section and "effective_negatives" in section  # their regime
             checked += 1
     assert checked == len(spec.analyses) - 1
     fits = json.load(open(os.path.join(d, "fits.json")))
