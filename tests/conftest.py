@@ -114,7 +114,7 @@ def finished_sweep(tmp_path_factory):
 
 
 #: README command 1 reduced to a few minutes' worth of seconds: all three parts, every kind of program
-MAIN_JOB = ("platform=cpu,steps=4,retrieval_steps=4,batches=16-32,temperatures=0.1,seeds=1,negatives=3-62,"
+MAIN_JOB = ("platform=cpu,steps=4,retrieval_steps=4,batches=16-32,temperatures=0.1,seeds=1,negatives=3-62,retrieval_docs=512,"
             "mined=0-1,samplers=hard,neg_batch=32")
 
 
