@@ -12,7 +12,6 @@ from experiments.tasks import sources
 from experiments.tasks.common import AXIS, StepData
 from experiments.tasks.sources import batch
 from jaxneg import parallel, samplers
-from jaxneg.samplers.memory import EMPTY
 
 
 NEGATIVES_LOSSES = batch.ANCHOR_ROWS  # the losses whose in-batch negatives a source can subsample or extend
@@ -139,7 +138,8 @@ def candidates(c, key, state, batch, consts, hp):
         extra["negatives_mask"] = jax.lax.dynamic_slice_in_dim(pad(valid), d * per, per)
         mine = pad(bank.excludes(jnp.tile(ids, v)).T).T.reshape(rows, w, per)
         cand = jnp.concatenate([cand, (pad(valid).reshape(1, w, per) & ~mine)], axis=2)
-        diag.update(bank_stats(bank, valid, batch["step"], spec.size(bank, hp, c)))
+        stats = samplers.queue_stats(bank, batch["step"], size=spec.size(bank, hp, c), valid=valid)
+        diag["bank_fill"], diag["bank_age"] = stats["fill"], stats["age"]
         if labels is not None:
             bank_lab = jnp.where(bank.ids >= 0, consts["labels"][jnp.maximum(bank.ids, 0)], -1)
             col_lab = jnp.concatenate([col_lab, pad(bank_lab, -1).reshape(w, per)], axis=1)
@@ -159,15 +159,3 @@ def candidates(c, key, state, batch, consts, hp):
     extra["diagnostics"] = diag
     return fixed, StepData(**extra)
 
-
-def bank_stats(bank, valid, step, size) -> dict:
-    """``bank_fill``: the share of the bank's ``size`` slots holding a pushed key; ``bank_age``: the mean age in
-    steps (``step`` - the step it was pushed at) of the pushed keys it offers as negatives now (``valid``: a
-    source's own rule of which keys count is seen here), or, while it offers none (a bank still filling), of
-    every pushed key it holds."""
-    pushed = (bank.steps != EMPTY) & (jnp.arange(bank.keys.shape[0]) < size)
-    fill = jnp.sum(pushed) / jnp.asarray(size, jnp.float32)
-    offered = pushed & valid
-    counted = jnp.where(jnp.any(offered), offered, pushed)
-    age = jnp.sum(jnp.where(counted, step - bank.steps, 0)) / jnp.maximum(jnp.sum(counted), 1)
-    return {"bank_fill": fill, "bank_age": age.astype(jnp.float32)}

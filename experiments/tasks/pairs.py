@@ -127,11 +127,11 @@ def consts(setup: Setup) -> dict:
     out = {"corpus": _corpus(setup), "groups": jnp.asarray(groups, jnp.int32)}
     if setup.config.sampler.exclude_duplicates:
         out["duplicates"] = jnp.asarray(_members(groups))
+    counts = np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus))  # training queries per doc
     if setup.config.sampler.name == "popularity":
-        counts = np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)).astype(np.float32)
-        out["counts"] = jnp.asarray(counts)
+        out["counts"] = jnp.asarray(counts.astype(np.float32))
     if setup.config.sampler.name and setup.config.sampler.pool == "seen":
-        seen = np.flatnonzero(np.bincount(setup.train.arrays["doc_id"], minlength=len(setup.corpus)) > 0)
+        seen = np.flatnonzero(counts > 0)
         position = np.full(len(setup.corpus), -1, np.int32)
         position[seen] = np.arange(len(seen), dtype=np.int32)
         out["pool"], out["pool_position"] = jnp.asarray(seen, jnp.int32), jnp.asarray(position)

@@ -230,7 +230,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                 text = f"\n\n![{a.label} vs {a.xname}]({png})"
             sections.append(head + f"not fitted: {e}. The figure draws the runs' points"
                             + (", the control" if control else "") + " and the baselines, no law.\n\n"
-                            + baseline_lines(floors, complement=a.complement)
+                            + baseline_lines(floors)
                             + (f"\n\n{paired}" if paired else "")
                             + (f"\n\n{ctx}" if (ctx := context_report(df, a, context)) else "") + text + "\n")
             continue
@@ -311,7 +311,7 @@ def law_lines(fits: Sequence[GroupFit], *, group: str | None) -> str:
     return "Laws drawn (a law must beat a constant, nested F-test at 0.05, and be identified):\n\n" + "\n".join(lines)
 
 
-def baseline_lines(floors: Mapping[str, float], *, complement: bool) -> str:
+def baseline_lines(floors: Mapping[str, float]) -> str:
     """The baselines' sentence of a section with no fit."""
     if not floors:
         return "No baselines: the runs span several protocols or none was recorded."

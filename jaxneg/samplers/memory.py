@@ -97,17 +97,19 @@ def queue_push(state: Queue, keys, *, size=None, ids=None, step=None) -> Queue:
                  steps)
 
 
-def queue_stats(state: Queue, step, *, size=None) -> dict:
+def queue_stats(state: Queue, step, *, size=None, valid=None) -> dict:
     """Diagnostics of a queue at ``step``: ``fill`` (slots pushed with a step / ``size``, default the
     capacity; with ``size`` the slots past it are not counted, as in :func:`queue_push`) and ``age``
-    (mean of ``step - steps[s]`` over those slots, in steps; 0 when none is). ``step`` and ``size``
-    may be traced."""
+    (mean of ``step - steps[s]`` over those slots, in steps; 0 when none is). With ``valid`` (``[S]``
+    bool, the slots a caller offers as negatives now, e.g. a bank still warming up offers none), ``age``
+    is over the pushed slots it offers, or over every pushed slot while it offers none. ``step``,
+    ``size`` and ``valid`` may be traced."""
     capacity = state.keys.shape[0]
     s = capacity if size is None else size
     pushed = (state.steps != EMPTY) & (jnp.arange(capacity) < s)
-    count = jnp.sum(pushed)
-    age = jnp.sum(jnp.where(pushed, step - state.steps, 0)) / jnp.maximum(count, 1)
-    return {"fill": count / jnp.asarray(s, jnp.float32), "age": age.astype(jnp.float32)}
+    counted = pushed if valid is None else jnp.where(jnp.any(pushed & valid), pushed & valid, pushed)
+    age = jnp.sum(jnp.where(counted, step - state.steps, 0)) / jnp.maximum(jnp.sum(counted), 1)
+    return {"fill": jnp.sum(pushed) / jnp.asarray(s, jnp.float32), "age": age.astype(jnp.float32)}
 
 
 def instance_init(num_items: int, dim: int, *, key, dtype=jnp.float32) -> Queue:

@@ -49,6 +49,9 @@ def test_queue_records_ids_and_steps_and_excludes_an_anchor_own_keys():
     np.testing.assert_array_equal(excl, [[0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
     stats = S.queue_stats(q, 3)  # ages at step 3: 1, 3, 2, 2, 1
     assert float(stats["fill"]) == 1.0 and float(stats["age"]) == pytest.approx((1 + 3 + 2 + 2 + 1) / 5)
+    offered = S.queue_stats(q, 3, valid=jnp.asarray([True, False, True, False, True]))  # the age of what is offered
+    assert float(offered["fill"]) == 1.0 and float(offered["age"]) == pytest.approx((1 + 2 + 1) / 3)
+    assert float(S.queue_stats(q, 3, valid=jnp.zeros(5, bool))["age"]) == float(stats["age"])  # none offered yet
     half = S.queue_stats(S.queue_push(S.queue_init(8, 2), jnp.ones((2, 2)), ids=jnp.arange(2), step=4), 6)
     assert float(half["fill"]) == 0.25 and float(half["age"]) == 2.0
     assert not np.asarray(S.queue_init(3, 2).excludes(jnp.asarray([-1, 0]))).any()  # empty slots are nobody's
