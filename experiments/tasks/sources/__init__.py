@@ -228,9 +228,11 @@ def member_fields(task: str) -> tuple:
 def fifo(size_field: str, hp_name: str) -> dict:
     """A FIFO bank's ``init``, ``push`` and ``size`` whose capacity is the member field ``size_field`` (traced as
     ``hp.<hp_name>``): members of one program share the longest bank's array, each using its first slots."""
-    from experiments.config_lib import get_field  # (config_lib imports the tasks, so not at the top)
+    def get_size(config):
+        from experiments.config_lib import get_field  # (config_lib imports the sources: read when a bank is made)
 
-    get_size = lambda config: get_field(config, size_field)  # noqa: E731
+        return get_field(config, size_field)
+
     return {"init": lambda config, num_train, dim, key: samplers.queue_init(get_size(config), dim),
             "push": lambda bank, p, hp: samplers.queue_push(bank, p.values, size=getattr(hp, hp_name), ids=p.ids,
                                                             step=p.step),
