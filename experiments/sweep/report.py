@@ -119,13 +119,14 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                      for note in b.get("raw_input_notes", {}).values()] + [""]
     table_cols = swept + shown + ["collapsed"]
     protocol_of = run_protocols(runs_dir, list(table.run), floors)
-    if floors:  # flag the runs that did not beat the untrained encoder of their own protocol
-        def below(row):
-            untrained = floors.get(protocol_of.get(row["run"]), {}).get("untrained_encoder", {})
+    if floors:  # flag the runs that did not beat a baseline of their own protocol: they learned nothing usable
+        def below(row, key):
+            floor = floors.get(protocol_of.get(row["run"]), {}).get(key, {})
             return ", ".join(m.split("/")[-1] for m in shown
-                             if m in untrained and np.isfinite(row[m]) and row[m] < untrained[m]) or "-"
-        wide["below untrained encoder"] = [below(row) for _, row in wide.iterrows()]
-        table_cols.append("below untrained encoder")
+                             if m in floor and np.isfinite(row[m]) and row[m] < floor[m]) or "-"
+        for key, column in (("untrained_encoder", "below untrained encoder"), ("raw_input", "below raw input")):
+            wide[column] = [below(row, key) for _, row in wide.iterrows()]
+            table_cols.append(column)
     parts = [(a.heading(), set(results.where(df, a.where).run) | (set(results.where(df, a.control).run) if a.control
                                                                    else set())) for a in sweep.analyses]
     preamble += ["## Runs", ""] + _runs_tables(wide, table_cols, swept, protocol_of, parts)

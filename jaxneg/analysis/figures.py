@@ -132,24 +132,65 @@ def plot_points(points: Mapping[Any, tuple], *, xlabel: str = "x", ylabel: str =
 
     fig = Figure(figsize=(7.2, 6.0), layout="constrained")
     ax = fig.add_subplot()
+    _draw_points(ax, points, group_label)
+    _reference_lines(ax, baselines, control)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _outside_legend(ax, *ax.get_legend_handles_labels())
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def plot_panels(panels: Mapping[str, Mapping[Any, tuple]], *, xlabel: str = "x", group_label: str = "",
+                title: str | None = None, control: Mapping[str, float] | None = None):
+    """One panel per metric (``{metric label: {group: (x [n], y [n])}}``), side by side on a shared ``x``: each
+    group's runs and their mean ± sd at each ``x``, as in :func:`plot_points`; ``control`` (``{metric label:
+    value}``) a grey line in the panels it names. What a report draws beside a fit to show the regime its runs
+    trained in (e.g. the negatives' effective number and the share of their softmax mass on same-class keys).
+    Returns a new matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("analysis.plot_panels: panels is empty")
+    fig = Figure(figsize=(3.6 * len(panels) + 0.6, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (label, points) in zip(axes, panels.items()):
+        _draw_points(ax, points, group_label)
+        ys = np.concatenate([np.asarray(y, np.float64) for _, y in points.values()])
+        ys = ys[np.isfinite(ys)]
+        if len(ys) and ys.min() > 0 and ys.max() > 20 * ys.min():  # a count over decades, e.g. effective_negatives
+            ax.set_yscale("log")
+        if control and label in control:
+            ax.axhline(control[label], color="gray", ls="--", lw=1.5, label="control", zorder=1)
+        ax.set_xlabel(xlabel)
+        ax.set_title(label, fontsize="medium")
+    handles, labels = {}, {}
+    for ax in axes:  # one legend for every panel, each name once
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    fig.legend(list(handles.values()), list(handles), fontsize="small", loc="outside lower center",
+               ncol=min(len(handles), 4))
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def _draw_points(ax, points: Mapping[Any, tuple], group_label: str) -> None:
+    """Each group's runs (faint) and their mean ± sd at each ``x``; a log ``x`` axis when every ``x`` > 0."""
     for i, (g, (x, y)) in enumerate(points.items()):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y = x[keep], y[keep]
         xs = np.unique(x)
         mean = np.array([y[x == v].mean() for v in xs])
         sd = np.array([y[x == v].std(ddof=1) if (x == v).sum() > 1 else 0.0 for v in xs])
         name = "runs" if g is None else f"{group_label or 'group'}={plain(g)}"
         ax.scatter(x, y, color=f"C{i % 10}", s=10, alpha=0.35)
         ax.errorbar(xs, mean, yerr=sd, color=f"C{i % 10}", fmt="o", ms=4, capsize=3, lw=1, label=name)
-    _reference_lines(ax, baselines, control)
-    if all(np.all(np.asarray(x) > 0) for x, _ in points.values()):
+    if all(np.all(np.asarray(x)[np.isfinite(np.asarray(x, np.float64))] > 0) for x, _ in points.values()):
         ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    _outside_legend(ax, *ax.get_legend_handles_labels())
-    if title:
-        ax.set_title(title, fontsize="medium")
-    return fig
 
 
 def _reference_lines(ax, baselines, control) -> None:
@@ -179,4 +220,4 @@ def plot_name(a: Analysis) -> str:
 
 
 
-__all__ = ["file_stem", "plot_fits", "plot_name"]
+__all__ = ["file_stem", "plot_fits", "plot_name", "plot_panels", "plot_points"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from jaxneg import results, rundir, scaling
-from jaxneg.analysis.figures import file_stem, plot_fits, plot_name, plot_points
+from jaxneg.analysis.figures import file_stem, plot_fits, plot_name, plot_panels, plot_points
 from jaxneg.analysis.fits import (FLOOR, RESIDUAL_FACTOR, SATURATION_LEVEL, Analysis, GroupFit, paired_differences,
                                   plain)
 
@@ -228,6 +228,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
             if fig is not None:
                 fig.savefig(os.path.join(out, png), dpi=120)
                 text = f"\n\n![{a.label} vs {a.xname}]({png})"
+            text += _regime_figure(df, a, context, out, png, used)
             sections.append(head + f"not fitted: {e}. The figure draws the runs' points"
                             + (", the control" if control else "") + " and the baselines, no law.\n\n"
                             + baseline_lines(floors)
@@ -259,7 +260,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
                         + "\n\n" + points_report(fits, x=a.x, group=a.group, complement=a.complement)
                         + (f"\n\n{paired}" if (paired := paired_report(df, a)) else "")
                         + (f"\n\n{ctx}" if (ctx := context_report(df, a, context)) else "")
-                        + "\n\n" + "\n".join(figures) + "\n")
+                        + "\n\n" + "\n".join(figures) + _regime_figure(df, a, context, out, png, used) + "\n")
         timings[a.heading()] = time.perf_counter() - t_fit
     rundir.write_json(os.path.join(out, FITS), fits_json)
     lines = [f"# {title}", "", *preamble, "## Fits", "", *sections, "## Time", ""]
@@ -298,6 +299,38 @@ def context_report(df, a: Analysis, metrics: Sequence[str]) -> str:
                              for k, r in table.iterrows()])]
     return ("The runs' negatives (means over seeds, the control included; `results.csv` has each run):\n\n"
             + "\n".join(lines))
+
+
+def _regime_figure(df, a: Analysis, metrics: Sequence[str], out: str, png: str, used: set) -> str:
+    """The regime panels of analysis ``a`` (:func:`plot_panels`: one panel per metric of ``metrics`` its runs
+    report, against its ``x``, per group, the control's mean a grey line), saved beside its figure ``png`` as
+    ``*_regime.png``; the Markdown that shows it, or "" when its runs report none of them."""
+    if not metrics or not isinstance(a.x, str):
+        return ""
+    rows = results.where(df, a.where) if a.where else df
+    rows = rows[rows.metric.isin(metrics)]
+    if not len(rows) or a.x not in rows:
+        return ""
+    ctrl = results.where(df, a.control) if a.control else rows.iloc[:0]
+    panels, control = {}, {}
+    for m in metrics:
+        mine = rows[(rows.metric == m) & rows.value.notna()]
+        if not len(mine):
+            continue
+        label = m.split("/")[-1]
+        groups = mine.groupby(a.group, dropna=False) if a.group else [(None, mine)]
+        panels[label] = {g: (part[a.x].to_numpy(np.float64), part.value.to_numpy(np.float64)) for g, part in groups}
+        values = ctrl[(ctrl.metric == m)].value.dropna()
+        if len(values):
+            control[label] = float(values.mean())
+    if not panels:
+        return ""
+    name = png[:-4] + "_regime.png"
+    used.add(name)
+    fig = plot_panels(panels, xlabel=a.xname, group_label=a.group or "", control=control,
+                      title=f"the runs' negatives (last step){'; grey: the control' if control else ''}")
+    fig.savefig(os.path.join(out, name), dpi=110)
+    return f"\n\n![the regime of the runs' negatives vs {a.xname}]({name})"
 
 
 def law_lines(fits: Sequence[GroupFit], *, group: str | None) -> str:

@@ -14,12 +14,12 @@ tensorflow-datasets name (``cifar10``, ``stl10``, ...) goes through the same
 
 from jaxneg.data import beir
 from jaxneg.data.builders import (BUILDERS, Mnist1d, Mnist1dConfig, SklearnDigits, SyntheticRetrieval,
-                                  SyntheticRetrievalConfig, generate_retrieval)
+                                  SyntheticRetrievalConfig, generate_retrieval, mnist1d_templates)
 from jaxneg.data.pipeline import (Data, batch_indices, check_ids, check_name, dataset_names, default_data_dir,
                                   in_id_order, load)
 from jaxneg.data.views import VIEWS, identity_view, image_view, signal_view, two_views
 
 __all__ = ["BUILDERS", "Data", "beir", "Mnist1d", "Mnist1dConfig", "SklearnDigits", "SyntheticRetrieval",
            "SyntheticRetrievalConfig", "VIEWS", "batch_indices", "check_ids", "check_name", "dataset_names",
-           "default_data_dir", "generate_retrieval", "identity_view", "image_view", "in_id_order", "load", "signal_view",
+           "default_data_dir", "generate_retrieval", "identity_view", "mnist1d_templates", "image_view", "in_id_order", "load", "signal_view",
            "two_views"]

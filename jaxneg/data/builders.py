@@ -57,16 +57,60 @@ class _Builder(tfds.core.GeneratorBasedBuilder):
 
 @dataclasses.dataclass
 class Mnist1dConfig(tfds.core.BuilderConfig):
-    """``num_samples`` (train + test, split 80/20 as in the package) and the generator seed."""
+    """``num_samples`` (train + test, split 80/20 as in the package), the generator seed and the number of
+    classes (10: the package's digit templates; more: the digits plus generated templates,
+    :func:`mnist1d_templates`)."""
 
     num_samples: int = 5000
     seed: int = 42
+    num_classes: int = 10
+
+
+def mnist1d_templates(num_classes: int = 10, seed: int = 42, min_distance: float = 0.25) -> dict:
+    r"""MNIST-1D's class templates: the package's 10 digits, then ``num_classes - 10`` generated ones.
+
+    A generated template is drawn like a digit: 12 points on MNIST-1D's ``t`` grid, starting and ending at
+    the digits' resting level 5, the 10 inner points ``5 + s * c_i`` with ``c = cumsum(e)``, ``e_i ~ N(0,
+    1)``, smoothed by a ``[1, 2, 1] / 4`` filter, ``s`` chosen so the inner points span 4 (the digits span 2.5
+    to 4.4); then whitened, shifted to start at 0 and divided by 6, as the package does its digits. A draw is
+    kept only if it lies at least ``min_distance`` (Euclidean, over the 12 points) from every template kept
+    before it: the digits' closest pair is 0.38 apart, and unfiltered draws' nearest neighbours would be 0.17
+    apart at 100 classes, classes that no augmentation-invariant encoder could tell apart. The draws come from
+    ``default_rng([seed, num_classes])``, so each class count is its own set beyond the 10 digits.
+
+    Returns the package's template dict: ``x [C, 12]``, ``t [12]``, ``y [C]``.
+    """
+    from mnist1d.data import get_templates
+
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"mnist1d: num_classes must be an integer >= 2, got {num_classes!r}")
+    digits = get_templates()
+    if num_classes <= 10:
+        return {"x": digits["x"][:num_classes], "t": digits["t"], "y": digits["y"][:num_classes]}
+    rng = np.random.default_rng([int(seed), int(num_classes)])
+    kept, tries = list(digits["x"]), 0
+    while len(kept) < num_classes:
+        tries += 1
+        if tries > 1000 * num_classes:
+            raise ValueError(f"mnist1d: cannot place {num_classes} templates {min_distance} apart; "
+                             f"lower num_classes or min_distance")
+        walk = np.pad(np.cumsum(rng.standard_normal(10)), 1, mode="edge")
+        inner = (walk[:-2] + 2 * walk[1:-1] + walk[2:]) / 4
+        inner = (inner - inner.mean()) * 4.0 / max(np.ptp(inner), 1e-6)
+        x = np.pad(5.0 + inner, 1, constant_values=5.0)
+        x = (x - x.mean()) / x.std()
+        x = (x - x[0]) / 6.0
+        if np.sqrt(((np.asarray(kept) - x) ** 2).sum(1)).min() >= min_distance:
+            kept.append(x)
+    return {"x": np.stack(kept), "t": digits["t"], "y": np.arange(num_classes)}
 
 
 class Mnist1d(_Builder):
     """MNIST-1D: 40-sample 1-D signals of 10 digit templates, translated, scaled, sheared and noised.
 
-    Features: ``x [40] float32`` (zero mean, unit variance over the dataset), ``label`` (10 classes).
+    Features: ``x [40] float32`` (zero mean, unit variance over the dataset), ``label`` (10 classes; with
+    ``num_classes`` > 10, also generated templates through the package's own transforms: a views dataset on
+    which same-class keys are a small share of the negatives, :func:`mnist1d_templates`).
 
     Reference: Greydanus & Kobak, *Scaling Down Deep Learning with MNIST-1D*, ICML 2024.
     """
@@ -76,16 +120,20 @@ class Mnist1d(_Builder):
 
     def _feature_spec(self):
         return _features(x=tfds.features.Tensor(shape=(40,), dtype=np.float32),
-                         label=tfds.features.ClassLabel(num_classes=10))
+                         label=tfds.features.ClassLabel(num_classes=int(self.builder_config.num_classes)))
 
     def _arrays(self):
         from mnist1d.data import get_dataset_args, make_dataset
 
+        c = self.builder_config
+        if c.num_samples < c.num_classes:
+            raise ValueError(f"mnist1d: num_samples must be >= num_classes, got {c.num_samples} < {c.num_classes}")
         args = get_dataset_args()
-        args.num_samples, args.seed = int(self.builder_config.num_samples), int(self.builder_config.seed)
+        args.num_samples, args.seed = int(c.num_samples), int(c.seed)
+        templates = mnist1d_templates(int(c.num_classes), int(c.seed)) if c.num_classes != 10 else None
         state = np.random.get_state()  # mnist1d seeds NumPy's global generator; leave it as we found it
         try:
-            d = make_dataset(args)
+            d = make_dataset(args, templates)
         finally:
             np.random.set_state(state)
         return {"train": {"x": d["x"].astype(np.float32), "label": d["y"].astype(np.int64)},

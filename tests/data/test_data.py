@@ -26,6 +26,23 @@ def test_mnist1d_size_is_configurable_and_generation_is_deterministic():
     np.testing.assert_array_equal(state, np.random.get_state()[1])
 
 
+def test_mnist1d_with_more_classes_keeps_the_digits_and_spaces_the_generated_templates():
+    from mnist1d.data import get_templates
+
+    t = data.mnist1d_templates(40)
+    assert t["x"].shape == (40, 12) and list(t["y"]) == list(range(40))
+    np.testing.assert_array_equal(t["x"][:10], get_templates()["x"])  # the package's digits come first
+    gap = np.sqrt(((t["x"][:, None] - t["x"][None]) ** 2).sum(-1)) + np.eye(40) * 9
+    assert gap.min() >= 0.25  # min_distance
+    np.testing.assert_allclose(t["x"][:, 0], 0.0, atol=1e-12)  # each starts at 0, as the digits do
+    np.testing.assert_array_equal(t["x"], data.mnist1d_templates(40)["x"])  # a pure function of (C, seed)
+    split = data.load("mnist1d", "train", config={"num_samples": 400, "num_classes": 40})
+    assert split.num_classes == 40 and set(np.unique(split.arrays["label"])) <= set(range(40))
+    assert len(np.unique(split.arrays["label"])) > 30
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        data.mnist1d_templates(1)
+
+
 def test_sklearn_digits():
     tr, te = data.load("sklearn_digits", "train"), data.load("sklearn_digits", "test")
     assert tr.arrays["x"].shape == (1437, 8, 8, 1) and len(te) == 360

@@ -127,7 +127,7 @@ def test_the_baselines_are_computed_once_reported_and_equal_a_direct_computation
     report = open(os.path.join(d, "report.md")).read()
     head, fits = report.split("## Fits", 1)
     assert "## Baselines" in head and f"| mnist1d | raw input | {knn:.4g} |" in head
-    assert head.index("## Baselines") < head.index("## Runs") and "| below untrained encoder |" in head
+    assert head.index("## Baselines") < head.index("## Runs") and "| below untrained encoder | below raw input |" in head
     assert f"Baselines of the same protocol: raw input {knn:.4g}, untrained encoder" in fits
     assert re.search("(over|below) the raw input", fits) and re.search("(over|below) the untrained encoder", fits)
     # a second analysis of the same directory reuses the file
@@ -631,6 +631,8 @@ def test_every_fit_and_figure_of_the_main_job_carries_its_own_protocols_baseline
             assert "Baselines of the same protocol" in section and f"untrained encoder {untrained:.4g}" in section, a.y
             assert "![" in section  # the figure (points, or the law where it beats a constant)
             assert "The runs' negatives" in section and "effective_negatives" in section  # their regime
+            drawn = re.search(r"\]\(([^)]*_regime\.png)\)", section)  # and its figure
+            assert drawn and os.path.getsize(os.path.join(d, drawn.group(1))) > 0, a.y
             checked += 1
     assert checked == len(spec.analyses) - 1
     fits = json.load(open(os.path.join(d, "fits.json")))
