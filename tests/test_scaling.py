@@ -364,6 +364,16 @@ def test_arms_are_read_by_their_paired_differences_from_the_control():
     assert analysis.paired_report(pd.DataFrame(rows), analysis.Analysis(x="k", y="eval/acc")) == ""
     two = pd.DataFrame(rows + [{**rows[0], "run": "c0bis"}])  # two controls of seed 0: no pairing
     assert "several runs per seed" in analysis.paired_report(two, a)
+    # the control inside the arms (part 2's full batch): its cells say so, not a zero paired with itself
+    inside = analysis.Analysis(x="k", y="eval/acc", group="arm", control="k == 0")
+    assert "| 0 | - | - | (control) |" in analysis.paired_report(pd.DataFrame(rows), inside)
+    # a group whose best point lies below a baseline: no claim about x holds for it
+    text = analysis.points_floor_report(pd.DataFrame(rows), inside, {"raw input": 0.53, "untrained encoder": 0.1})
+    # means over the seeds: a 0.5 + 0.01667 + 0.031, b 0.5 + 0.01667 + 0.005
+    assert "- arm=a: best point k=4 with 0.5477 (+0.01767 over the raw input, +0.4477 over the untrained encoder)." \
+           in text, text
+    assert "- arm=b: best point k=4 with 0.5217 (0.008333 below the raw input, +0.4217 over the untrained encoder); " \
+           "every point lies below the raw input: these runs have not learned past it" in text, text
 
 
 def test_a_law_is_drawn_only_where_it_beats_a_constant(tmp_path):

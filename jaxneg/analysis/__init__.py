@@ -32,8 +32,8 @@ from jaxneg.analysis.figures import file_stem, plot_fits, plot_name
 from jaxneg.analysis.fits import (FLOOR, RESIDUAL_FACTOR, SATURATION_LEVEL, Analysis, GroupFit, fit_groups, law_text,
                                   paired_differences, plain)
 from jaxneg.analysis.report import (FITS, REPORT, baseline_report, fit_report, markdown_table, paired_report,
-                                    points_report, write_report)
+                                    points_floor_report, points_report, write_report)
 
 __all__ = ["Analysis", "FITS", "FLOOR", "GroupFit", "REPORT", "RESIDUAL_FACTOR", "SATURATION_LEVEL", "baseline_report",
            "file_stem", "fit_groups", "fit_report", "law_text", "main", "markdown_table", "paired_differences",
-           "paired_report", "plain", "plot_fits", "plot_name", "points_report", "write_report"]
+           "paired_report", "plain", "plot_fits", "plot_name", "points_floor_report", "points_report", "write_report"]

@@ -397,7 +397,7 @@ def paired_differences(df, a: Analysis):
     for every group ``g`` and ``x`` value ``v``, the differences ``d = y(run) - y(control)`` between each run
     and the control run that shares its ``pair_by`` value (the same seed: the same initialisation and data
     order). Returns ``(groups, xs, {(g, v): (mean d, sd d, pairs agreeing in sign with the mean, pairs,
-    clear)})`` with ``clear`` a paired t-test's rejection (two-sided, 95 %: ``|mean| > t_{0.975, n-1} sd /
+    clear)})`` (``"(control)"`` for the control's own runs) with ``clear`` a paired t-test's rejection (two-sided, 95 %: ``|mean| > t_{0.975, n-1} sd /
     sqrt(n)``; with 2 seeds that needs ``|mean| > 9 sd``); a str saying why nothing is paired; or None
     without a control."""
     if not a.control or not isinstance(a.x, str):
@@ -416,6 +416,10 @@ def paired_differences(df, a: Analysis):
     for g, part in (arms.groupby(a.group, dropna=False) if a.group else [(None, arms)]):
         groups.append(g)
         for v, at in part.groupby(a.x):
+            if at.run.isin(controls.run).all():  # the control's own runs: nothing to pair them with
+                cells[(g, v)] = "(control)"
+                continue
+            at = at[~at.run.isin(controls.run)]
             d = np.array([r.value - ref[r[a.pair_by]] for _, r in at.iterrows() if r[a.pair_by] in ref.index])
             if len(d):
                 sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0

@@ -37,10 +37,7 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
         m = to_metric(by)
         bx = np.asarray(bx).tolist()
         bx = int(bx) if isinstance(bx, float) and bx.is_integer() else bx
-        text = f"- {name}best point {x}={bx} with {m:.4g}"
-        if baselines:
-            text += " (" + ", ".join(f"{m - v:+.4g} over the {k}" if m >= v else f"{v - m:.4g} below the {k}"
-                                     for k, v in baselines.items()) + ")"
+        text = f"- {name}best point {x}={bx} with {m:.4g}" + _floor_clause(m, baselines, x)
         saturation = gf.saturation()
         if saturation is not None:
             xs, xmax = saturation
@@ -52,6 +49,39 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
             text += ("; left out of the fit, below the untrained encoder: "
                      + ", ".join(f"{run} ({v:.4g})" for run, _, v in gf.left_out))
         lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def _floor_clause(best: float, baselines: Mapping[str, float], x: str) -> str:
+    """How far a group's best point (in the metric's units, higher is better) lies from each baseline, and, when
+    it lies below one, that the group learned less than that baseline gives: no claim about ``x`` holds for it."""
+    if not baselines:
+        return ""
+    text = " (" + ", ".join(f"{best - v:+.4g} over the {k}" if best >= v else f"{v - best:.4g} below the {k}"
+                            for k, v in baselines.items()) + ")"
+    under = [k for k, v in baselines.items() if best < v]
+    if under:
+        text += (f"; every point lies below the {' and the '.join(under)}: these runs have not learned past "
+                 f"{'it' if len(under) == 1 else 'them'} at this budget, so no claim about {x} holds for them")
+    return text
+
+
+def points_floor_report(df, a: Analysis, baselines: Mapping[str, float]) -> str:
+    """:func:`baseline_report` for an analysis with no fit: each group's best point (mean over seeds; the
+    metric's units) against the ``baselines``. "" without baselines or points."""
+    if not baselines or not isinstance(a.x, str):
+        return ""
+    rows = results.where(df, a.where) if a.where else df
+    rows = rows[rows.metric == a.y]
+    if not len(rows) or a.x not in rows:
+        return ""
+    lines = []
+    for g, part in (rows.groupby(a.group, dropna=False) if a.group else [(None, rows)]):
+        means = part.groupby(a.x).value.mean()
+        v = means.idxmax() if a.complement else means.idxmin()
+        name = "" if g is None else f"{a.group}={plain(g)}: "
+        lines.append(f"- {name}best point {a.x}={plain(v)} with {means[v]:.4g}" + _floor_clause(means[v], baselines, a.x)
+                     + ".")
     return "\n".join(lines)
 
 
@@ -101,7 +131,7 @@ def paired_report(df, a: Analysis) -> str:
     if isinstance(out, str):
         return f"Paired differences: {out}."
     groups, xs, cells = out
-    cell = lambda c: f"{c[0]:+.4g} ± {c[1]:.2g} ({c[2]}/{c[3]}){' *' if c[4] else ''}"  # noqa: E731
+    cell = lambda c: c if isinstance(c, str) else f"{c[0]:+.4g} ± {c[1]:.2g} ({c[2]}/{c[3]}){' *' if c[4] else ''}"  # noqa: E731
     head = [a.xname] + [plain(g) if g is not None else "all" for g in groups]
     table = markdown_table(head, [[f"{v:g}"] + [cell(cells[(g, v)]) if (g, v) in cells else "-" for g in groups]
                                   for v in xs])
@@ -232,6 +262,7 @@ def write_report(df, analyses: Sequence[Analysis], out: str, *, title: str, prea
             sections.append(head + f"not fitted: {e}. The figure draws the runs' points"
                             + (", the control" if control else "") + " and the baselines, no law.\n\n"
                             + baseline_lines(floors)
+                            + (f"\n\n{lines}" if (lines := points_floor_report(df, a, floors)) else "")
                             + (f"\n\n{paired}" if paired else "")
                             + (f"\n\n{ctx}" if (ctx := context_report(df, a, context)) else "") + text + "\n")
             continue
@@ -380,4 +411,5 @@ def _points_figure(df, a: Analysis, target, baselines, control):
 
 
 
-__all__ = ["baseline_report", "fit_report", "markdown_table", "paired_report", "points_report", "write_report"]
+__all__ = ["baseline_report", "fit_report", "markdown_table", "paired_report", "points_floor_report", "points_report",
+           "write_report"]
