@@ -32,6 +32,12 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
 
    Every run centres its embeddings by the global batch mean before the loss (``model.centre``,
    the default): without it the bank and the queue collapse the encoder (BENCHMARKS.md).
+   On MNIST-1D's 10 classes the anchor's own class takes 20-30 % of the negatives' softmax mass at every
+   ``n``, and at 300 steps the queue's runs stay below the raw input. More classes
+   (``data.config.num_classes``: the digits plus generated templates, :func:`jaxneg.data.mnist1d_templates`)
+   cut that share (5-9 % at 30 classes, 1-2 % at 100) but leave no run above the raw input at this budget,
+   so the main job keeps the 10 digits and its report shows the mechanism: each section's regime panels
+   and the groups below a baseline (BENCHMARKS.md, "Part 2 against the class count").
    ``error(n) = E + A · n^-alpha`` is fitted per source and drawn in one figure with the baselines;
    the report says where each curve saturates and flags collapsed runs. Each run also reports the
    fraction of its negatives that share the anchor's class, the length of its mean normalised

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from jax.sharding import PartitionSpec as P
@@ -67,6 +68,15 @@ def make_step(setup: Setup, configs=None):
     encode = task.make_encode(setup)
     objective = task.make_objective(setup)
 
+    def read(step):
+        """Whether the loop reads step ``step``'s diagnostics (it logs, evaluates or ends after it): only then
+        does the step compute the task's diagnostics (the negatives' regime is a second similarity matrix;
+        BENCHMARKS.md). ``step`` is the same for every member, so under ``vmap`` the ``cond`` stays a branch;
+        other steps report NaN, which nothing reads."""
+        count = step + 1
+        out = (count % c.log_every == 0) | (count == c.steps)
+        return out | (count % c.eval_every == 0) if c.eval_every else out
+
     def one(state, batch, step, consts, hp):
         tx, _ = make_optimizer(c, hp)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp.seed), step), jax.lax.axis_index(AXIS))
@@ -95,7 +105,10 @@ def make_step(setup: Setup, configs=None):
             (loss, reps), grads = jax.value_and_grad(total, has_aux=True)(params)
         reps = jax.lax.stop_gradient(reps)
         extra = extra._replace(embeddings=reps[0], reps=reps)
-        diagnostics.update(task.diagnose(setup, state, extra, hp))
+        diagnose = lambda: task.diagnose(setup, state, extra, hp)  # noqa: E731
+        unread = lambda: jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan if jnp.issubdtype(s.dtype, jnp.floating)  # noqa: E731
+                                                         else 0, s.dtype), jax.eval_shape(diagnose))
+        diagnostics.update(jax.lax.cond(read(step), diagnose, unread))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         new = task.after_step(setup, dict(state, params=new_params, opt_state=opt_state), new_params, extra, hp)

@@ -163,3 +163,29 @@ def test_arms_that_share_a_seed_share_their_initialisation_and_data_order():
                 a, b = (pairs.host_batch(setups[p], seed, step) for p in ("in-batch", part))
                 np.testing.assert_array_equal(a["doc_id"], b["doc_id"])
     assert not np.array_equal(pairs.host_batch(setups["hard"], 0, 0)["doc_id"], pairs.host_batch(setups["hard"], 1, 0)["doc_id"])
+
+
+def test_the_step_computes_its_diagnostics_only_on_the_steps_the_loop_reads(tmp_path, monkeypatch):
+    """The regime is a second similarity matrix; the step computes the task's diagnostics under a ``cond`` on
+    the step, only where the loop logs, evaluates or ends (here steps 2, 4 and 5 of 5: indices 1, 3, 4), and
+    what it logs there is finite. Two members: the branch stays a branch under their ``vmap``."""
+    from experiments import tasks
+    from tests.experiments.helpers import patch_task
+
+    seen, diagnose = [], tasks.get("views").diagnose
+
+    def counted(setup, state, extra, hp):
+        jax.debug.callback(lambda s: seen.append(int(s)), extra.step)
+        return diagnose(setup, state, extra, hp)
+
+    patch_task(monkeypatch, "views", diagnose=counted)
+    configs = [config("simclr_mnist1d", steps=5, log_every=2, checkpoint_every=5, batch_size=16, seed=s,
+                      **{"negatives.memory": 32, "eval.at_init": False}) for s in (0, 1)]
+    T.train_group(configs, [str(tmp_path / str(s)) for s in (0, 1)])
+    jax.effects_barrier()
+    assert sorted(set(seen)) == [1, 3, 4], seen
+    import json
+
+    logged = [r for r in map(json.loads, open(tmp_path / "0" / "metrics.jsonl")) if "loss" in r]
+    assert [r["step"] for r in logged] == [2, 4, 5]
+    assert all(np.isfinite(r["diag/effective_negatives"]) and np.isfinite(r["diag/negative_mass_stored"]) for r in logged)
