@@ -81,11 +81,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help="run the programs whose name contains this text")
     args = parser.parse_args()
     print("| program | steps with the regime / without (median of "
           f"{args.repeats}) | seconds with, without (median) |")
     print("|---|---|---|")
     for name, config in programs(args.steps).items():
+        if args.only not in name:
+            continue
         ratios, with_, without = [], [], []
         for _ in range(args.repeats):
             a = steps_seconds(config)

@@ -153,8 +153,13 @@ def plot_panels(panels: Mapping[str, Mapping[Any, tuple]], *, xlabel: str = "x",
 
     if not panels:
         raise ValueError("analysis.plot_panels: panels is empty")
-    fig = Figure(figsize=(3.6 * len(panels) + 0.6, 4.2), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols + 0.6, 3.6 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes = axes[:len(panels)]
     for ax, (label, points) in zip(axes, panels.items()):
         _draw_points(ax, points, group_label)
         ys = np.concatenate([np.asarray(y, np.float64) for _, y in points.values()])

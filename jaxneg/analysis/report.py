@@ -344,7 +344,11 @@ def _regime_figure(df, a: Analysis, metrics: Sequence[str], out: str, png: str, 
         return ""
     ctrl = results.where(df, a.control) if a.control else rows.iloc[:0]
     panels, control = {}, {}
-    for m in metrics:
+    train = [m for m in metrics if m.split("/")[-1].startswith("train_")]
+    own = [m for m in train if m.split("/")[-1] == "train_" + a.y.split("/")[-1]]
+    drawn = [m for m in metrics if m not in train and not m.endswith("batch_duplicates")] + (own or train[:1])
+    for m in drawn:  # (the training queries' own metric of the analysis' y only; the batch's duplicates, a
+        # property of the data, stay in the table)
         mine = rows[(rows.metric == m) & rows.value.notna()]
         if not len(mine):
             continue
