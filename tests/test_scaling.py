@@ -373,7 +373,10 @@ def test_arms_are_read_by_their_paired_differences_from_the_control():
     assert "- arm=a: best point k=4 with 0.5477 (+0.01767 over the raw input, +0.4477 over the untrained encoder)." \
            in text, text
     assert "- arm=b: best point k=4 with 0.5217 (0.008333 below the raw input, +0.4217 over the untrained encoder); " \
-           "every point lies below the raw input: these runs have not learned past it" in text, text
+           "every point lies below the raw input." in text, text
+    text = analysis.points_floor_report(pd.DataFrame(rows), inside, {"untrained encoder": 0.53})
+    assert "- arm=b: best point k=4 with 0.5217 (0.008333 below the untrained encoder); every point lies below the " \
+           "untrained encoder: these runs learned nothing, so no claim about k holds for them." in text, text
 
 
 def test_a_law_is_drawn_only_where_it_beats_a_constant(tmp_path):

@@ -53,16 +53,19 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
 
 
 def _floor_clause(best: float, baselines: Mapping[str, float], x: str) -> str:
-    """How far a group's best point (in the metric's units, higher is better) lies from each baseline, and, when
-    it lies below one, that the group learned less than that baseline gives: no claim about ``x`` holds for it."""
+    """How far a group's best point (in the metric's units, higher is better) lies from each baseline, and when
+    every point lies below one, which: below the untrained encoder the runs learned nothing and no claim about
+    ``x`` holds for them; below another baseline (the raw input: a kNN on the signals, or BM25 in retrieval)
+    they learned, but less than that baseline gives at this budget."""
     if not baselines:
         return ""
     text = " (" + ", ".join(f"{best - v:+.4g} over the {k}" if best >= v else f"{v - best:.4g} below the {k}"
                             for k, v in baselines.items()) + ")"
     under = [k for k, v in baselines.items() if best < v]
-    if under:
-        text += (f"; every point lies below the {' and the '.join(under)}: these runs have not learned past "
-                 f"{'it' if len(under) == 1 else 'them'} at this budget, so no claim about {x} holds for them")
+    if any("untrained" in k for k in under):
+        text += f"; every point lies below the untrained encoder: these runs learned nothing, so no claim about {x} holds for them"
+    elif under:
+        text += f"; every point lies below the {' and the '.join(under)}"
     return text
 
 
