@@ -170,7 +170,7 @@ def plot_panels(panels: Mapping[str, Mapping[Any, tuple]], *, xlabel: str = "x",
             ax.axhline(control[label], color="gray", ls="--", lw=1.5, label="control", zorder=1)
         ax.set_xlabel(xlabel)
         ax.set_title(label, fontsize="medium")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes:  # one legend for every panel, each name once
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
