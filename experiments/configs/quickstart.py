@@ -288,7 +288,10 @@ def _part2(o: _Options):
             + "; ".join(f"{s} n in {by_source[s]}" for s in o.sources if by_source[s])
             + " (" + "; ".join(f"{s}: {sources.get(s).summary}" for s in o.sources if by_source[s])
             + "). Every run subtracts the global batch mean from its embeddings before the loss "
-              "(model.centre=batch).")
+              "(model.centre=batch). The regime panels beside its figure show how the negatives' softmax mass "
+              "spreads, and how much of it the anchor's own class takes at each n (with C classes about 1/C of "
+              "the negatives; data.config.num_classes sets MNIST-1D's C, BENCHMARKS.md, 'Part 2 against the "
+              "class count').")
     return {}, {}, parts, analyses, text
 
 
