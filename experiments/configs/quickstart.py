@@ -16,8 +16,9 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
    is fitted to every seed's run (:func:`jaxneg.analysis.fit_groups`), with bootstrap intervals and
    the share of their width that comes from seed noise.
 
-2. **Negatives per anchor** ``n``, at a fixed batch ``B = neg_batch`` (so the examples per step
-   and the encoder updates are those of part 1), from three sources (``negatives_from``):
+2. **Negatives per anchor** ``n``, at a fixed batch ``B = neg_batch`` and ``neg_steps`` steps (so every
+   ``n`` sees the same examples per step and the same encoder updates; on CPU those of part 1), from three
+   sources (``negatives_from``):
 
    * ``subsampled``: each anchor keeps ``n`` random in-batch negatives of its ``2B - 2`` (a fresh
      subset every step; ``config.negatives.subsample``), ``n`` from 1 to the full batch;
@@ -54,7 +55,9 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
   (``negatives=`` with nothing drops part 2; values up to ``2B - 2`` are subsampled, larger ones
   are the full batch plus a bank of ``n - 2B + 2 >= B`` slots, and those from ``2B`` on also a MoCo
   queue of ``n`` keys); ``sources``: ``subsampled-memory-queue`` (default) or a subset of them
-  (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_temperature`` (0.1);
+  (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_steps``: part 2's steps (CPU
+  300, part 1's; accelerator 1,000: at 300 steps the MoCo queue has not learned past the raw input, at 1,000
+  it has, BENCHMARKS.md "Part 2 against the class count"); ``neg_temperature`` (0.1);
   ``platform``: ``cpu`` or ``accelerator``, whose defaults (:data:`DEFAULTS`) fill the options not
   given (default: the platform JAX runs on). Part 3: ``parts`` (``1-2-3``), ``mined`` (the values of k),
   ``samplers``, ``retrieval_steps``, ``retrieval_data`` (a BEIR folder; default the synthetic corpus) and
@@ -83,9 +86,10 @@ SOURCES = ("subsampled", "memory", "queue")
 #: command 1 under 10 minutes on 2 cores (the report's description says which was used)
 DEFAULTS = {
     "accelerator": {"seeds": "3", "steps": "400", "batches": "16-32-64-128-256-512-1024", "temperatures": "0.05-0.1-0.5",
-                    "neg_batch": "256", "negatives": "1-3-15-63-255-510-1022-2046-4094", "mined": "0-1-3-7-15-63",
+                    "neg_batch": "256", "neg_steps": "1000", "negatives": "1-3-15-63-255-510-1022-2046-4094", "mined": "0-1-3-7-15-63",
                     "retrieval_steps": "400", "retrieval_docs": "16384-65536"},
     "cpu": {"seeds": "2", "steps": "300", "batches": "16-32-64-128-256", "temperatures": "0.1-0.5", "neg_batch": "128",
+            "neg_steps": "300",
             "negatives": "1-3-15-63-254-510-1022-2046-3838", "mined": "0-1-3-7-15",
             "retrieval_steps": "100", "retrieval_docs": "16384"},
 }
@@ -158,6 +162,7 @@ class _Options(NamedTuple):
     negatives: tuple
     sources: tuple
     neg_batch: int
+    neg_steps: int
     neg_temperature: float
     mined: tuple
     retrieval_data: str
@@ -189,6 +194,7 @@ def _options(opts: dict) -> _Options:
         _list(opts, "negatives", int) if "2" in selected else _drop(opts, "negatives"),
         _names(opts, "sources", SOURCES, "views"),
         number("neg_batch", opts.pop("neg_batch"), int, "quickstart"),
+        number("neg_steps", opts.pop("neg_steps"), int, "quickstart"),
         number("neg_temperature", opts.pop("neg_temperature", "0.1"), float, "quickstart"),
         _list(opts, "mined", int) if "3" in selected else _drop(opts, "mined"), retrieval_data,
         number("retrieval_steps", opts.pop("retrieval_steps"), int, "quickstart"),
@@ -208,6 +214,9 @@ def _options(opts: dict) -> _Options:
         raise ValueError(f"quickstart: mined must be distinct counts >= 0, got {'-'.join(map(str, o.mined))}")
     if o.seeds < 1:
         raise ValueError(f"quickstart: seeds must be >= 1, got {o.seeds}")
+    for name in ("steps", "neg_steps", "retrieval_steps"):
+        if getattr(o, name) < 1:
+            raise ValueError(f"quickstart: {name} must be >= 1, got {getattr(o, name)}")
     if not o.batches and not o.negatives and not o.mined:
         raise ValueError("quickstart: nothing to run (parts 1, 2 and 3 need batches=, negatives= and mined=)")
     return o
@@ -269,7 +278,7 @@ def _part2(o: _Options):
     """Negatives per anchor at a fixed batch, from each source: ``(grid, zip, parts, analyses, description)``."""
     if not o.negatives:
         return {}, {}, [], [], ""
-    b, full, steps = o.neg_batch, 2 * o.neg_batch - 2, o.steps
+    b, full, steps = o.neg_batch, 2 * o.neg_batch - 2, o.neg_steps
     job = sources.MainJob(batch_size=b, steps=steps)
     same = {"batch_size": b, "loss.temperature": o.neg_temperature, "steps": steps}
     parts, by_source = [], {}

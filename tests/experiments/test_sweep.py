@@ -265,7 +265,11 @@ def test_the_quickstart_defaults_and_arguments():
     by_part = lambda ps, parts: [p for p in ps if (p.config.task == "pairs") == (parts == 3)]  # noqa: E731
     assert len(by_part(points, 12)) <= 105 and len(by_part(points, 3)) <= 160  # (part 3: two corpus sizes)
     assert {p.config.data.config.num_docs for p in by_part(points, 3)} == {16384, 65536}
-    assert max(p.config.steps for p in points) <= 400
+    assert max(p.config.steps for p in points if p.config.tags.part in ("", "in-batch", *quickstart.SAMPLERS)) <= 400
+    part2 = [p.config.steps for p in points if p.config.tags.part in quickstart.SOURCES]  # the queue's longer schedule
+    assert set(part2) == {1000} and {p.config.steps for p in S.expand(cpu) if p.config.tags.part in quickstart.SOURCES} == {300}
+    with pytest.raises(ValueError, match="neg_steps must be >= 1, got 0"):
+        quickstart.get_config("platform=cpu,neg_steps=0")
     points = [p for p in S.expand(cpu) if p.config.task == "views"]
     full = 2 * 128 - 2
     n = {p.name: S.columns_row(cpu, p.config) for p in points}
