@@ -1,7 +1,8 @@
 """What the regime diagnostics cost a training step (``views.negative_regime``, ``pairs.negative_regime``).
 
-Every step computes, beside the loss, the softmax of each anchor's negatives a second time to report
-``effective_negatives`` and the ``negative_mass_*`` shares (issue 40). This script trains the main job's
+The regime is the softmax of each anchor's negatives, computed a second time beside the loss to report
+``effective_negatives`` and the ``negative_mass_*`` shares (issue 40); since 946362a only on the steps the loop
+reads (here, with ``log_every = steps``, the last one), before it on every step. This script trains the main job's
 heaviest programs of each kind for ``--steps`` steps twice in one process, in turn: as shipped, and with the
 regime function replaced by one that returns nothing (the rest of the step unchanged), and compares the
 ``steps`` phase of their time accounts (compilation excluded). Each pair is repeated ``--repeats`` times

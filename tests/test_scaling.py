@@ -1,5 +1,6 @@
 """Scaling-law fits: parameter recovery inside the bootstrap interval, the 4,500-start grid, ARE, errors."""
 
+import dataclasses
 import json
 import jax
 import jax.numpy as jnp
@@ -365,11 +366,13 @@ def test_arms_are_read_by_their_paired_differences_from_the_control():
     two = pd.DataFrame(rows + [{**rows[0], "run": "c0bis"}])  # two controls of seed 0: no pairing
     assert "several runs per seed" in analysis.paired_report(two, a)
     # the control inside the arms (part 2's full batch): its cells say so, not a zero paired with itself
-    inside = analysis.Analysis(x="k", y="eval/acc", group="arm", control="k == 0")
+    inside = analysis.Analysis(x="k", y="eval/acc", group="arm", control="k == 0", complement=True)
     assert "| 0 | - | - | (control) |" in analysis.paired_report(pd.DataFrame(rows), inside)
-    # a group whose best point lies below a baseline: no claim about x holds for it
+    # each group's best point against the baselines; a group worse than one at every point is named. Arm a at a
+    # second k, worse: the best point is the higher mean (an accuracy; its error is what is fitted)
+    rows += [{**r, "run": r["run"] + "'", "k": 8, "value": r["value"] - 0.1} for r in rows if r["arm"] == "a"]
     text = analysis.points_floor_report(pd.DataFrame(rows), inside, {"raw input": 0.53, "untrained encoder": 0.1})
-    # means over the seeds: a 0.5 + 0.01667 + 0.031, b 0.5 + 0.01667 + 0.005
+    # means over the seeds: a 0.5 + 0.01667 + 0.031 (k = 4), b 0.5 + 0.01667 + 0.005
     assert "- arm=a: best point k=4 with 0.5477 (+0.01767 over the raw input, +0.4477 over the untrained encoder)." \
            in text, text
     assert "- arm=b: best point k=4 with 0.5217 (0.008333 below the raw input, +0.4217 over the untrained encoder); " \
@@ -377,6 +380,15 @@ def test_arms_are_read_by_their_paired_differences_from_the_control():
     text = analysis.points_floor_report(pd.DataFrame(rows), inside, {"untrained encoder": 0.53})
     assert "- arm=b: best point k=4 with 0.5217 (0.008333 below the untrained encoder); every point lies below the " \
            "untrained encoder: these runs learned nothing, so no claim about k holds for them." in text, text
+    # lower is better (an error, fitted as it is): the best point is the lower mean, and worse means above
+    error = pd.DataFrame(rows).assign(value=lambda d: 1.0 - d.value)
+    text = analysis.points_floor_report(error, dataclasses.replace(inside, complement=False),
+                                        {"untrained encoder": 0.47})
+    assert "- arm=a: best point k=4 with 0.4523 (0.01767 below the untrained encoder)." in text, text
+    assert "- arm=b: best point k=4 with 0.4783 (0.008333 above the untrained encoder); every point lies above the " \
+           "untrained encoder: these runs learned nothing" in text, text
+    rows[0]["value"] = np.nan  # a missing value is left out, not a crash
+    assert "arm=control" in analysis.points_floor_report(pd.DataFrame(rows), inside, {"untrained encoder": 0.1})
 
 
 def test_a_law_is_drawn_only_where_it_beats_a_constant(tmp_path):

@@ -55,9 +55,10 @@ evaluated downstream (kNN and linear probe on frozen features; the InfoNCE value
   (``negatives=`` with nothing drops part 2; values up to ``2B - 2`` are subsampled, larger ones
   are the full batch plus a bank of ``n - 2B + 2 >= B`` slots, and those from ``2B`` on also a MoCo
   queue of ``n`` keys); ``sources``: ``subsampled-memory-queue`` (default) or a subset of them
-  (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_steps``: part 2's steps (CPU
-  300, part 1's; accelerator 1,000: at 300 steps the MoCo queue has not learned past the raw input, at 1,000
-  it has, BENCHMARKS.md "Part 2 against the class count"); ``neg_temperature`` (0.1);
+  (``subsampled-memory``, ``queue``, ...); ``neg_batch``: part 2's batch; ``neg_steps``: part 2's steps (default:
+  ``steps=`` when it is given, else the platform's: CPU 300, part 1's; accelerator 1,000: at 300 steps the
+  MoCo queue has not learned past the raw input, at 1,000 it has, BENCHMARKS.md "Part 2 against the class
+  count"); ``neg_temperature`` (0.1);
   ``platform``: ``cpu`` or ``accelerator``, whose defaults (:data:`DEFAULTS`) fill the options not
   given (default: the platform JAX runs on). Part 3: ``parts`` (``1-2-3``), ``mined`` (the values of k),
   ``samplers``, ``retrieval_steps``, ``retrieval_data`` (a BEIR folder; default the synthetic corpus) and
@@ -177,6 +178,8 @@ def _options(opts: dict) -> _Options:
     platform = opts.pop("platform", None) or _platform()
     if platform not in DEFAULTS:
         raise ValueError(f"quickstart: platform must be one of {sorted(DEFAULTS)}, got {platform!r}")
+    if "steps" in opts and "neg_steps" not in opts:  # a budget given as steps= is part 2's too, unless it has its own
+        opts["neg_steps"] = opts["steps"]
     for key, value in DEFAULTS[platform].items():
         opts.setdefault(key, value)
     budget = opts.pop("budget", "steps")

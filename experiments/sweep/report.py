@@ -119,7 +119,8 @@ def analyze(sweep: Sweep, workdir: str, verbose: bool = False, timings: dict | N
                      for note in b.get("raw_input_notes", {}).values()] + [""]
     table_cols = swept + shown + ["collapsed"]
     protocol_of = run_protocols(runs_dir, list(table.run), floors)
-    if floors:  # flag the runs that did not beat a baseline of their own protocol: they learned nothing usable
+    if floors:  # flag the runs that did not beat a baseline of their own protocol (the untrained encoder: they
+        # learned nothing; the raw input, e.g. BM25: they learned less than it gives)
         def below(row, key):
             floor = floors.get(protocol_of.get(row["run"]), {}).get(key, {})
             return ", ".join(m.split("/")[-1] for m in shown

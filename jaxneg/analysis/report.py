@@ -37,7 +37,7 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
         m = to_metric(by)
         bx = np.asarray(bx).tolist()
         bx = int(bx) if isinstance(bx, float) and bx.is_integer() else bx
-        text = f"- {name}best point {x}={bx} with {m:.4g}" + _floor_clause(m, baselines, x)
+        text = f"- {name}best point {x}={bx} with {m:.4g}" + _floor_clause(m, baselines, x, higher=complement)
         saturation = gf.saturation()
         if saturation is not None:
             xs, xmax = saturation
@@ -52,30 +52,38 @@ def baseline_report(fits: Sequence[GroupFit], baselines: Mapping[str, float], *,
     return "\n".join(lines)
 
 
-def _floor_clause(best: float, baselines: Mapping[str, float], x: str) -> str:
-    """How far a group's best point (in the metric's units, higher is better) lies from each baseline, and when
-    every point lies below one, which: below the untrained encoder the runs learned nothing and no claim about
-    ``x`` holds for them; below another baseline (the raw input: a kNN on the signals, or BM25 in retrieval)
-    they learned, but less than that baseline gives at this budget."""
+def _floor_clause(best: float, baselines: Mapping[str, float], x: str, higher: bool = True) -> str:
+    """How far a group's best point (in the metric's units; ``higher``: higher is better, else lower, e.g. an
+    error) lies from each baseline, and when every point is worse than one, which: worse than the untrained
+    encoder, the runs learned nothing and no claim about ``x`` holds for them; worse than another baseline (the
+    raw input: a kNN on the signals, or BM25 in retrieval) they learned, but less than it gives at this budget."""
     if not baselines:
         return ""
-    text = " (" + ", ".join(f"{best - v:+.4g} over the {k}" if best >= v else f"{v - best:.4g} below the {k}"
-                            for k, v in baselines.items()) + ")"
-    under = [k for k, v in baselines.items() if best < v]
+    def distance(k, v):
+        d = best - v
+        if higher:
+            return f"{d:+.4g} over the {k}" if d >= 0 else f"{-d:.4g} below the {k}"
+        return f"{-d:.4g} below the {k}" if d <= 0 else f"{d:.4g} above the {k}"
+
+    text = " (" + ", ".join(distance(k, v) for k, v in baselines.items()) + ")"
+    under = [k for k, v in baselines.items() if (best < v if higher else best > v)]
+    worse = "below" if higher else "above"
     if any("untrained" in k for k in under):
-        text += f"; every point lies below the untrained encoder: these runs learned nothing, so no claim about {x} holds for them"
+        text += (f"; every point lies {worse} the untrained encoder: these runs learned nothing, so no claim about "
+                 f"{x} holds for them")
     elif under:
-        text += f"; every point lies below the {' and the '.join(under)}"
+        text += f"; every point lies {worse} the {' and the '.join(under)}"
     return text
 
 
 def points_floor_report(df, a: Analysis, baselines: Mapping[str, float]) -> str:
     """:func:`baseline_report` for an analysis with no fit: each group's best point (mean over seeds; the
-    metric's units) against the ``baselines``. "" without baselines or points."""
+    metric's units: the highest with ``a.complement``, e.g. an accuracy whose error is fitted, else the lowest)
+    against the ``baselines``. "" without baselines or points."""
     if not baselines or not isinstance(a.x, str):
         return ""
     rows = results.where(df, a.where) if a.where else df
-    rows = rows[rows.metric == a.y]
+    rows = rows[(rows.metric == a.y) & rows.value.notna()]
     if not len(rows) or a.x not in rows:
         return ""
     lines = []
@@ -83,8 +91,8 @@ def points_floor_report(df, a: Analysis, baselines: Mapping[str, float]) -> str:
         means = part.groupby(a.x).value.mean()
         v = means.idxmax() if a.complement else means.idxmin()
         name = "" if g is None else f"{a.group}={plain(g)}: "
-        lines.append(f"- {name}best point {a.x}={plain(v)} with {means[v]:.4g}" + _floor_clause(means[v], baselines, a.x)
-                     + ".")
+        lines.append(f"- {name}best point {a.x}={plain(v)} with {means[v]:.4g}"
+                     + _floor_clause(means[v], baselines, a.x, higher=a.complement) + ".")
     return "\n".join(lines)
 
 

@@ -268,6 +268,8 @@ def test_the_quickstart_defaults_and_arguments():
     assert max(p.config.steps for p in points if p.config.tags.part in ("", "in-batch", *quickstart.SAMPLERS)) <= 400
     part2 = [p.config.steps for p in points if p.config.tags.part in quickstart.SOURCES]  # the queue's longer schedule
     assert set(part2) == {1000} and {p.config.steps for p in S.expand(cpu) if p.config.tags.part in quickstart.SOURCES} == {300}
+    short = S.expand(quickstart.get_config("platform=accelerator,steps=50,seeds=1"))  # a budget given is part 2's too
+    assert {p.config.steps for p in short if p.config.tags.part in quickstart.SOURCES} == {50}
     with pytest.raises(ValueError, match="neg_steps must be >= 1, got 0"):
         quickstart.get_config("platform=cpu,neg_steps=0")
     points = [p for p in S.expand(cpu) if p.config.task == "views"]
