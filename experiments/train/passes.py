@@ -18,7 +18,7 @@ from experiments.tasks.common import AXIS, Setup, init_params
 from experiments.train.members import _member, _stack, hparams
 from experiments.train.outputs import Clock, _progress, _Window, _Writer, write_result
 from experiments.train.setup import evaluate, evaluate_members
-from experiments.train.step import make_optimizer, make_step
+from experiments.train.step import evaluates, logs, make_optimizer, make_step
 from jaxneg import rundir
 
 
@@ -107,11 +107,10 @@ def run_pass(setup: Setup, members: list, states: list, plan: PassPlan) -> None:
             one.refresh(step)
             one.step(step)
             count = step + 1
-            evaluating = c.eval_every and count % c.eval_every == 0
-            if not one.check(keep=0 if (count % c.log_every == 0 or count % c.checkpoint_every == 0 or evaluating
-                                        or count == c.steps) else 1):
+            evaluating = evaluates(c, count)
+            if not one.check(keep=0 if (logs(c, count) or count % c.checkpoint_every == 0 or evaluating) else 1):
                 return  # every member failed
-            if count % c.log_every == 0 or count == c.steps:
+            if logs(c, count):  # (the step computed its diagnostics only where logs or evaluates says so)
                 one.log(count)
             if count % c.checkpoint_every == 0 or count == c.steps:
                 with clock("checkpoints"):

@@ -52,6 +52,18 @@ def make_optimizer(c: ml_collections.ConfigDict, hp: dict | None = None):
     return tx, lr
 
 
+def logs(c, count):
+    """Whether the loop logs after step ``count`` (1-based: every ``log_every`` steps and the last); a Python
+    bool, or a traced one for a traced ``count``."""
+    return (count % c.log_every == 0) | (count == c.steps)
+
+
+def evaluates(c, count):
+    """Whether the loop evaluates after step ``count`` (every ``eval_every`` steps; the last step's evaluation
+    is the final one); a Python bool, or a traced one for a traced ``count``."""
+    return (count % c.eval_every == 0) if c.eval_every else False
+
+
 def make_step(setup: Setup, configs=None):
     """The jitted step of a group ``(states, batches, step, consts, hps) -> (states, metrics)``.
 
@@ -67,15 +79,6 @@ def make_step(setup: Setup, configs=None):
     task = tasks.get(c.task)
     encode = task.make_encode(setup)
     objective = task.make_objective(setup)
-
-    def read(step):
-        """Whether the loop reads step ``step``'s diagnostics (it logs, evaluates or ends after it): only then
-        does the step compute the task's diagnostics (the negatives' regime is a second similarity matrix;
-        BENCHMARKS.md). ``step`` is the same for every member, so under ``vmap`` the ``cond`` stays a branch;
-        other steps report NaN, which nothing reads."""
-        count = step + 1
-        out = (count % c.log_every == 0) | (count == c.steps)
-        return out | (count % c.eval_every == 0) if c.eval_every else out
 
     def one(state, batch, step, consts, hp):
         tx, _ = make_optimizer(c, hp)
@@ -108,7 +111,10 @@ def make_step(setup: Setup, configs=None):
         diagnose = lambda: task.diagnose(setup, state, extra, hp)  # noqa: E731
         unread = lambda: jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan if jnp.issubdtype(s.dtype, jnp.floating)  # noqa: E731
                                                          else 0, s.dtype), jax.eval_shape(diagnose))
-        diagnostics.update(jax.lax.cond(read(step), diagnose, unread))
+        # only on the steps whose diagnostics the loop reads (the regime is a second similarity matrix;
+        # BENCHMARKS.md): ``step`` is the same for every member, so under ``vmap`` the cond stays a branch; the
+        # other steps report NaN, which nothing reads
+        diagnostics.update(jax.lax.cond(logs(c, step + 1) | evaluates(c, step + 1), diagnose, unread))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         new = task.after_step(setup, dict(state, params=new_params, opt_state=opt_state), new_params, extra, hp)
