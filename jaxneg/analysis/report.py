@@ -364,8 +364,7 @@ def _regime_figure(df, a: Analysis, metrics: Sequence[str], out: str, png: str, 
         if not len(mine):
             continue
         label = m.split("/")[-1]
-        groups = mine.groupby(a.group, dropna=False) if a.group else [(None, mine)]
-        panels[label] = {g: (part[a.x].to_numpy(np.float64), part.value.to_numpy(np.float64)) for g, part in groups}
+        panels[label] = _group_points(mine, a)
         values = ctrl[(ctrl.metric == m)].value.dropna()
         if len(values):
             control[label] = float(values.mean())
@@ -416,10 +415,15 @@ def _points_figure(df, a: Analysis, target, baselines, control):
     rows = rows[rows.metric == a.y]
     if not len(rows) or a.x not in rows:
         return None
-    groups = rows.groupby(a.group, dropna=False) if a.group else [(None, rows)]
-    points = {g: (part[a.x].to_numpy(np.float64), target(part.value.to_numpy(np.float64))) for g, part in groups}
+    points = {g: (x, target(y)) for g, (x, y) in _group_points(rows, a).items()}
     return plot_points(points, xlabel=a.xname, ylabel=a.label, group_label=a.group or "", baselines=baselines,
                        control=control, title=f"{a.label}: points, no law")
+
+
+def _group_points(rows, a: Analysis) -> dict:
+    """``{group: (x [n], value [n])}`` of ``rows`` (one metric) by ``a.group`` (one group, None, without)."""
+    groups = rows.groupby(a.group, dropna=False) if a.group else [(None, rows)]
+    return {g: (part[a.x].to_numpy(np.float64), part.value.to_numpy(np.float64)) for g, part in groups}
 
 
 # ----------------------------------------------------------------------------- command line
