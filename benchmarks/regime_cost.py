@@ -24,6 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.config_lib import set_field  # noqa: E402
 from experiments.configs import quickstart, simclr_mnist1d  # noqa: E402
 from experiments.tasks import pairs, sources, views  # noqa: E402
 
@@ -36,14 +37,14 @@ def programs(steps: int) -> dict:
         job = sources.MainJob(batch_size=128, steps=steps)
         for k, v in {"batch_size": 128, "steps": steps, "loss.temperature": 0.1, "optimizer.learning_rate": 1e-2,
                      **sources.get(name).setting(n, job)}.items():
-            _set(c, k, v)
+            set_field(c, k, v, "regime_cost")
         return c
 
     retrieval = quickstart.retrieval(steps=steps, max_k=15)
     retrieval["data.config"] = {**quickstart.RETRIEVAL_DATA, "num_docs": 16384, "num_train_queries": 65536}
     hard = simclr_mnist1d.get_config()
     for k, v in {**retrieval, **sources.get("hard").setting(15, sources.MainJob(128, steps, views=1))}.items():
-        _set(hard, k, v)
+        set_field(hard, k, v, "regime_cost")
     out = {"part 2, full batch (n = 254)": view_run("subsampled", 254),
            "part 2, queue n = 3,838": view_run("queue", 3838),
            "part 2, bank n = 3,838": view_run("memory", 3838),
@@ -51,14 +52,6 @@ def programs(steps: int) -> dict:
     for c in out.values():
         c.eval.at_init, c.log_every, c.checkpoint_every = False, steps, steps
     return out
-
-
-def _set(config, dotted: str, value) -> None:
-    *path, last = dotted.split(".")
-    node = config
-    for p in path:
-        node = node[p]
-    node[last] = value
 
 
 @contextlib.contextmanager
